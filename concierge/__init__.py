@@ -1,0 +1,1 @@
+"""The concierge: trades a verified ID token for a short-lived, impersonation-only cluster credential."""

@@ -1,0 +1,1 @@
+"""Local development environment: etcd, kube-apiserver, a test IdP and the concierge on loopback."""

@@ -1,0 +1,32 @@
+"""pytest fixtures for the local control plane: one CA, one work dir and one cluster per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localenv import pki
+from localenv.cluster import LocalCluster
+
+
+@pytest.fixture(scope="session")
+def local_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("localenv")
+    path.chmod(0o700)
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_ca(local_workdir: Path) -> pki.CA:
+    return pki.CA.create(local_workdir / "pki", "local")
+
+
+@pytest.fixture(scope="session")
+def cluster(local_workdir: Path, local_ca: pki.CA) -> Iterator[LocalCluster]:
+    running = LocalCluster.start(local_workdir / "cluster", local_ca)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,1 @@
+"""pytest fixtures for the local concierge (placeholder until written)."""

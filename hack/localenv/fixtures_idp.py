@@ -1,0 +1,1 @@
+"""pytest fixtures for the local idp (placeholder until written)."""
