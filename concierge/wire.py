@@ -225,6 +225,33 @@ def logout_request() -> dict[str, Any]:
     return {"apiVersion": f"{LOGIN_GROUP}/{VERSION}", "kind": LOGOUT_REQUEST_KIND, "spec": {}}
 
 
+def logout_response(session_ended: bool) -> dict[str, Any]:
+    """`sessionEnded` is false when the session was already gone (logout is idempotent)."""
+    body = logout_request()
+    body["status"] = {"sessionEnded": session_ended}
+    return body
+
+
+# --- errors ----------------------------------------------------------------
+# Requests that are not answered at all (malformed, too large, concierge or
+# Kubernetes unavailable) get a Kubernetes `Status` object, as an aggregated
+# API would. Note its top-level `status` is the string "Failure", not an object.
+
+
+def status_error(code: int, reason: str, message: str,
+                 field_path: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                            "message": message, "reason": reason, "code": code}
+    if field_path is not None:
+        body["details"] = {"causes": [{"field": field_path, "message": message}]}
+    return body
+
+
+def is_status_error(body: object) -> bool:
+    return (isinstance(body, dict) and body.get("kind") == "Status"
+            and body.get("status") == "Failure")
+
+
 # --- helpers ---------------------------------------------------------------
 
 
