@@ -1,1 +1,1 @@
-"""The concierge: trades a verified ID token for a short-lived, impersonation-only cluster credential."""
+"""The concierge: trades a verified ID token for a short-lived, impersonation-only credential."""

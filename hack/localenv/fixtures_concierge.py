@@ -1,1 +1,212 @@
-"""pytest fixtures for the local concierge (placeholder until written)."""
+"""pytest fixtures for the concierge: a fake Kubernetes for unit tests, real parts for the rest.
+
+Unit tests get `fake_kube`, a `concierge.kubeapi.KubeAPI` that keeps objects
+in dicts and behaves like the apiserver where the concierge depends on it
+(409 on create of an existing name, 404 on missing, uid preconditions, bound
+tokens that stop reviewing once their Secret is gone).
+
+Integration tests get `concierge` (one real `pinniped-concierge` process per
+session, on the real apiserver and IdP, running with deploy/'s RBAC) and
+`minting_issuer` (an https issuer whose keys the tests hold, trusted by that
+concierge as the `minted` authenticator, for tokens the real IdP will not mint).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from concierge.errors import Reason, Unavailable
+from concierge.kubeapi import Conflict, Kind, NotFound, Obj, count_call
+from localenv import pki
+from localenv.cluster import LocalCluster
+from localenv.concierge import LocalConcierge, MintingIssuer
+from localenv.idp import LocalIdP
+
+# --- an in-memory Kubernetes ------------------------------------------------------
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'kid': 'fake'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class FakeKube:
+    """Just enough apiserver for the concierge's logic; every call is recorded in `calls`."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.objects: dict[tuple[Kind, str | None, str], Obj] = {}
+        self.calls: list[str] = []
+        self.unavailable = False
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.token_requests: list[Obj] = []
+        self._ids = itertools.count(1)
+        self._clock = clock
+
+    # helpers for tests
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        return self.objects.get((kind, namespace, name))
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(name for (k, _, name) in self.objects if k == kind)
+
+    def _call(self, what: str) -> None:
+        count_call()
+        self.calls.append(what)
+        if self.unavailable:
+            raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "the fake Kubernetes API is down")
+
+    # KubeAPI
+    async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj:
+        self._call(f"create {kind}")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        key = (kind, namespace, meta["name"])
+        if key in self.objects:
+            raise Conflict(f"{kind} {meta['name']} exists")
+        meta["uid"] = f"uid-{next(self._ids)}"
+        meta["resourceVersion"] = str(next(self._ids))
+        if namespace is not None:
+            meta["namespace"] = namespace
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
+
+    async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        self._call(f"read {kind}")
+        try:
+            return copy.deepcopy(self.objects[(kind, namespace, name)])
+        except KeyError:
+            raise NotFound(name) from None
+
+    async def replace(self, kind: Kind, name: str, body: Obj,
+                      namespace: str | None = None) -> Obj:
+        self._call(f"replace {kind}")
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise NotFound(name)
+        obj = copy.deepcopy(body)
+        old_meta = self.objects[key]["metadata"]
+        obj["metadata"] = {**obj.get("metadata", {}), "uid": old_meta["uid"],
+                           "resourceVersion": str(next(self._ids))}
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None,
+                     uid: str | None = None) -> None:
+        self._call(f"delete {kind}")
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise NotFound(name)
+        if uid is not None and self.objects[key]["metadata"]["uid"] != uid:
+            raise Conflict("uid precondition failed")
+        del self.objects[key]
+
+    async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
+                   continue_token: str | None = None) -> tuple[list[Obj], str | None]:
+        self._call(f"list {kind}")
+        wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+        matching = [copy.deepcopy(obj) for (k, ns, _), obj in sorted(self.objects.items())
+                    if k == kind and ns == namespace
+                    and all((obj["metadata"].get("labels") or {}).get(lk) == lv
+                            for lk, lv in wanted.items())]
+        # Like the apiserver, continue after the last key returned (not at an offset).
+        after = [o for o in matching if continue_token is None
+                 or o["metadata"]["name"] > continue_token]
+        page = after[:limit]
+        return page, page[-1]["metadata"]["name"] if len(after) > limit else None
+
+    async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
+        self._call("create TokenRequest")
+        self.token_requests.append(copy.deepcopy(body))
+        sa = self.objects.get((Kind.SERVICE_ACCOUNT, namespace, service_account))
+        ref = body["spec"]["boundObjectRef"]
+        secret = self.objects.get((Kind.SECRET, namespace, ref["name"]))
+        if sa is None or secret is None or secret["metadata"]["uid"] != ref["uid"]:
+            raise NotFound(service_account)
+        exp = int(self._clock()) + int(body["spec"]["expirationSeconds"])
+        token = _unsigned_jwt({
+            "sub": f"system:serviceaccount:{namespace}:{service_account}", "exp": exp,
+            "kubernetes.io": {"namespace": namespace,
+                              "secret": {"name": ref["name"], "uid": ref["uid"]},
+                              "serviceaccount": {"name": service_account,
+                                                 "uid": sa["metadata"]["uid"]}},
+            "jti": str(next(self._ids)),
+        })
+        self.tokens[token] = {"namespace": namespace, "sa": service_account,
+                              "secret": ref["name"], "secret_uid": ref["uid"], "exp": exp}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
+        return {**copy.deepcopy(body), "status": {"token": token, "expirationTimestamp": stamp}}
+
+    async def review_token(self, token: str) -> Obj:
+        self._call("create TokenReview")
+        info = self.tokens.get(token)
+        if info is None or info["exp"] <= self._clock():
+            return {"authenticated": False}
+        secret = self.objects.get((Kind.SECRET, info["namespace"], info["secret"]))
+        sa = self.objects.get((Kind.SERVICE_ACCOUNT, info["namespace"], info["sa"]))
+        if secret is None or secret["metadata"]["uid"] != info["secret_uid"] or sa is None:
+            return {"authenticated": False}
+        return {"authenticated": True, "user": {
+            "username": f"system:serviceaccount:{info['namespace']}:{info['sa']}",
+            "groups": ["system:serviceaccounts", "system:authenticated"]}}
+
+    async def ping(self, namespace: str) -> None:
+        self._call("ping")
+
+
+@pytest.fixture
+def fake_kube() -> FakeKube:
+    return FakeKube()
+
+
+# --- the real concierge ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def minting_issuer(local_workdir: Path, local_ca: pki.CA) -> Iterator[MintingIssuer]:
+    issuer = MintingIssuer.start(local_workdir / "minting-issuer", local_ca)
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def concierge(local_workdir: Path, local_ca: pki.CA, cluster: LocalCluster, idp: LocalIdP,
+              minting_issuer: MintingIssuer) -> Iterator[LocalConcierge]:
+    """The shared concierge: authenticator `corp` (the real IdP) and `minted` (tests' keys)."""
+    running = LocalConcierge.start(local_workdir / "concierge", local_ca, cluster, idp,
+                                   extra_issuers=[minting_issuer])
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def concierge_factory(tmp_path: Path, local_ca: pki.CA,
+                      cluster: LocalCluster) -> Iterator[Callable[..., LocalConcierge]]:
+    """Start private concierges (own namespace, own config) for tests that need them."""
+    started: list[LocalConcierge] = []
+
+    def start(idp: LocalIdP, **overrides: Any) -> LocalConcierge:
+        running = LocalConcierge.start(tmp_path / f"concierge-{len(started)}", local_ca,
+                                       cluster, idp, **overrides)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()

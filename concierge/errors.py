@@ -1,0 +1,81 @@
+"""The ways a concierge request can end other than in success, and their reason codes.
+
+Every outcome carries a reason code from `Reason`. The client of a failed
+login only ever sees `wire.AUTHENTICATION_FAILED`; the code goes to the audit
+log, where an operator can tell an expired token from a forged one without
+the token itself ever being written down.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable reason codes written to the audit log (operators grep for these)."""
+
+    OK = "ok"
+    # The request itself.
+    MALFORMED_REQUEST = "malformed_request"
+    REQUEST_TOO_LARGE = "request_too_large"
+    UNKNOWN_AUTHENTICATOR = "unknown_authenticator"
+    # The ID token's envelope and signature.
+    TOKEN_TOO_LARGE = "token_too_large"
+    MALFORMED_TOKEN = "malformed_token"
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+    UNSUPPORTED_HEADER = "unsupported_header"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    # The ID token's registered claims.
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    ISSUED_IN_FUTURE = "issued_in_future"
+    MISSING_CLAIM = "missing_claim"
+    BAD_CLAIM_TYPE = "bad_claim_type"
+    # The identity derived from the claims.
+    EMAIL_NOT_VERIFIED = "email_not_verified"
+    CLAIM_TOO_LARGE = "claim_too_large"
+    RESERVED_NAME = "reserved_name"
+    INVALID_NAME = "invalid_name"
+    # Cluster credentials presented to whoami and logout.
+    MISSING_CREDENTIAL = "missing_credential"
+    INVALID_CREDENTIAL = "invalid_credential"
+    FOREIGN_CREDENTIAL = "foreign_credential"
+    ALREADY_LOGGED_OUT = "already_logged_out"
+    # Our own dependencies.
+    ISSUER_UNAVAILABLE = "issuer_unavailable"
+    KUBERNETES_UNAVAILABLE = "kubernetes_unavailable"
+    KUBERNETES_ERROR = "kubernetes_error"
+    USER_OBJECT_CONFLICT = "user_object_conflict"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(Exception):
+    """The caller did not prove who they are. Answered with the uniform message only."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = reason
+        #: For the audit log and debugging. Must never contain token material.
+        self.detail = detail
+
+
+class Unavailable(Exception):
+    """Something we depend on is down; the caller should retry later (HTTP 503)."""
+
+    def __init__(self, reason: Reason, message: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ServerError(Exception):
+    """We cannot serve this request and retrying will not help until an operator acts (500)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail

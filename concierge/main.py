@@ -1,0 +1,126 @@
+"""`pinniped-concierge --config FILE`: read the config, assemble the services, serve HTTPS.
+
+Everything that can be checked before listening is checked here (config keys,
+certificate files, kubeconfig), so a broken deployment fails at start with a
+message naming what to fix rather than at the first login.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from concierge import config as config_module
+from concierge.app import Services, create_app
+from concierge.audit import AuditLog
+from concierge.config import Config, ConfigError
+from concierge.credential_review import CredentialReviewer
+from concierge.identity import IdentityMapper
+from concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
+from concierge.kubeapi import KubeAPI, KubernetesClientAPI
+from concierge.login import Authenticator, LoginService
+from concierge.sessions import Sessions
+from concierge.userobjects import UserObjects
+
+log = logging.getLogger("concierge")
+
+
+def build_services(config: Config, kube: KubeAPI | None = None) -> Services:
+    """Wire the concierge together from its config; `kube` may be swapped by tests."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if kube is None:
+        real = KubernetesClientAPI.from_kubeconfig(config.kubeconfig,
+                                                   config.kubernetes_timeout_seconds)
+        kube = real
+        closers.append(_async(real.close))
+
+    authenticators: dict[str, Authenticator] = {}
+    for auth_config in config.authenticators:
+        fetcher = HttpsFetcher(auth_config.ca_file)
+        closers.append(fetcher.aclose)
+        verifier = JWTAuthenticator(
+            auth_config, fetcher, clock_skew_seconds=config.clock_skew_seconds,
+            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds)
+        authenticators[auth_config.name] = Authenticator(verifier,
+                                                         IdentityMapper.from_config(auth_config))
+        background.append(functools.partial(verifier.run_refresh_loop,
+                                            config.key_refresh_interval_seconds))
+
+    user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds)
+    sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
+                        config.clock_skew_seconds)
+    background.append(functools.partial(sessions.run_sweeper,
+                                        config.session_sweep_interval_seconds))
+    audit = AuditLog.open(config.audit_log)
+    closers.append(_async(audit.close))
+
+    return Services(
+        login=LoginService(authenticators, user_objects, sessions),
+        reviewer=CredentialReviewer(kube, config.namespace, user_objects),
+        sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
+        background=background, on_shutdown=closers,
+    )
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def closer() -> None:
+        close()
+    return closer
+
+
+def _check_tls(config: Config) -> None:
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.tls_cert_file, config.tls_key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("tls", f"cannot load certFile/keyFile as a TLS key pair: {exc}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pinniped-concierge",
+        description="Trade OIDC ID tokens for short-lived, impersonation-only cluster "
+                    "credentials. See the concierge.config module docstring for the config keys.")
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE",
+                        help="YAML config file")
+    args = parser.parse_args(argv)
+
+    try:
+        config = config_module.load(args.config)
+        _check_tls(config)
+    except ConfigError as exc:
+        print(f"pinniped-concierge: {args.config}: {exc}", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per key fetch is noise
+    try:
+        services = build_services(config)
+    except Exception as exc:  # e.g. unreadable kubeconfig, not running in a pod
+        print(f"pinniped-concierge: cannot set up the Kubernetes client "
+              f"({'kubernetes.kubeconfig' if config.kubeconfig else 'in-cluster config'}): "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    log.info("serving https://%s:%d for authenticators %s; namespace %s",
+             config.listen_host, config.listen_port,
+             ", ".join(f"{a.name} ({a.issuer})" for a in config.authenticators), config.namespace)
+    uvicorn.run(create_app(services), host=config.listen_host, port=config.listen_port,
+                ssl_certfile=str(config.tls_cert_file), ssl_keyfile=str(config.tls_key_file),
+                log_level=config.log_level, access_log=False, server_header=False,
+                proxy_headers=False, lifespan="on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Run the real concierge on loopback, with the least privilege deploy/ gives it.
+
+`LocalConcierge.start` applies deploy/rbac.yaml to the cluster (renamed into a
+fresh namespace, so several concierges can share one cluster), mints a token
+for the concierge's ServiceAccount, and runs the installed
+`pinniped-concierge` console script with a kubeconfig holding only that
+token. So every integration test also proves the deploy RBAC is enough.
+
+`MintingIssuer` is a tiny https OIDC issuer (discovery + JWKS) whose private
+keys the tests hold: the real IdP only signs well-formed tokens, and the
+concierge's rejections (wrong iss, expired, future nbf, bad claim types, ...)
+need tokens it will not mint.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+
+from localenv import pki
+from localenv.cluster import LocalCluster, write_kubeconfig
+from localenv.idp import LocalIdP
+from localenv.procs import ManagedProcess, free_port, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONCIERGE_BIN = REPO_ROOT / ".venv" / "bin" / "pinniped-concierge"
+DEPLOY_RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
+CONCIERGE_SA = "pinniped-concierge"
+DEFAULT_PREFIX = "corp:"
+
+# --- an issuer whose keys the tests hold ------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class MintingIssuer:
+    """https://127.0.0.1:PORT serving discovery and a JWKS; `mint` signs whatever a test wants."""
+
+    issuer: str
+    ca_file: Path
+    audience: str
+    rsa_key: RSAKey
+    ec_key: ECKey
+    jwks_fetches: int = 0
+    _server: _IssuerServer | None = field(default=None, repr=False)
+
+    @classmethod
+    def start(cls, workdir: Path, ca: pki.CA, audience: str = "minted-audience") -> MintingIssuer:
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tls = ca.issue(workdir, "minting-issuer")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert_path, tls.key_path)
+        server = _IssuerServer(("127.0.0.1", 0), _IssuerHandler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        port = int(server.server_address[1])
+        issuer = cls(
+            issuer=f"https://127.0.0.1:{port}", ca_file=ca.cert_path, audience=audience,
+            rsa_key=RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"},
+                                        auto_kid=True),
+            ec_key=ECKey.generate_key("P-256", parameters={"alg": "ES256", "use": "sig"},
+                                      auto_kid=True),
+            _server=server)
+        server.issuer = issuer
+        threading.Thread(target=server.serve_forever, name="minting-issuer", daemon=True).start()
+        return issuer
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def documents(self, path: str) -> dict[str, Any] | None:
+        if path == "/.well-known/openid-configuration":
+            return {"issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks",
+                    "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
+        if path == "/jwks":
+            self.jwks_fetches += 1
+            return {"keys": [dict(self.rsa_key.as_dict(private=False)),
+                             dict(self.ec_key.as_dict(private=False))]}
+        return None
+
+    def claims(self, email: str = "alice@example.com",
+               groups: Sequence[str] = ("devs",)) -> dict[str, Any]:
+        now = int(time.time())
+        return {"iss": self.issuer, "aud": self.audience, "sub": email.partition("@")[0],
+                "email": email, "email_verified": True, "groups": list(groups),
+                "iat": now, "nbf": now, "exp": now + 300}
+
+    def mint(self, claims: Mapping[str, Any] | None = None, *, omit: Iterable[str] = (),
+             alg: str = "RS256", header: Mapping[str, Any] | None = None,
+             key: RSAKey | ECKey | None = None, email: str = "alice@example.com") -> str:
+        """A token signed by our published key (or `key`), with `claims` over the defaults."""
+        body = self.claims(email) | dict(claims or {})
+        for name in omit:
+            body.pop(name, None)
+        signer = key or (self.ec_key if alg.startswith("ES") else self.rsa_key)
+        head = {"alg": alg, "kid": signer.kid, "typ": "JWT"} | dict(header or {})
+        return jwt.encode(head, body, signer, algorithms=[alg])
+
+    def mint_unsigned(self, claims: Mapping[str, Any] | None = None) -> str:
+        """`alg: none`: no signature at all."""
+        head = {"alg": "none", "kid": self.rsa_key.kid, "typ": "JWT"}
+        body = self.claims() | dict(claims or {})
+        return f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(body).encode())}."
+
+    def mint_hs256_with_public_key(self) -> str:
+        """The classic confusion attack: HMAC keyed with the issuer's *public* key."""
+        head = {"alg": "HS256", "kid": self.rsa_key.kid, "typ": "JWT"}
+        signing_input = ".".join(_b64(json.dumps(part).encode()) for part in (head, self.claims()))
+        public_pem = self.rsa_key.as_pem(private=False)
+        mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{_b64(mac)}"
+
+    def impostor_key(self) -> RSAKey:
+        """A key nobody published, carrying our published RSA key's kid."""
+        return RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig",
+                                                     "kid": str(self.rsa_key.kid)})
+
+
+class _IssuerServer(ThreadingHTTPServer):
+    issuer: MintingIssuer
+    daemon_threads = True
+
+
+class _IssuerHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        assert isinstance(self.server, _IssuerServer)
+        document = self.server.issuer.documents(self.path)
+        body = json.dumps(document or {"error": "not found"}).encode()
+        self.send_response(200 if document is not None else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# --- the concierge ----------------------------------------------------------------
+
+
+def authenticator_config(name: str, issuer: str, audience: str, ca_file: Path,
+                         **fields: Any) -> dict[str, Any]:
+    """One `authenticators` entry, with the local defaults (email + groups, prefix corp:)."""
+    return {"name": name, "type": "jwt", "issuer": issuer, "audience": audience,
+            "caFile": str(ca_file), "claims": {"username": "email", "groups": "groups"},
+            "usernamePrefix": DEFAULT_PREFIX, "groupsPrefix": DEFAULT_PREFIX} | fields
+
+
+@dataclass
+class LocalConcierge:
+    url: str
+    ca_file: Path
+    authenticator_name: str
+    config_path: Path
+    audit_log_path: Path
+    log_path: Path
+    namespace: str
+    cluster_role: str
+    _process: ManagedProcess | None = field(default=None, repr=False)
+
+    @classmethod
+    def start(cls, workdir: Path, ca: pki.CA, cluster: LocalCluster, idp: LocalIdP, *,
+              extra_issuers: Sequence[MintingIssuer] = (), namespace: str | None = None,
+              kube_server: str | None = None, **overrides: Any) -> LocalConcierge:
+        """Start one concierge; `overrides` replace top-level config keys (camelCase).
+
+        `extra_issuers` add the authenticators `minted` (prefix corp:) and
+        `minted-raw` (no prefixes); `kube_server` points the concierge at
+        another address for the apiserver (a `TcpProxy` that a test can cut).
+        """
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        namespace = namespace or f"pinniped-concierge-{secrets.token_hex(3)}"
+        kubeconfig = workdir / "concierge.kubeconfig"
+        write_kubeconfig(kubeconfig, server=kube_server or cluster.server, ca_file=cluster.ca_file,
+                         user=CONCIERGE_SA, token=install_rbac(cluster, namespace))
+        tls = ca.issue(workdir, "concierge")
+        port = free_port()
+        audit_log = workdir / "audit.log"
+        authenticators = [authenticator_config("corp", idp.issuer, idp.client_id, idp.ca_file),
+                          authenticator_config("corp-es256", idp.issuer, idp.es256_client_id,
+                                               idp.ca_file)]
+        for minting in extra_issuers:
+            authenticators += [
+                authenticator_config("minted", minting.issuer, minting.audience,
+                                     minting.ca_file),
+                authenticator_config("minted-raw", minting.issuer, minting.audience,
+                                     minting.ca_file, usernamePrefix="", groupsPrefix="",
+                                     allowEmptyPrefixes=True),
+            ]
+        config: dict[str, Any] = {
+            "listen": {"host": "127.0.0.1", "port": port},
+            "tls": {"certFile": str(tls.cert_path), "keyFile": str(tls.key_path)},
+            "kubernetes": {"kubeconfig": str(kubeconfig)},
+            "namespace": namespace,
+            "credentialTTLSeconds": 600,
+            "clockSkewSeconds": 10,
+            "auditLog": str(audit_log),
+            "keyRefreshMinIntervalSeconds": 1,
+            "authenticators": authenticators,
+        } | overrides
+        config_path = workdir / "concierge.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        log_path = workdir / "concierge.log"
+        process = ManagedProcess("pinniped-concierge",
+                                 [str(CONCIERGE_BIN), "--config", str(config_path)], log_path)
+        running = cls(url=f"https://127.0.0.1:{port}", ca_file=ca.cert_path,
+                      authenticator_name="corp", config_path=config_path,
+                      audit_log_path=audit_log, log_path=log_path, namespace=namespace,
+                      cluster_role=namespace, _process=process)
+        try:
+            wait_for(running.is_ready, 30, "concierge /readyz", process)
+        except BaseException:
+            running.stop()
+            raise
+        return running
+
+    def is_ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(f"{self.url}/readyz", context=context,
+                                    timeout=5) as response:
+            return bool(response.status == 200)
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        if not self.audit_log_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log_path.read_text().splitlines()
+                if line.strip()]
+
+    def all_logs(self) -> str:
+        """Everything the concierge wrote: audit log and its stdout/stderr."""
+        parts = []
+        for path in (self.audit_log_path, self.log_path):
+            with contextlib.suppress(OSError):
+                parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+
+class TcpProxy:
+    """A loopback TCP forwarder (TLS passes through untouched) that a test can cut."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.removeprefix("https://").rpartition(":")
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        with contextlib.suppress(OSError):  # wakes the blocked accept(); close alone would not
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for sock in self._connections:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._connections.clear()
+
+
+def install_rbac(cluster: LocalCluster, namespace: str) -> str:
+    """Apply deploy/rbac.yaml into `namespace`; return a token for the concierge's account."""
+    documents = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
+    for doc in documents:
+        meta = doc["metadata"]
+        if doc["kind"] == "Namespace":
+            meta["name"] = namespace
+        elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            meta["name"] = namespace  # cluster-wide names must not collide between concierges
+        else:
+            meta["namespace"] = namespace
+        if "roleRef" in doc and doc["roleRef"]["kind"] == "ClusterRole":
+            doc["roleRef"]["name"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+    token = cluster.kubectl("create", "token", CONCIERGE_SA, "-n", namespace,
+                            "--duration=24h").stdout.strip()
+    if not token:
+        raise RuntimeError(f"kubectl create token {CONCIERGE_SA} returned nothing")
+    return token
+

@@ -1,0 +1,176 @@
+"""The config is strict: every mistake stops the concierge at start, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from concierge import config
+from concierge.config import ConfigError
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    for name in ("server.pem", "server.key", "idp-ca.pem", "admin.kubeconfig"):
+        (tmp_path / name).write_text("x")
+    return tmp_path
+
+
+def base() -> dict[str, Any]:
+    """The issue's example config, verbatim."""
+    return {
+        "listen": {"host": "127.0.0.1", "port": 8443},
+        "tls": {"certFile": "server.pem", "keyFile": "server.key"},
+        "kubernetes": {"kubeconfig": "admin.kubeconfig"},
+        "namespace": "pinniped-concierge",
+        "credentialTTLSeconds": 600,
+        "authenticators": [{
+            "name": "corp", "type": "jwt", "issuer": "https://127.0.0.1:9443",
+            "audience": "pinniped-cli", "caFile": "idp-ca.pem",
+            "claims": {"username": "email", "groups": "groups"},
+            "usernamePrefix": "corp:", "groupsPrefix": "corp:",
+        }],
+    }
+
+
+def load(files: Path, data: dict[str, Any]) -> config.Config:
+    path = files / "concierge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return config.load(path)
+
+
+def refused(files: Path, data: dict[str, Any]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(files, data)
+    return info.value
+
+
+def test_the_issue_example_loads_with_paths_relative_to_the_config(files: Path) -> None:
+    cfg = load(files, base())
+    assert cfg.listen_host == "127.0.0.1"
+    assert cfg.listen_port == 8443
+    assert cfg.tls_cert_file == files / "server.pem"
+    assert cfg.kubeconfig == files / "admin.kubeconfig"
+    assert cfg.credential_ttl_seconds == 600
+    assert cfg.audit_log is None  # standard output
+    (auth,) = cfg.authenticators
+    assert auth.issuer == "https://127.0.0.1:9443"
+    assert auth.ca_file == files / "idp-ca.pem"
+    assert auth.claims.username == "email"
+    assert auth.claims.groups == "groups"
+    assert auth.username_prefix == auth.groups_prefix == "corp:"
+    assert "HS256" not in auth.algorithms
+    assert "none" not in auth.algorithms
+    assert "RS256" in auth.algorithms
+    assert "ES256" in auth.algorithms
+
+
+def test_optional_keys_are_read(files: Path) -> None:
+    data = base() | {"clockSkewSeconds": 5, "auditLog": "audit.log", "userCacheTTLSeconds": 0,
+                     "sessionSweepIntervalSeconds": 60, "logLevel": "debug"}
+    data["authenticators"][0]["algorithms"] = ["ES256"]
+    cfg = load(files, data)
+    assert cfg.clock_skew_seconds == 5
+    assert cfg.audit_log == files / "audit.log"
+    assert cfg.user_cache_ttl_seconds == 0
+    assert cfg.session_sweep_interval_seconds == 60
+    assert cfg.authenticators[0].algorithms == ("ES256",)
+
+
+def test_kubernetes_may_be_omitted_for_in_cluster_config(files: Path) -> None:
+    data = base()
+    del data["kubernetes"]
+    assert load(files, data).kubeconfig is None
+
+
+@pytest.mark.parametrize(("mutate", "key"), [
+    (lambda d: d.update(extra=1), "extra"),
+    (lambda d: d["listen"].update(hots="x"), "listen.hots"),
+    (lambda d: d["authenticators"][0].update(usernamePrefx="x"), "authenticators[0].usernamePrefx"),
+    (lambda d: d["authenticators"][0]["claims"].update(mail="x"), "authenticators[0].claims.mail"),
+])
+def test_unknown_keys_are_refused_by_name(files: Path, mutate: Any, key: str) -> None:
+    data = base()
+    mutate(data)
+    error = refused(files, data)
+    assert error.key == key
+    assert "unknown key" in str(error)
+
+
+@pytest.mark.parametrize(("mutate", "key", "words"), [
+    (lambda d: d.update(credentialTTLSeconds=599), "credentialTTLSeconds", "between 600"),
+    (lambda d: d.update(credentialTTLSeconds="600"), "credentialTTLSeconds", "integer"),
+    (lambda d: d.update(credentialTTLSeconds=True), "credentialTTLSeconds", "integer"),
+    (lambda d: d.update(clockSkewSeconds=3600), "clockSkewSeconds", "between"),
+    (lambda d: d["listen"].update(port=70000), "listen.port", "between"),
+    (lambda d: d.update(namespace="Not_A_Namespace"), "namespace", "DNS-1123"),
+    (lambda d: d.pop("namespace"), "namespace", "required"),
+    (lambda d: d.pop("tls"), "tls", "required"),
+    (lambda d: d["tls"].update(certFile="missing.pem"), "tls.certFile", "does not exist"),
+    (lambda d: d.update(authenticators=[]), "authenticators", "non-empty list"),
+    (lambda d: d.update(logLevel="loud"), "logLevel", "one of"),
+    (lambda d: d.update(auditLog="/no/such/dir/audit.log"), "auditLog", "does not exist"),
+    (lambda d: d["authenticators"][0].update(issuer="http://127.0.0.1:9443"),
+     "authenticators[0].issuer", "https"),
+    (lambda d: d["authenticators"][0].update(issuer="https://idp/?x=1"),
+     "authenticators[0].issuer", "https"),
+    (lambda d: d["authenticators"][0].update(type="ldap"), "authenticators[0].type", "jwt"),
+    (lambda d: d["authenticators"][0].update(audience=""), "authenticators[0].audience", "empty"),
+    (lambda d: d["authenticators"][0].update(name="Corp Inc"), "authenticators[0].name", "DNS"),
+    (lambda d: d["authenticators"][0].pop("usernamePrefix"),
+     "authenticators[0].usernamePrefix", "required"),
+    (lambda d: d["authenticators"][0].update(usernamePrefix=""),
+     "authenticators[0].usernamePrefix", "allowEmptyPrefixes"),
+    (lambda d: d["authenticators"][0].update(groupsPrefix=""),
+     "authenticators[0].groupsPrefix", "allowEmptyPrefixes"),
+    (lambda d: d["authenticators"][0].update(groupsPrefix="system:"),
+     "authenticators[0].groupsPrefix", "system:"),
+    (lambda d: d["authenticators"][0].update(algorithms=["HS256"]),
+     "authenticators[0].algorithms", "asymmetric"),
+    (lambda d: d["authenticators"][0].update(algorithms=["none"]),
+     "authenticators[0].algorithms", "asymmetric"),
+    (lambda d: d["authenticators"][0].update(allowEmptyPrefixes="yes"),
+     "authenticators[0].allowEmptyPrefixes", "true or false"),
+    (lambda d: d["authenticators"][0].update(maxTokenBytes=10**6),
+     "authenticators[0].maxTokenBytes", "between"),
+    (lambda d: d["authenticators"].append(dict(d["authenticators"][0])),
+     "authenticators[1].name", "duplicate"),
+])
+def test_bad_values_are_refused_naming_the_key(files: Path, mutate: Any, key: str,
+                                                words: str) -> None:
+    data = base()
+    mutate(data)
+    error = refused(files, data)
+    assert error.key == key
+    assert words in str(error)
+    assert str(error).startswith(key + ":")
+
+
+def test_empty_prefixes_only_when_explicitly_allowed(files: Path) -> None:
+    data = base()
+    data["authenticators"][0].update(usernamePrefix="", groupsPrefix="", allowEmptyPrefixes=True)
+    auth = load(files, data).authenticators[0]
+    assert auth.username_prefix == auth.groups_prefix == ""
+    assert auth.allow_empty_prefixes
+
+
+def test_duplicate_yaml_keys_are_refused(files: Path) -> None:
+    path = files / "dup.yaml"
+    path.write_text(yaml.safe_dump(base()) + "namespace: other\n")
+    with pytest.raises(ConfigError, match="duplicate key 'namespace'"):
+        config.load(path)
+
+
+def test_a_config_that_is_not_a_mapping_is_refused(files: Path) -> None:
+    path = files / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        config.load(path)
+
+
+def test_a_missing_config_file_says_which(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nothere\.yaml"):
+        config.load(tmp_path / "nothere.yaml")

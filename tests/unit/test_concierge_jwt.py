@@ -1,0 +1,350 @@
+"""ID token verification: every rejection has its own reason, keys are fetched carefully."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc import jws, jwt
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+from concierge.config import ASYMMETRIC_ALGORITHMS, ClaimsConfig, JWTAuthenticatorConfig
+from concierge.errors import Reason, Rejected, Unavailable
+from concierge.jwt_authenticator import FetchError, HttpsFetcher, JWTAuthenticator
+
+ISSUER = "https://idp.example"
+AUDIENCE = "pinniped-cli"
+NOW = 1_700_000_000.0
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class FakeIdP:
+    """Discovery and JWKS from memory, counting fetches."""
+
+    def __init__(self) -> None:
+        self.rsa = RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"},
+                                       auto_kid=True)
+        self.ec = ECKey.generate_key("P-256", parameters={"alg": "ES256", "use": "sig"},
+                                     auto_kid=True)
+        self.published: list[Any] = [self.rsa, self.ec]
+        self.extra: list[object] = []
+        self.fetches: list[str] = []
+        self.down = False
+        self.discovery_issuer = ISSUER
+
+    async def __call__(self, url: str) -> object:
+        self.fetches.append(url)
+        if self.down:
+            raise FetchError(f"{url}: ConnectError")
+        if url == f"{ISSUER}/.well-known/openid-configuration":
+            return {"issuer": self.discovery_issuer, "jwks_uri": f"{ISSUER}/keys"}
+        if url == f"{ISSUER}/keys":
+            return {"keys": [k.as_dict(private=False) for k in self.published] + self.extra}
+        raise FetchError(f"{url}: HTTP 404")
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "email": "alice@example.com",
+                "groups": ["devs"], "iat": NOW, "nbf": NOW, "exp": NOW + 300}
+        return {k: v for k, v in (base | overrides).items() if v is not None}
+
+    def mint(self, key: Any = None, alg: str = "RS256", header: dict[str, Any] | None = None,
+             **claims: Any) -> str:
+        key = key or (self.ec if alg.startswith("ES") else self.rsa)
+        head = {"alg": alg, "kid": key.kid} | (header or {})
+        return jwt.encode(head, self.claims(**claims), key, algorithms=[alg])
+
+
+def config(**overrides: Any) -> JWTAuthenticatorConfig:
+    fields: dict[str, Any] = {
+        "name": "corp", "issuer": ISSUER, "audience": AUDIENCE, "ca_file": None,
+        "claims": ClaimsConfig("email", "groups"), "username_prefix": "corp:",
+        "groups_prefix": "corp:", "allow_empty_prefixes": False,
+        "algorithms": ASYMMETRIC_ALGORITHMS, "max_token_bytes": 16384,
+    } | overrides
+    return JWTAuthenticatorConfig(**fields)
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.wall = NOW
+        self.mono = 1000.0
+
+
+@pytest.fixture
+def idp() -> FakeIdP:
+    return FakeIdP()
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+def make(idp: FakeIdP, clocks: Clocks, **overrides: Any) -> JWTAuthenticator:
+    return JWTAuthenticator(config(**overrides), idp, clock_skew_seconds=30,
+                            min_refresh_interval_seconds=10, clock=lambda: clocks.wall,
+                            monotonic=lambda: clocks.mono)
+
+
+def verify(auth: JWTAuthenticator, token: str) -> dict[str, object]:
+    return asyncio.run(auth.verify(token))
+
+
+def rejection(auth: JWTAuthenticator, token: str) -> Reason:
+    with pytest.raises(Rejected) as info:
+        verify(auth, token)
+    if len(token) > 8:
+        assert token not in str(info.value)
+        assert token not in info.value.detail
+    return info.value.reason
+
+
+def unpinned(key: Any) -> Any:
+    """The same key material without `alg`/`use`, so joserfc will sign anything with it."""
+    data = {k: v for k, v in key.as_dict(private=True).items() if k not in ("alg", "use")}
+    return type(key).import_key(data)
+
+
+def test_valid_rs256_and_es256_tokens_verify(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    assert verify(auth, idp.mint())["email"] == "alice@example.com"
+    assert verify(auth, idp.mint(alg="ES256"))["groups"] == ["devs"]
+    # one discovery and one JWKS fetch, then the cache serves
+    assert len(idp.fetches) == 2
+
+
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
+def test_eddsa_and_ps256_verify_when_published(idp: FakeIdP, clocks: Clocks) -> None:
+    ed = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+    ps = RSAKey.generate_key(2048, auto_kid=True)
+    idp.published += [ed, ps]
+    auth = make(idp, clocks)
+    assert verify(auth, idp.mint(key=ed, alg="EdDSA"))["sub"] == "alice"
+    assert verify(auth, idp.mint(key=ps, alg="PS256"))["sub"] == "alice"
+
+
+def test_audience_may_be_a_list(idp: FakeIdP, clocks: Clocks) -> None:
+    assert verify(make(idp, clocks), idp.mint(aud=["other", AUDIENCE]))
+
+
+def test_skew_tolerates_small_clock_differences(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    assert verify(auth, idp.mint(exp=NOW - 20))  # expired 20 s ago, skew 30 s
+    assert verify(auth, idp.mint(nbf=NOW + 20, iat=NOW + 20))
+
+
+@pytest.mark.parametrize(("claims", "reason"), [
+    ({"iss": "https://idp.example/"}, Reason.WRONG_ISSUER),
+    ({"iss": "https://evil.example"}, Reason.WRONG_ISSUER),
+    ({"iss": None}, Reason.WRONG_ISSUER),
+    ({"aud": "someone-else"}, Reason.WRONG_AUDIENCE),
+    ({"aud": ["a", "b"]}, Reason.WRONG_AUDIENCE),
+    ({"aud": None}, Reason.MISSING_CLAIM),
+    ({"aud": 7}, Reason.BAD_CLAIM_TYPE),
+    ({"aud": [AUDIENCE, 7]}, Reason.BAD_CLAIM_TYPE),
+    ({"exp": NOW - 31}, Reason.EXPIRED),
+    ({"exp": None}, Reason.MISSING_CLAIM),
+    ({"exp": "tomorrow"}, Reason.BAD_CLAIM_TYPE),
+    ({"exp": True}, Reason.BAD_CLAIM_TYPE),
+    ({"nbf": NOW + 31}, Reason.NOT_YET_VALID),
+    ({"nbf": "now"}, Reason.BAD_CLAIM_TYPE),
+    ({"iat": NOW + 31}, Reason.ISSUED_IN_FUTURE),
+])
+def test_registered_claims_are_checked(idp: FakeIdP, clocks: Clocks, claims: dict[str, Any],
+                                       reason: Reason) -> None:
+    assert rejection(make(idp, clocks), idp.mint(**claims)) == reason
+
+
+def test_a_forged_signature_is_refused(idp: FakeIdP, clocks: Clocks) -> None:
+    impostor = RSAKey.generate_key(2048, parameters={"kid": str(idp.rsa.kid)})
+    auth = make(idp, clocks)
+    assert rejection(auth, idp.mint(key=impostor, header={"kid": idp.rsa.kid})) == \
+        Reason.BAD_SIGNATURE
+    # a tampered payload under a genuine signature
+    header, payload, signature = idp.mint().split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["email"] = "mallory@example.com"
+    tampered = f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
+    assert rejection(auth, tampered) == Reason.BAD_SIGNATURE
+
+
+def test_alg_none_is_refused_before_any_key_is_used(idp: FakeIdP, clocks: Clocks) -> None:
+    head = b64(json.dumps({"alg": "none", "kid": idp.rsa.kid}).encode())
+    body = b64(json.dumps(idp.claims()).encode())
+    auth = make(idp, clocks)
+    assert rejection(auth, f"{head}.{body}.") == Reason.UNSUPPORTED_ALGORITHM
+    assert idp.fetches == []
+
+
+def test_hs256_keyed_with_the_public_key_is_refused(idp: FakeIdP, clocks: Clocks) -> None:
+    head = b64(json.dumps({"alg": "HS256", "kid": idp.rsa.kid}).encode())
+    body = b64(json.dumps(idp.claims()).encode())
+    mac = hmac.new(idp.rsa.as_pem(private=False), f"{head}.{body}".encode(),
+                   hashlib.sha256).digest()
+    assert rejection(make(idp, clocks), f"{head}.{body}.{b64(mac)}") == \
+        Reason.UNSUPPORTED_ALGORITHM
+
+
+def test_symmetric_keys_in_the_jwks_are_ignored(idp: FakeIdP, clocks: Clocks) -> None:
+    secret = OctKey.generate_key(256, parameters={"kid": "shared"})
+    idp.extra.append(dict(secret.as_dict(private=True)))
+    token = jwt.encode({"alg": "HS256", "kid": "shared"}, idp.claims(), secret,
+                       algorithms=["HS256"])
+    assert rejection(make(idp, clocks), token) == Reason.UNSUPPORTED_ALGORITHM
+
+
+def test_an_alg_outside_the_configured_list_is_refused(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks, algorithms=("ES256",))
+    assert rejection(auth, idp.mint()) == Reason.UNSUPPORTED_ALGORITHM
+    assert verify(auth, idp.mint(alg="ES256"))
+
+
+def test_alg_must_match_the_key(idp: FakeIdP, clocks: Clocks) -> None:
+    # header says ES256 but names the RSA key's kid: no key fits, so unknown key
+    token = idp.mint(alg="ES256", header={"kid": idp.rsa.kid})
+    assert rejection(make(idp, clocks), token) == Reason.UNKNOWN_KEY
+
+
+@pytest.mark.parametrize("token", [
+    "", "abc", "a.b", "a.b.c.d.e", "!!!.###.$$$", "ünïcode.x.y",
+    b64(b"[1,2]") + ".e30.c2ln",
+    b64(json.dumps({"alg": "RS256", "kid": 5}).encode()) + ".e30.c2ln",
+])
+def test_malformed_tokens_are_refused(idp: FakeIdP, clocks: Clocks, token: str) -> None:
+    assert rejection(make(idp, clocks), token) in (Reason.MALFORMED_TOKEN,
+                                                   Reason.UNSUPPORTED_ALGORITHM)
+
+
+def test_a_signed_payload_that_is_not_an_object_is_malformed(idp: FakeIdP,
+                                                              clocks: Clocks) -> None:
+    signed = jws.serialize_compact({"alg": "RS256", "kid": idp.rsa.kid}, b"[1]", idp.rsa,
+                                   algorithms=["RS256"])
+    assert rejection(make(idp, clocks), signed) == Reason.MALFORMED_TOKEN
+
+
+def test_duplicate_claims_are_malformed(idp: FakeIdP, clocks: Clocks) -> None:
+    body = json.dumps(idp.claims())[:-1] + ', "email": "mallory@example.com"}'
+    signed = jws.serialize_compact({"alg": "RS256", "kid": idp.rsa.kid}, body.encode(),
+                                   idp.rsa, algorithms=["RS256"])
+    assert rejection(make(idp, clocks), signed) == Reason.MALFORMED_TOKEN
+
+
+def test_crit_headers_are_refused(idp: FakeIdP, clocks: Clocks) -> None:
+    head = b64(json.dumps({"alg": "RS256", "kid": idp.rsa.kid, "crit": ["exp"],
+                           "exp": 1}).encode())
+    token = f"{head}.{b64(json.dumps(idp.claims()).encode())}.c2ln"
+    assert rejection(make(idp, clocks), token) == Reason.UNSUPPORTED_HEADER
+
+
+def test_oversized_tokens_are_refused_before_parsing(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks, max_token_bytes=2048)
+    token = idp.mint(groups=["g" * 50] * 40)
+    assert len(token) > 2048
+    assert rejection(auth, token) == Reason.TOKEN_TOO_LARGE
+    assert idp.fetches == []
+
+
+def test_an_unknown_kid_refreshes_the_keys_once(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    verify(auth, idp.mint())
+    rotated = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
+    idp.published.insert(0, rotated)
+    clocks.mono += 11
+    assert verify(auth, idp.mint(key=rotated))["sub"] == "alice"
+    assert len(idp.fetches) == 4
+
+
+def test_unknown_kid_refreshes_are_rate_limited(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    verify(auth, idp.mint())
+    stranger = RSAKey.generate_key(2048, auto_kid=True)
+    for _ in range(20):
+        assert rejection(auth, idp.mint(key=stranger)) == Reason.UNKNOWN_KEY
+    assert len(idp.fetches) == 2  # the first fetch was under a second ago
+    clocks.mono += 11
+    assert rejection(auth, idp.mint(key=stranger)) == Reason.UNKNOWN_KEY
+    assert len(idp.fetches) == 4
+
+
+def test_no_keys_at_all_is_unavailable_not_a_rejection(idp: FakeIdP, clocks: Clocks) -> None:
+    idp.down = True
+    auth = make(idp, clocks)
+    with pytest.raises(Unavailable) as info:
+        verify(auth, idp.mint())
+    assert info.value.reason == Reason.ISSUER_UNAVAILABLE
+    assert asyncio.run(auth.ready()) is False
+
+
+def test_cached_keys_keep_working_while_the_idp_is_down(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    asyncio.run(auth.refresh_keys())
+    idp.down = True
+    clocks.mono += 100
+    with pytest.raises(FetchError):
+        asyncio.run(auth.refresh_keys())
+    assert verify(auth, idp.mint())
+    assert asyncio.run(auth.ready()) is True
+
+
+def test_discovery_must_name_exactly_our_issuer(idp: FakeIdP, clocks: Clocks) -> None:
+    idp.discovery_issuer = "https://evil.example"
+    auth = make(idp, clocks)
+    with pytest.raises(FetchError, match="issuer does not match"):
+        asyncio.run(auth.refresh_keys())
+    assert not auth.has_keys
+
+
+@pytest.mark.filterwarnings("ignore:Key size should be")
+def test_jwks_skips_unusable_keys(idp: FakeIdP, clocks: Clocks) -> None:
+    weak = RSAKey.generate_key(1024, parameters={"kid": "weak"}, private=True)
+    enc = RSAKey.generate_key(2048, parameters={"kid": "enc", "use": "enc"})
+    private = RSAKey.generate_key(2048, parameters={"kid": "private"})
+    idp.published = [idp.rsa]
+    idp.extra = [dict(weak.as_dict(private=False)), dict(enc.as_dict(private=False)),
+                 dict(private.as_dict(private=True)), {"kty": "RSA", "kid": "junk"}, "junk"]
+    auth = make(idp, clocks)
+    asyncio.run(auth.refresh_keys())
+    for key in (weak, enc, private):
+        token = idp.mint(key=unpinned(key), header={"kid": key.kid})
+        assert rejection(auth, token) == Reason.UNKNOWN_KEY
+
+
+def test_a_key_alg_pins_the_algorithm(idp: FakeIdP, clocks: Clocks) -> None:
+    # the RSA key is published with alg RS256, so PS256 under the same kid finds no key
+    token = idp.mint(key=unpinned(idp.rsa), alg="PS256", header={"kid": idp.rsa.kid})
+    assert rejection(make(idp, clocks), token) == Reason.UNKNOWN_KEY
+
+
+def test_https_fetcher_refuses_plain_http(tmp_path: Path) -> None:
+    async def go() -> None:
+        fetcher = HttpsFetcher(None)
+        try:
+            with pytest.raises(FetchError, match="non-https"):
+                await fetcher("http://127.0.0.1:1/keys")
+        finally:
+            await fetcher.aclose()
+
+    asyncio.run(go())
+
+
+def test_concurrent_unknown_kids_share_one_refresh(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = make(idp, clocks)
+    stranger = RSAKey.generate_key(2048, auto_kid=True)
+    tokens = [idp.mint(key=stranger) for _ in range(10)] + [idp.mint()]
+
+    async def go() -> list[object]:
+        return await asyncio.gather(*(auth.verify(t) for t in tokens), return_exceptions=True)
+
+    results = asyncio.run(go())
+    assert all(isinstance(r, Rejected) for r in results[:-1])
+    assert isinstance(results[-1], dict)
+    assert len(idp.fetches) == 2

@@ -1,0 +1,127 @@
+"""Sessions: an Opaque Secret per login, a token bound to it, swept when expired."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from concierge import naming, wire
+from concierge.kubeapi import Kind
+from concierge.sessions import ServiceAccountGone, Sessions
+from concierge.userobjects import UserObjects, UserRef
+from localenv.fixtures_concierge import FakeKube
+
+NS = "pinniped-concierge"
+ALICE = wire.Identity("corp:alice@example.com", ("corp:devs",))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def user(fake_kube: FakeKube) -> UserRef:
+    return asyncio.run(UserObjects(fake_kube, NS, 300).ensure(ALICE))
+
+
+@pytest.fixture
+def sessions(fake_kube: FakeKube, clock: Clock) -> Sessions:
+    fake_kube._clock = clock
+    return Sessions(fake_kube, NS, ttl_seconds=900, clock_skew_seconds=30, clock=clock)
+
+
+def test_a_session_is_an_opaque_secret_owned_by_the_account(fake_kube: FakeKube,
+                                                            sessions: Sessions,
+                                                            user: UserRef) -> None:
+    fake_kube.calls.clear()
+    session = asyncio.run(sessions.start(user))
+    assert fake_kube.calls == ["create Secret", "create TokenRequest"]
+    secret = fake_kube.get(Kind.SECRET, naming.session_secret_name(session.id), NS)
+    assert secret is not None
+    assert secret["type"] == "Opaque"
+    assert "data" not in secret
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "name": user.service_account,
+         "uid": user.uid}]
+    assert secret["metadata"]["labels"][naming.SESSION_LABEL] == "true"
+    (request,) = fake_kube.token_requests
+    assert request["spec"]["expirationSeconds"] == 900
+    assert request["spec"]["boundObjectRef"] == {
+        "apiVersion": "v1", "kind": "Secret", "name": secret["metadata"]["name"],
+        "uid": secret["metadata"]["uid"]}
+    assert session.expiration.timestamp() == pytest.approx(1_700_000_900, abs=1)
+    assert session.token in fake_kube.tokens
+
+
+def test_every_login_gets_its_own_session(sessions: Sessions, user: UserRef) -> None:
+    first, second = (asyncio.run(sessions.start(user)) for _ in range(2))
+    assert first.id != second.id
+    assert first.token != second.token
+
+
+def test_a_vanished_account_is_reported_and_the_orphan_secret_removed(
+        fake_kube: FakeKube, sessions: Sessions, user: UserRef) -> None:
+    asyncio.run(fake_kube.delete(Kind.SERVICE_ACCOUNT, user.service_account, NS))
+    with pytest.raises(ServiceAccountGone):
+        asyncio.run(sessions.start(user))
+    assert fake_kube.names(Kind.SECRET) == []
+
+
+def test_ending_a_session_deletes_only_that_secret(fake_kube: FakeKube, sessions: Sessions,
+                                                   user: UserRef) -> None:
+    first, second = (asyncio.run(sessions.start(user)) for _ in range(2))
+    first_name = naming.session_secret_name(first.id)
+    secret = fake_kube.get(Kind.SECRET, first_name, NS)
+    assert secret is not None
+    assert asyncio.run(sessions.end(first_name, secret["metadata"]["uid"])) is True
+    assert fake_kube.names(Kind.SECRET) == [naming.session_secret_name(second.id)]
+    assert asyncio.run(sessions.end(first_name, None)) is False  # idempotent
+
+
+def test_end_refuses_secrets_that_are_not_sessions_of_ours(fake_kube: FakeKube,
+                                                           sessions: Sessions) -> None:
+    asyncio.run(fake_kube.create(Kind.SECRET, {"metadata": {"name": "pinniped-session-x"}}, NS))
+    asyncio.run(fake_kube.create(Kind.SECRET, {"metadata": {
+        "name": "db-password", "labels": {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}}}, NS))
+    assert asyncio.run(sessions.end("pinniped-session-x", None)) is False
+    assert asyncio.run(sessions.end("db-password", None)) is False
+    assert fake_kube.names(Kind.SECRET) == ["db-password", "pinniped-session-x"]
+
+
+def test_end_checks_the_uid(fake_kube: FakeKube, sessions: Sessions, user: UserRef) -> None:
+    session = asyncio.run(sessions.start(user))
+    name = naming.session_secret_name(session.id)
+    assert asyncio.run(sessions.end(name, "some-other-uid")) is False
+    assert fake_kube.get(Kind.SECRET, name, NS) is not None
+
+
+def test_sweep_deletes_expired_sessions_only(fake_kube: FakeKube, sessions: Sessions,
+                                             user: UserRef, clock: Clock) -> None:
+    old = asyncio.run(sessions.start(user))
+    clock.now += 600
+    fresh = asyncio.run(sessions.start(user))
+    asyncio.run(fake_kube.create(Kind.SECRET, {"metadata": {"name": "unrelated"}}, NS))
+    clock.now += 331  # old expired 31 s ago (> 30 s skew); fresh has 569 s left
+    assert asyncio.run(sessions.sweep()) == 1
+    assert fake_kube.names(Kind.SECRET) == [naming.session_secret_name(fresh.id), "unrelated"]
+    assert old.id != fresh.id
+
+
+def test_sweep_pages_through_many_sessions(fake_kube: FakeKube, sessions: Sessions,
+                                           user: UserRef, clock: Clock) -> None:
+    for _ in range(300):
+        asyncio.run(sessions.start(user))
+    clock.now += 2000
+    assert asyncio.run(sessions.sweep()) == 300
+    assert fake_kube.calls.count("list Secret") == 2
+    assert fake_kube.names(Kind.SECRET) == []

@@ -1,0 +1,189 @@
+"""Per-user objects: exactly the impersonation the user proved, cached for returning users."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from concierge import naming, wire
+from concierge.errors import Reason, ServerError
+from concierge.kubeapi import Kind
+from concierge.userobjects import UserObjects, groups_from_rules
+from localenv.fixtures_concierge import FakeKube
+
+NS = "pinniped-concierge"
+ALICE = wire.Identity("corp:alice@example.com", ("corp:devs", "corp:readers"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def objects(fake_kube: FakeKube, clock: Clock) -> UserObjects:
+    return UserObjects(fake_kube, NS, cache_ttl_seconds=300, monotonic=clock)
+
+
+def ensure(objects: UserObjects, identity: wire.Identity = ALICE) -> str:
+    return asyncio.run(objects.ensure(identity)).service_account
+
+
+def test_names_are_dns_safe_hashes_of_the_username() -> None:
+    name = naming.user_object_name("corp:Ålice Ünicode@EXAMPLE.com/../x")
+    assert name.startswith("pinniped-user-")
+    assert len(name) <= 63
+    assert all(c.isdigit() or c.islower() or c == "-" for c in name)
+    assert naming.user_object_name("a") != naming.user_object_name("b")
+
+
+def test_first_login_creates_the_three_objects(fake_kube: FakeKube,
+                                               objects: UserObjects) -> None:
+    name = ensure(objects)
+    assert name == naming.user_object_name(ALICE.username)
+    sa = fake_kube.get(Kind.SERVICE_ACCOUNT, name, NS)
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    binding = fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name)
+    assert sa is not None
+    assert role is not None
+    assert binding is not None
+    for obj in (sa, role, binding):
+        assert obj["metadata"]["labels"][naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+        assert obj["metadata"]["annotations"][naming.USERNAME_ANNOTATION] == ALICE.username
+    assert sa["automountServiceAccountToken"] is False
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+         "resourceNames": ["corp:alice@example.com"]},
+        {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
+         "resourceNames": ["corp:devs", "corp:readers"]},
+    ]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NS}]
+
+
+def test_a_user_without_groups_gets_no_groups_rule(fake_kube: FakeKube,
+                                                   objects: UserObjects) -> None:
+    """An empty resourceNames would allow impersonating every group."""
+    name = ensure(objects, wire.Identity("corp:carol@example.com"))
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert [r["resources"] for r in role["rules"]] == [["users"]]
+
+
+def test_a_returning_user_with_the_same_groups_costs_nothing(fake_kube: FakeKube,
+                                                             objects: UserObjects) -> None:
+    ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects, wire.Identity(ALICE.username, ("corp:readers", "corp:devs")))
+    assert fake_kube.calls == []
+
+
+def test_changed_groups_rewrite_the_role_in_one_call(fake_kube: FakeKube,
+                                                     objects: UserObjects) -> None:
+    name = ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    assert fake_kube.calls == ["replace ClusterRole"]
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs",)
+    # and losing every group drops the groups rule entirely
+    ensure(objects, wire.Identity(ALICE.username))
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert [r["resources"] for r in role["rules"]] == [["users"]]
+
+
+def test_after_a_restart_existing_objects_are_adopted_and_corrected(fake_kube: FakeKube,
+                                                                    clock: Clock) -> None:
+    first = UserObjects(fake_kube, NS, 300, monotonic=clock)
+    name = ensure(first)
+    fake_kube.calls.clear()
+    restarted = UserObjects(fake_kube, NS, 300, monotonic=clock)
+    ensure(restarted, wire.Identity(ALICE.username, ("corp:devs",)))
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs",)
+    assert "replace ClusterRole" in fake_kube.calls
+    assert "replace ClusterRoleBinding" not in fake_kube.calls
+
+
+def test_the_cache_expires(fake_kube: FakeKube, objects: UserObjects, clock: Clock) -> None:
+    name = ensure(objects)
+    asyncio.run(fake_kube.delete(Kind.CLUSTER_ROLE_BINDING, name))
+    clock.now += 301
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name) is not None
+    assert "create ClusterRoleBinding" in fake_kube.calls
+
+
+def test_a_vanished_role_is_recreated_when_groups_change(fake_kube: FakeKube,
+                                                         objects: UserObjects) -> None:
+    name = ensure(objects)
+    asyncio.run(fake_kube.delete(Kind.CLUSTER_ROLE, name))
+    ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs",)
+
+
+def test_a_binding_pointing_elsewhere_is_replaced(fake_kube: FakeKube,
+                                                  objects: UserObjects) -> None:
+    name = ensure(objects)
+    binding = fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name)
+    assert binding is not None
+    binding["roleRef"]["name"] = "cluster-admin"
+    binding["subjects"].append({"kind": "User", "name": "mallory"})
+    objects.forget(ALICE.username)
+    ensure(objects)
+    binding = fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name)
+    assert binding is not None
+    assert binding["roleRef"]["name"] == name
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NS}]
+
+
+@pytest.mark.parametrize("kind", [Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE,
+                                  Kind.CLUSTER_ROLE_BINDING])
+def test_objects_that_are_not_ours_are_never_adopted(fake_kube: FakeKube, objects: UserObjects,
+                                                      kind: Kind) -> None:
+    name = naming.user_object_name(ALICE.username)
+    namespace = NS if kind == Kind.SERVICE_ACCOUNT else None
+    asyncio.run(fake_kube.create(kind, {"metadata": {"name": name}}, namespace))
+    with pytest.raises(ServerError) as info:
+        ensure(objects)
+    assert info.value.reason == Reason.USER_OBJECT_CONFLICT
+
+
+def test_an_object_annotated_for_another_user_is_not_adopted(fake_kube: FakeKube,
+                                                             objects: UserObjects) -> None:
+    name = naming.user_object_name(ALICE.username)
+    asyncio.run(fake_kube.create(Kind.SERVICE_ACCOUNT, {"metadata": {
+        "name": name, "labels": naming.user_labels("corp:mallory"),
+        "annotations": {naming.USERNAME_ANNOTATION: "corp:mallory"}}}, NS))
+    with pytest.raises(ServerError):
+        ensure(objects)
+
+
+def test_describe_reads_the_user_back(fake_kube: FakeKube, objects: UserObjects) -> None:
+    name = ensure(objects)
+    assert asyncio.run(objects.describe(name)) == wire.Identity(
+        ALICE.username, ("corp:devs", "corp:readers"))
+
+
+def test_without_a_cache_every_login_reconciles(fake_kube: FakeKube, clock: Clock) -> None:
+    objects = UserObjects(fake_kube, NS, 0, monotonic=clock)
+    ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert len(fake_kube.calls) >= 3
