@@ -4,4 +4,5 @@ pytest_plugins = [
     "localenv.fixtures_cluster",
     "localenv.fixtures_idp",
     "localenv.fixtures_concierge",
+    "localenv.fixtures_cli",
 ]

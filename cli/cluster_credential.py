@@ -1,0 +1,170 @@
+"""From login options to a cluster credential: cache, else one locked login, then cache.
+
+This is the path every kubectl call takes. The cache read needs only the
+standard library; the IdP, the concierge, httpx, joserfc and keyring are
+imported below the cache check, when a login is really needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.credential_cache import Credential, CredentialCache, cache_key
+from cli.securefile import config_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+if TYPE_CHECKING:
+    from cli.concierge_client import ConciergeClient
+    from cli.execcredential import ClusterInfo
+    from cli.login_options import LoginOptions
+    from cli.oidc.login import OIDCSession
+    from cli.runtime import Runtime
+    from concierge.wire import ClusterCredential
+
+#: Extra time a waiting process allows beyond the login timeout of the one holding the lock.
+LOCK_GRACE_SECONDS = 60.0
+
+
+def credential_key(options: LoginOptions, cluster: ClusterInfo | None) -> str:
+    fields = options.identity_fields()
+    fields["cluster"] = None if cluster is None else {"server": cluster.server,
+                                                      "caSHA256": cluster.ca_sha256}
+    return cache_key(fields)
+
+
+def session_key(options: LoginOptions) -> str:
+    """Sessions are per issuer, client and scopes: one IdP login serves every concierge."""
+    fields = options.identity_fields()
+    return cache_key({k: fields[k] for k in ("issuer", "clientID", "scopes")})
+
+
+def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | None:
+    if options.credential_cache is None:
+        return None
+    default_dir = options.credential_cache.parent == config_dir(rt.env)
+    return CredentialCache(options.credential_cache, rt.say_once, tighten_dir=default_dir)
+
+
+def lock_path(options: LoginOptions) -> Path:
+    anchor = options.credential_cache or options.session_cache
+    return anchor.with_name(anchor.name + ".lock")
+
+
+def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interactive: bool,
+                   rt: Runtime) -> Credential:
+    """The cached credential, or a new one from one login held under the lock."""
+    key = credential_key(options, cluster)
+    cache = credential_cache(options, rt)
+    if cache is not None and (hit := cache.get(key, rt.now())) is not None:
+        return hit
+    from cli import lock
+
+    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        # Whoever held the lock may just have logged in for us.
+        if cache is not None and (hit := cache.get(key, rt.now())) is not None:
+            return hit
+        with rt.stdout_to_stderr():
+            credential = _login(options, interactive, rt)
+        if cache is not None:
+            cache.put(key, credential, rt.now())
+        keep_kubeconfig_current(options, cluster, credential, rt)
+        return credential
+
+
+def _login(options: LoginOptions, interactive: bool, rt: Runtime) -> Credential:
+    from cli.concierge_client import ConciergeClient
+    from cli.oidc.login import LoginContext, OIDCSession
+    from cli.oidc.provider import Provider
+
+    store = rt.open_session_store(options.session_cache, rt.say_once)
+    ctx = LoginContext(env=rt.env, interactive=interactive, say=rt.say, now=rt.now,
+                       open_browser=rt.open_browser, sleep=rt.sleep, clock=rt.clock,
+                       command_hint=_command_hint(rt))
+    with rt.new_http(options.ca_bundle.pem("--ca-bundle")) as idp_http, \
+            rt.new_http(options.concierge_ca_bundle.pem("--concierge-ca-bundle")) as c_http:
+        session = OIDCSession(
+            options, store, session_key(options),
+            provider=lambda: Provider(idp_http, options.issuer, options.client_id),
+            ctx=ctx, platform=rt.platform)
+        concierge = ConciergeClient(c_http, options.concierge_endpoint,
+                                    options.concierge_authenticator)
+        return Credential.from_wire(_exchange(session, concierge, options, rt))
+
+
+def _exchange(session: OIDCSession, concierge: ConciergeClient, options: LoginOptions,
+              rt: Runtime) -> ClusterCredential:
+    from cli.errors import ConciergeError
+    from cli.redact import fingerprint
+    from concierge.wire import LoginRejected
+
+    tokens = session.id_token()
+    try:
+        return concierge.exchange(tokens.id_token)
+    except LoginRejected:
+        if session.last_was_fresh:
+            rejected = tokens.id_token
+        else:
+            # A cached ID token the concierge no longer takes (keys rotated, clock
+            # skew): one fresh token, then give up.
+            rt.say("the concierge did not accept the cached ID token; getting a fresh one")
+            tokens = session.id_token(reuse_cached=False)
+            try:
+                return concierge.exchange(tokens.id_token)
+            except LoginRejected:
+                rejected = tokens.id_token
+    raise ConciergeError(
+        f"the concierge refused your ID token ({fingerprint(rejected)}): authentication "
+        f"failed. Check that its authenticator {options.concierge_authenticator!r} trusts "
+        f"issuer {options.issuer} with audience {options.client_id!r}; the concierge's audit "
+        "log says why. Ask your cluster administrator if this persists.")
+
+
+def keep_kubeconfig_current(options: LoginOptions, cluster: ClusterInfo | None,
+                            credential: Credential, rt: Runtime) -> None:
+    """Bring the generated kubeconfig's as/as-groups in line with this login's identity."""
+    if options.update_kubeconfig is None or options.kubeconfig_user is None:
+        return
+    from cli.kubeconfig import KubeconfigUpdateFailed, update_identity
+
+    identity = credential.identity()
+    path, user = options.update_kubeconfig, options.kubeconfig_user
+    try:
+        changed = update_identity(path, user, identity)
+    except KubeconfigUpdateFailed as exc:
+        rt.say(f"you are now {identity.username} in groups {list(identity.groups)}, but "
+               f"{path} could not be updated to match ({exc}). To update it, run (as someone "
+               f"who can write it):\n\n    {regenerate_command(options, cluster, rt)}\n")
+        return
+    if changed:
+        rt.say(f"your identity changed: updated {path} (user {user!r}) to act as "
+               f"{identity.username} in groups {list(identity.groups)}. If this command was "
+               "refused, run it again.")
+
+
+def regenerate_command(options: LoginOptions, cluster: ClusterInfo | None, rt: Runtime) -> str:
+    """The `pinniped get kubeconfig` command that rewrites the kubeconfig of these options."""
+    args = options.exec_args()[2:]  # drop "login oidc"
+    if cluster is not None and cluster.ca_data:
+        cluster_args = ["--server", cluster.server, "--cluster-ca-bundle-data", cluster.ca_data]
+    else:
+        cluster_args = ["--server", "SERVER_URL", "--cluster-ca-bundle", "CLUSTER_CA_FILE"]
+    tail = ["--name", options.kubeconfig_user or "pinniped",
+            "-o", str(options.update_kubeconfig)]
+    return _shell_command(rt, ["get", "kubeconfig", *args, *cluster_args, *tail])
+
+
+def _shell_command(rt: Runtime, args: list[str]) -> str:
+    """`args` run by this same pinniped, as one shell line (env assignments first)."""
+    import shlex
+
+    from cli.kubeconfig import running_plugin_command
+
+    plugin = running_plugin_command(rt.argv[0] if rt.argv else None)
+    env = [f"{name}={shlex.quote(value)}" for name, value in plugin.env]
+    return " ".join([*env, shlex.join([plugin.command, *plugin.args, *args])])
+
+
+def _command_hint(rt: Runtime) -> str:
+    """This very command, runnable by hand: what to type when a login needs a person."""
+    return _shell_command(rt, rt.argv[1:])

@@ -1,0 +1,147 @@
+"""The cluster-credential cache: the hot path of every kubectl call.
+
+kubectl runs the plugin for each command, so a still-valid credential from
+the concierge is kept in a 0600 JSON file, keyed by the login options and the
+cluster, and handed back without any network or heavy import. An unreadable
+or corrupt file is treated as empty and replaced on the next write: a cache
+must never be the reason a login fails. Stdlib only, and no dataclasses (see
+`cli.timefmt` for why).
+
+File format (JSON)::
+
+    {"apiVersion": "cli.pinniped.dev/v1", "kind": "CredentialCache",
+     "credentials": {"<sha256 of key fields>": {
+         "token": "...", "expirationTimestamp": "2024-01-01T00:00:00Z",
+         "identity": {"username": "...", "groups": ["..."]}}}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from cli.securefile import read_private, write_private
+from cli.timefmt import format_time, parse_time
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from concierge.wire import ClusterCredential, Identity
+
+API_VERSION = "cli.pinniped.dev/v1"
+KIND = "CredentialCache"
+#: Hand out a cached credential only if it outlives this margin, so a kubectl
+#: command that starts now does not see it expire halfway.
+MIN_REMAINING = dt.timedelta(seconds=60)
+
+
+class Credential:
+    """A cluster credential as the CLI keeps it: what `wire.ClusterCredential` carries."""
+
+    __slots__ = ("expiration", "groups", "token", "username")
+
+    def __init__(self, token: str, expiration: dt.datetime, username: str,
+                 groups: tuple[str, ...]) -> None:
+        self.token = token
+        self.expiration = expiration
+        self.username = username
+        self.groups = groups
+
+    @classmethod
+    def from_wire(cls, credential: ClusterCredential) -> Credential:
+        return cls(credential.token, credential.expiration, credential.identity.username,
+                   tuple(credential.identity.groups))
+
+    def identity(self) -> Identity:
+        from concierge.wire import Identity
+
+        return Identity(username=self.username, groups=self.groups)
+
+    def __repr__(self) -> str:  # never the token
+        return (f"Credential(username={self.username!r}, groups={self.groups!r}, "
+                f"expiration={format_time(self.expiration)!r})")
+
+
+def cache_key(fields: Mapping[str, object]) -> str:
+    """A stable digest of what identifies a credential (login options plus cluster)."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CredentialCache:
+    def __init__(self, path: Path, warn: Callable[[str], None], tighten_dir: bool = False) -> None:
+        self.path = path
+        self._warn = warn
+        self._tighten_dir = tighten_dir
+
+    def get(self, key: str, now: dt.datetime,
+            min_remaining: dt.timedelta = MIN_REMAINING) -> Credential | None:
+        """The cached credential for `key` if it is still good for `min_remaining`."""
+        credential = _parse_entry(self._load().get(key))
+        if credential is None or credential.expiration - now < min_remaining:
+            return None
+        return credential
+
+    def put(self, key: str, credential: Credential, now: dt.datetime) -> None:
+        entries = {k: v for k, v in self._load().items()
+                   if (c := _parse_entry(v)) is not None and c.expiration > now}
+        entries[key] = {
+            "token": credential.token,
+            "expirationTimestamp": format_time(credential.expiration),
+            "identity": {"username": credential.username, "groups": list(credential.groups)},
+        }
+        self._store(entries)
+
+    def remove(self, keys: set[str] | None = None) -> int:
+        """Forget `keys` (all entries when None); returns how many were dropped."""
+        entries = self._load()
+        kept = {} if keys is None else {k: v for k, v in entries.items() if k not in keys}
+        dropped = len(entries) - len(kept)
+        if dropped:
+            self._store(kept)
+        return dropped
+
+    def _load(self) -> dict[str, Any]:
+        raw = read_private(self.path)
+        if raw is None:
+            return {}
+        try:
+            doc = json.loads(raw)
+            if (not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION
+                    or not isinstance(doc.get("credentials"), dict)):
+                raise ValueError("unexpected shape")
+        except ValueError:
+            self._warn(f"ignoring the unreadable credential cache {self.path}; "
+                       "it will be replaced after the next login")
+            return {}
+        return dict(doc["credentials"])
+
+    def _store(self, entries: dict[str, Any]) -> None:
+        doc = {"apiVersion": API_VERSION, "kind": KIND, "credentials": entries}
+        try:
+            write_private(self.path, json.dumps(doc, indent=1).encode(),
+                          tighten_dir=self._tighten_dir)
+        except OSError as exc:
+            self._warn(f"could not write the credential cache {self.path} ({exc.strerror}); "
+                       "the next kubectl call will log in again. Check that directory's "
+                       "permissions.")
+
+
+def _parse_entry(entry: object) -> Credential | None:
+    """A Credential from one cache entry, or None for anything malformed (never fatal)."""
+    if not isinstance(entry, dict):
+        return None
+    token, identity = entry.get("token"), entry.get("identity")
+    expiration = parse_time(entry.get("expirationTimestamp"))
+    if not isinstance(token, str) or not token or expiration is None \
+            or not isinstance(identity, dict):
+        return None
+    username, groups = identity.get("username"), identity.get("groups", [])
+    if not isinstance(username, str) or not username or not isinstance(groups, list) \
+            or not all(isinstance(g, str) for g in groups):
+        return None
+    return Credential(token, expiration, username, tuple(groups))

@@ -1,0 +1,78 @@
+"""Reading and writing files that hold secrets: 0600 files in 0700 directories, atomically.
+
+The credential cache, the session fallback file and the lock all live here so
+that the permission rules are written once. Stdlib only: the credential cache
+is read on every kubectl call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def config_dir(env: Mapping[str, str]) -> Path:
+    """pinniped's own directory: $XDG_CONFIG_HOME/pinniped, else ~/.config/pinniped."""
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or str(Path.home()),
+                                                      ".config")
+    return Path(base) / "pinniped"
+
+
+def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
+    """Create `directory` as 0700; with `tighten`, also fix an existing one we own.
+
+    Only pinniped's own directory is tightened: a cache placed by flag in a
+    shared directory (say, a home directory) must not have its mode changed.
+    """
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=PRIVATE_DIR, exist_ok=True)
+        # mkdir honours the umask; make sure the leaf really is 0700.
+        directory.chmod(PRIVATE_DIR)
+        return
+    if tighten:
+        info = directory.stat()
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != PRIVATE_DIR:
+            directory.chmod(PRIVATE_DIR)
+
+
+def read_private(path: Path) -> bytes | None:
+    """The file's bytes, or None when it is missing or not ours (never trust another's cache)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes, tighten_dir: bool = False) -> None:
+    """Replace `path` atomically with a 0600 file, so readers see the old or the new, never half."""
+    import tempfile  # not needed to read, so not loaded on the cached path
+
+    ensure_private_dir(path.parent, tighten=tighten_dir)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,252 @@
+"""The OIDC session (ID token, refresh token): in the OS keyring, else in a 0600 file.
+
+Refresh tokens are long-lived secrets, so they go to the OS keyring through
+`keyring` (imported only when a login needs it: it costs ~200 ms). Keyring
+backends cap entry sizes (Windows' Credential Manager at about 2.5 KB) while
+ID tokens with many groups are larger, so long values are split into chunks
+and reassembled with a checksum. Where no backend works (a headless server,
+CI), sessions go to a 0600 file instead, and the person is told once, when
+that file is first created.
+
+File format (JSON)::
+
+    {"apiVersion": "cli.pinniped.dev/v1", "kind": "SessionCache",
+     "sessions": {"<key>": {"idToken": "...", "idTokenExpiry": "...Z",
+                            "refreshToken": "..."}}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from cli.securefile import read_private, write_private
+from concierge.wire import WireError, format_time, parse_time
+
+API_VERSION = "cli.pinniped.dev/v1"
+KIND = "SessionCache"
+KEYRING_SERVICE = "pinniped"
+#: Characters per keyring entry; below Windows' 2560-byte UTF-16 blob limit.
+KEYRING_CHUNK = 1000
+_CHUNK_HEADER = "pinniped-chunked:v1:"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Session:
+    id_token: str = field(repr=False)
+    id_token_expiry: dt.datetime
+    refresh_token: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"idToken": self.id_token,
+                               "idTokenExpiry": format_time(self.id_token_expiry)}
+        if self.refresh_token:
+            out["refreshToken"] = self.refresh_token
+        return out
+
+    @classmethod
+    def from_json(cls, value: object) -> Session | None:
+        """A Session, or None for anything that does not look like one (never fatal)."""
+        if not isinstance(value, dict):
+            return None
+        id_token, refresh = value.get("idToken"), value.get("refreshToken")
+        if not isinstance(id_token, str) or not (refresh is None or isinstance(refresh, str)):
+            return None
+        try:
+            expiry = parse_time(value.get("idTokenExpiry"), "idTokenExpiry")
+        except WireError:
+            return None
+        return cls(id_token=id_token, id_token_expiry=expiry, refresh_token=refresh or None)
+
+
+class SessionStore(Protocol):
+    def load(self, key: str) -> Session | None: ...
+    def save(self, key: str, session: Session) -> None: ...
+    def delete(self, key: str) -> None: ...
+
+
+class KeyringLike(Protocol):
+    """The three calls of a `keyring` backend that we use."""
+
+    def get_password(self, service: str, username: str) -> str | None: ...
+    def set_password(self, service: str, username: str, password: str) -> None: ...
+    def delete_password(self, service: str, username: str) -> None: ...
+
+
+class FileSessionStore:
+    def __init__(self, path: Path, warn: Callable[[str], None], reason: str = "") -> None:
+        self.path = path
+        self._warn = warn
+        self._reason = reason
+
+    def load(self, key: str) -> Session | None:
+        return Session.from_json(self._sessions().get(key))
+
+    def save(self, key: str, session: Session) -> None:
+        if self._reason and not self.path.exists():
+            self._warn(f"no working OS keyring ({self._reason}); keeping your login session in "
+                       f"{self.path} (readable only by you). Install a keyring backend to "
+                       "use it instead.")
+        sessions = self._sessions()
+        sessions[key] = session.to_json()
+        self._write(sessions)
+
+    def delete(self, key: str) -> None:
+        sessions = self._sessions()
+        if sessions.pop(key, None) is not None:
+            self._write(sessions)
+
+    def _sessions(self) -> dict[str, Any]:
+        raw = read_private(self.path)
+        if raw is None:
+            return {}
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or not isinstance(doc.get("sessions"), dict):
+                raise ValueError("unexpected shape")
+        except ValueError:
+            self._warn(f"ignoring the unreadable session cache {self.path}; it will be replaced")
+            return {}
+        return dict(doc["sessions"])
+
+    def _write(self, sessions: dict[str, Any]) -> None:
+        doc = {"apiVersion": API_VERSION, "kind": KIND, "sessions": sessions}
+        write_private(self.path, json.dumps(doc, indent=1).encode())
+
+
+class KeyringSessionStore:
+    """Sessions as keyring entries, split into chunks of `chunk` characters when long."""
+
+    def __init__(self, backend: KeyringLike, chunk: int = KEYRING_CHUNK) -> None:
+        self._backend = backend
+        self._chunk = chunk
+
+    def load(self, key: str) -> Session | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        try:
+            return Session.from_json(json.loads(value))
+        except ValueError:
+            return None
+
+    def save(self, key: str, session: Session) -> None:
+        self._put(key, json.dumps(session.to_json(), separators=(",", ":")))
+
+    def delete(self, key: str) -> None:
+        count = self._chunk_count(self._raw(key))
+        for index in range(count):
+            self._delete(f"{key}#{index}")
+        self._delete(key)
+
+    def _get(self, key: str) -> str | None:
+        head = self._raw(key)
+        count = self._chunk_count(head)
+        if head is None or not count:
+            return head
+        digest = head.rsplit(":", 1)[-1]
+        parts = [self._raw(f"{key}#{index}") for index in range(count)]
+        if any(part is None for part in parts):
+            return None
+        value = "".join(part for part in parts if part is not None)
+        if hashlib.sha256(value.encode()).hexdigest() != digest:
+            return None  # a half-written or tampered session: log in again rather than fail
+        return value
+
+    def _put(self, key: str, value: str) -> None:
+        old_count = self._chunk_count(self._raw(key))
+        if len(value) <= self._chunk:
+            self._backend.set_password(KEYRING_SERVICE, key, value)
+            count = 0
+        else:
+            pieces = [value[i:i + self._chunk] for i in range(0, len(value), self._chunk)]
+            for index, piece in enumerate(pieces):
+                self._backend.set_password(KEYRING_SERVICE, f"{key}#{index}", piece)
+            count = len(pieces)
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            # The head goes last, so a reader never assembles a mix of old and new chunks.
+            self._backend.set_password(KEYRING_SERVICE, key, f"{_CHUNK_HEADER}{count}:{digest}")
+        for index in range(count, old_count):
+            self._delete(f"{key}#{index}")
+
+    def _raw(self, key: str) -> str | None:
+        return self._backend.get_password(KEYRING_SERVICE, key)
+
+    def _delete(self, key: str) -> None:
+        try:
+            self._backend.delete_password(KEYRING_SERVICE, key)
+        except Exception as exc:
+            if type(exc).__name__ != "PasswordDeleteError":  # already gone is fine
+                raise
+
+    @staticmethod
+    def _chunk_count(head: str | None) -> int:
+        if head is None or not head.startswith(_CHUNK_HEADER):
+            return 0
+        try:
+            return int(head[len(_CHUNK_HEADER):].split(":", 1)[0])
+        except ValueError:
+            return 0
+
+
+class FallbackSessionStore:
+    """The keyring, switching to the file for the rest of the run if the keyring errors."""
+
+    def __init__(self, primary: SessionStore, fallback: Callable[[str], SessionStore]) -> None:
+        self._store = primary
+        self._fallback = fallback
+        self._fell_back = False
+
+    def load(self, key: str) -> Session | None:
+        return self._call(lambda store: store.load(key))
+
+    def save(self, key: str, session: Session) -> None:
+        self._call(lambda store: store.save(key, session))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda store: store.delete(key))
+
+    def _call(self, action: Callable[[SessionStore], _T]) -> _T:
+        try:
+            return action(self._store)
+        except Exception as exc:
+            if self._fell_back:
+                raise
+            reason = f"the keyring failed: {type(exc).__name__}"
+            self._fell_back = True
+            self._store = self._fallback(reason)
+            return action(self._store)
+
+
+def open_store(path: Path, warn: Callable[[str], None],
+               load_backend: Callable[[], KeyringLike | str] | None = None) -> SessionStore:
+    """The keyring if a backend works, else the file at `path`."""
+    backend = (load_backend or _system_keyring)()
+    if isinstance(backend, str):
+        return FileSessionStore(path, warn, reason=backend)
+    return FallbackSessionStore(KeyringSessionStore(backend),
+                                lambda reason: FileSessionStore(path, warn, reason=reason))
+
+
+def _system_keyring() -> KeyringLike | str:
+    """The configured keyring backend, or the reason none is usable."""
+    try:
+        import keyring
+    except ImportError:
+        return "the keyring package is not installed"
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:
+        return f"keyring failed to load: {type(exc).__name__}"
+    priority = getattr(backend, "priority", 0)
+    if priority <= 0:
+        return f"{type(backend).__module__}.{type(backend).__name__} stores nothing"
+    result: KeyringLike = backend
+    return result

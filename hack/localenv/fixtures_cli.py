@@ -1,0 +1,617 @@
+"""Fakes and fixtures for testing the `pinniped` CLI.
+
+Unit tests run the CLI in-process against `FakeIdP` and `FakeConcierge`,
+reached through httpx's MockTransport: the IdP signs real JWTs with its own
+key (so the CLI's verification is exercised for real) and both count what
+they served, so tests can say "one login, zero refreshes". `FakeClock` drives
+expiry without sleeping, and `FakeKeyring` caps entry sizes like a real
+keyring backend.
+
+Integration tests use `pinniped_command()` (the installed console script, or
+`python -m cli`) and `cli_home`, an isolated HOME with the keyring turned off
+(`keyring.backends.fail.Keyring`), so sessions land in the 0600 fallback file
+and nothing touches the developer's real keyring or caches.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import json
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from cli.runtime import Runtime
+from cli.session_cache import FileSessionStore, KeyringSessionStore, SessionStore
+from concierge import wire
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+TEST_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+TEST_CA_DATA = base64.b64encode(TEST_CA_PEM.encode()).decode()
+
+
+def pinniped_command() -> list[str]:
+    """How to run the real CLI: the venv's console script when installed, else `-m cli`."""
+    script = Path(sys.executable).with_name("pinniped")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+
+
+class FakeClock:
+    """Wall clock and monotonic clock in one, advanced by `sleep` instead of waiting."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.current = start or dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> dt.datetime:
+        with self._lock:
+            return self.current
+
+    def timestamp(self) -> int:
+        return int(self.now().timestamp())
+
+    def monotonic(self) -> float:
+        return self.now().timestamp()
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.current += dt.timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeUser:
+    password: str
+    email: str
+    groups: list[str]
+
+
+class FakeIdP:
+    """An OIDC provider behind MockTransport: discovery, JWKS, the four grants, revocation."""
+
+    issuer = "https://idp.test"
+    client_id = "pinniped-cli"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.key = RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"},
+                                       auto_kid=True)
+        self.users = {"alice": FakeUser("alice-pw", "alice@example.com", ["devs"]),
+                      "bob": FakeUser("bob-pw", "bob@example.com", ["ops"])}
+        self.id_token_ttl = 300
+        self.grants: list[str] = []
+        self.issued_id_tokens: list[str] = []
+        self.revoked: list[str] = []
+        #: Claims to override in the next ID tokens (e.g. {"aud": "other"}).
+        self.claim_overrides: dict[str, Any] = {}
+        #: Sign ID tokens with this key instead of the published one.
+        self.signing_key: RSAKey | None = None
+        self.rotate_refresh_tokens = True
+        self.refresh_token_bytes = 32
+        self.device_answers: list[str] = []  # OAuth errors to answer polls with, in order
+        #: Who approves device logins once `device_answers` run out (None: nobody, ever).
+        self.device_approver: str | None = None
+        self.device_interval: int | None = 2
+        self.fail_refresh = False
+        self._codes: dict[str, dict[str, Any]] = {}
+        self._refresh: dict[str, str] = {}
+        self._devices: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # --- what the tests inspect -------------------------------------------------------
+
+    def count(self, grant: str) -> int:
+        return self.grants.count(grant)
+
+    def id_token(self, username: str, nonce: str | None = None) -> str:
+        user = self.users[username]
+        now = self.clock.timestamp()
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "aud": self.client_id, "sub": username, "email": user.email,
+            "email_verified": True, "groups": list(user.groups), "iat": now,
+            "exp": now + self.id_token_ttl}
+        if nonce is not None:
+            claims["nonce"] = nonce
+        claims.update(self.claim_overrides)
+        key = self.signing_key or self.key
+        token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+        self.issued_id_tokens.append(token)
+        return token
+
+    def authorize(self, url: str, username: str = "alice") -> str:
+        """What a browser session at the IdP ends with: the redirect to the loopback callback."""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert query["response_type"] == "code"
+        assert query["client_id"] == self.client_id
+        assert query["code_challenge_method"] == "S256"
+        assert urlsplit(query["redirect_uri"]).hostname == "127.0.0.1"
+        code = secrets.token_urlsafe(16)
+        self._codes[code] = {"user": username, "nonce": query.get("nonce"),
+                             "challenge": query["code_challenge"],
+                             "redirect_uri": query["redirect_uri"],
+                             "scope": query["scope"]}
+        return f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
+
+    def approve_device(self, user_code: str, username: str = "alice") -> None:
+        for device_code, code in list(self._devices.items()):
+            if code == user_code:
+                self._devices[device_code] = f"approved:{username}"
+                return
+        raise KeyError(user_code)
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{self.issuer}/auth",
+                "token_endpoint": f"{self.issuer}/token",
+                "jwks_uri": f"{self.issuer}/jwks",
+                "device_authorization_endpoint": f"{self.issuer}/device/auth",
+                "revocation_endpoint": f"{self.issuer}/token/revocation",
+            })
+        if request.method == "GET" and path == "/jwks":
+            return httpx.Response(200, json=KeySet([self.key]).as_dict(private=False))
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        if path == "/device/auth":
+            return self._device_authorization(form)
+        if path == "/token":
+            with self._lock:
+                return self._token(form)
+        if path == "/token/revocation":
+            self.revoked.append(form.get("token", ""))
+            return httpx.Response(200, json={})
+        return httpx.Response(404, json={"error": "not_found"})
+
+    def _device_authorization(self, form: dict[str, str]) -> httpx.Response:
+        device_code, user_code = secrets.token_urlsafe(16), f"{secrets.randbelow(10**8):08d}"
+        self._devices[device_code] = user_code
+        body: dict[str, Any] = {
+            "device_code": device_code, "user_code": user_code,
+            "verification_uri": f"{self.issuer}/device",
+            "verification_uri_complete": f"{self.issuer}/device?user_code={user_code}",
+            "expires_in": 600}
+        if self.device_interval is not None:
+            body["interval"] = self.device_interval
+        return httpx.Response(200, json=body)
+
+    def _token(self, form: dict[str, str]) -> httpx.Response:
+        grant = form.get("grant_type", "")
+        self.grants.append(grant)
+        if form.get("client_id") != self.client_id:
+            return _oauth_error("invalid_client")
+        username: str | None = None
+        nonce = None
+        if grant == "password":
+            user = self.users.get(form.get("username", ""))
+            if user is None or user.password != form.get("password"):
+                return _oauth_error("invalid_grant", "invalid username or password")
+            username = form["username"]
+        elif grant == "refresh_token":
+            token = form.get("refresh_token", "")
+            username = self._refresh.get(token)
+            if username is None or self.fail_refresh:
+                return _oauth_error("invalid_grant", "grant request is invalid")
+            if self.rotate_refresh_tokens:
+                del self._refresh[token]
+        elif grant == "authorization_code":
+            issued = self._codes.pop(form.get("code", ""), None)
+            if issued is None or issued["redirect_uri"] != form.get("redirect_uri"):
+                return _oauth_error("invalid_grant")
+            verifier = form.get("code_verifier", "")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            if digest.rstrip(b"=").decode() != issued["challenge"]:
+                return _oauth_error("invalid_grant", "PKCE verification failed")
+            username, nonce = issued["user"], issued["nonce"]
+        elif grant == DEVICE_GRANT:
+            state = self._devices.get(form.get("device_code", ""))
+            if state is None:
+                return _oauth_error("invalid_grant")
+            if self.device_answers:
+                return _oauth_error(self.device_answers.pop(0))
+            if self.device_approver is not None:
+                state = f"approved:{self.device_approver}"
+            if not state.startswith("approved:"):
+                return _oauth_error("authorization_pending")
+            username = state.split(":", 1)[1]
+        else:
+            return _oauth_error("unsupported_grant_type")
+        refresh = "rt-" + secrets.token_urlsafe(self.refresh_token_bytes)
+        body = {"access_token": "at-" + secrets.token_urlsafe(8), "token_type": "Bearer",
+                "expires_in": 300, "id_token": self.id_token(username, nonce)}
+        if grant != "refresh_token" or self.rotate_refresh_tokens:
+            self._refresh[refresh] = username
+            body["refresh_token"] = refresh
+        return httpx.Response(200, json=body)
+
+
+def _oauth_error(error: str, description: str = "") -> httpx.Response:
+    body = {"error": error}
+    if description:
+        body["error_description"] = description
+    return httpx.Response(400, json=body)
+
+
+class FakeConcierge:
+    """TokenCredentialRequest, whoami and logout, verifying ID tokens against the FakeIdP."""
+
+    url = "https://concierge.test"
+    authenticator = "corp"
+
+    def __init__(self, idp: FakeIdP, clock: FakeClock) -> None:
+        self.idp = idp
+        self.clock = clock
+        self.ttl = 600
+        self.logins: list[str] = []  # usernames, one per accepted TokenCredentialRequest
+        self.rejected = 0
+        self.logouts: list[str] = []
+        self.reject_all = False
+        self.unavailable = False
+        self.sessions: dict[str, wire.ClusterCredential] = {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.unavailable:
+            return httpx.Response(503, headers={"Retry-After": "7"}, json=wire.status_error(
+                503, "ServiceUnavailable", "the Kubernetes API is unreachable"))
+        body = json.loads(request.content or b"{}")
+        path = request.url.path
+        if path == wire.TOKEN_CREDENTIAL_REQUEST_PATH:
+            return self._login(wire.TokenCredentialRequest.from_wire(body))
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        credential = self.sessions.get(bearer)
+        if credential is None or credential.expiration <= self.clock.now():
+            return httpx.Response(401, json=wire.status_error(
+                401, "Unauthorized", wire.AUTHENTICATION_FAILED))
+        if path == wire.WHOAMI_REQUEST_PATH:
+            return httpx.Response(200, json=wire.whoami_response(credential.identity,
+                                                                 credential.expiration))
+        if path == wire.LOGOUT_REQUEST_PATH:
+            del self.sessions[bearer]
+            self.logouts.append(credential.identity.username)
+            return httpx.Response(200, json=wire.logout_response(True))
+        return httpx.Response(404, json=wire.status_error(404, "NotFound", "not found"))
+
+    def _login(self, request: wire.TokenCredentialRequest) -> httpx.Response:
+        try:
+            token = jwt.decode(request.token, self.idp.key, algorithms=["RS256"])
+            jwt.JWTClaimsRegistry(now=self.clock.timestamp(),
+                                  iss={"essential": True, "value": self.idp.issuer},
+                                  aud={"essential": True, "value": self.idp.client_id},
+                                  exp={"essential": True}).validate(token.claims)
+            ok = not self.reject_all and request.authenticator_name == self.authenticator
+        except Exception:
+            ok = False
+        if not ok:
+            self.rejected += 1
+            return httpx.Response(200, json=wire.failure_response(request,
+                                                                  wire.AUTHENTICATION_FAILED))
+        identity = wire.Identity(username=f"corp:{token.claims['email']}",
+                                 groups=tuple(f"corp:{g}" for g in token.claims["groups"]))
+        credential = wire.ClusterCredential(
+            token="cluster-" + secrets.token_urlsafe(24),
+            expiration=self.clock.now() + dt.timedelta(seconds=self.ttl), identity=identity)
+        self.sessions[credential.token] = credential
+        self.logins.append(identity.username)
+        return httpx.Response(200, json=wire.credential_response(request, credential))
+
+
+class Router:
+    """MockTransport dispatch by host, counting requests so tests can assert "no network"."""
+
+    def __init__(self, **hosts: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.hosts = hosts
+        self.requests: list[str] = []
+        self.clients: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.host}{request.url.path}")
+        handler = self.hosts.get(request.url.host)
+        if handler is None:
+            raise httpx.ConnectError(f"no route to {request.url.host}", request=request)
+        return handler(request)
+
+    def new_http(self, ca_pem: str | None) -> httpx.Client:
+        self.clients.append(ca_pem)
+        return httpx.Client(transport=httpx.MockTransport(self))
+
+
+class FakeKeyring:
+    """A keyring backend that, like real ones, refuses entries over `max_length` characters."""
+
+    def __init__(self, max_length: int = 1000) -> None:
+        self.max_length = max_length
+        self.entries: dict[tuple[str, str], str] = {}
+        self.fail = False
+
+    def get_password(self, service: str, username: str) -> str | None:
+        if self.fail:
+            raise RuntimeError("keyring is locked")
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        if self.fail:
+            raise RuntimeError("keyring is locked")
+        if len(password) > self.max_length:
+            raise ValueError(f"entry too large ({len(password)} > {self.max_length})")
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if (service, username) not in self.entries:
+            from keyring.errors import PasswordDeleteError
+
+            raise PasswordDeleteError(username)
+        del self.entries[(service, username)]
+
+
+@dataclass
+class CLIHarness:
+    """Everything an in-process CLI test needs, wired together."""
+
+    tmp_path: Path
+    clock: FakeClock
+    idp: FakeIdP
+    concierge: FakeConcierge
+    router: Router
+    keyring: FakeKeyring
+    env: dict[str, str] = field(default_factory=dict)
+    #: Username the fake browser logs in as; None means the browser does nothing.
+    browser_user: str | None = "alice"
+    #: Rewrites the callback URL before the browser "visits" it (to forge state, etc.).
+    tamper_callback: Callable[[str], str] | None = None
+    opened: list[str] = field(default_factory=list)
+    stdin_is_tty: bool = False
+    stdout_is_tty: bool = False
+    use_keyring: bool = True
+    warnings: list[str] = field(default_factory=list)
+    last_stdout: str = ""
+    last_stderr: str = ""
+
+    @property
+    def config_dir(self) -> Path:
+        return self.tmp_path / "config" / "pinniped"
+
+    @property
+    def credential_cache(self) -> Path:
+        return self.config_dir / "credentials.json"
+
+    @property
+    def session_file(self) -> Path:
+        return self.config_dir / "sessions.json"
+
+    def login_args(self, *extra: str) -> list[str]:
+        return ["login", "oidc", "--issuer", self.idp.issuer, "--client-id", self.idp.client_id,
+                "--ca-bundle-data", TEST_CA_DATA, "--concierge-endpoint", self.concierge.url,
+                "--concierge-ca-bundle-data", TEST_CA_DATA,
+                "--concierge-authenticator", self.concierge.authenticator, *extra]
+
+    def exec_info(self, api_version: str = "client.authentication.k8s.io/v1",
+                  interactive: bool = False, server: str = "https://k8s.test:6443",
+                  ca_data: str = TEST_CA_DATA) -> str:
+        return json.dumps({"apiVersion": api_version, "kind": "ExecCredential", "spec": {
+            "interactive": interactive,
+            "cluster": {"server": server, "certificate-authority-data": ca_data}}})
+
+    def open_browser(self, url: str) -> bool:
+        self.opened.append(url)
+        if self.browser_user is None:
+            return True
+        callback = self.idp.authorize(url, self.browser_user)
+        if self.tamper_callback is not None:
+            callback = self.tamper_callback(callback)
+        with httpx.Client(timeout=5) as client:  # a real request to the real loopback listener
+            client.get(callback)
+        return True
+
+    def open_session_store(self, path: Path, warn: Callable[[str], None]) -> SessionStore:
+        if self.use_keyring:
+            return KeyringSessionStore(self.keyring)
+        return FileSessionStore(path, warn, reason="test: keyring disabled")
+
+    def runtime(self, env: Mapping[str, str] | None = None) -> tuple[Runtime, io.StringIO,
+                                                                   io.StringIO]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        full_env = {"HOME": str(self.tmp_path), "XDG_CONFIG_HOME": str(self.tmp_path / "config"),
+                    **self.env, **(env or {})}
+        runtime = Runtime(env=full_env, stdout=stdout, stderr=stderr,
+                          stdin_is_tty=self.stdin_is_tty, stdout_is_tty=self.stdout_is_tty,
+                          argv=["/usr/local/bin/pinniped"], platform="linux",
+                          now=self.clock.now, sleep=self.clock.sleep,
+                          clock=self.clock.monotonic, open_browser=self.open_browser,
+                          new_http=self.router.new_http,
+                          open_session_store=self.open_session_store)
+        return runtime, stdout, stderr
+
+    def run(self, args: list[str], env: Mapping[str, str] | None = None) -> int:
+        """Run `pinniped ARGS` in-process; stdout/stderr land in last_stdout/last_stderr."""
+        from cli.main import main
+
+        runtime, stdout, stderr = self.runtime(env)
+        runtime.argv = ["/usr/local/bin/pinniped", *args]
+        code = main(args, runtime)
+        self.last_stdout, self.last_stderr = stdout.getvalue(), stderr.getvalue()
+        return code
+
+    def secrets_seen(self) -> list[str]:
+        """Every token and password handed out so far (none may ever show in output)."""
+        found = [u.password for u in self.idp.users.values()] + self.idp.issued_id_tokens
+        found += list(self.concierge.sessions)
+        found += list(self.idp._refresh)
+        return found
+
+
+def make_harness(tmp_path: Path) -> CLIHarness:
+    clock = FakeClock()
+    idp = FakeIdP(clock)
+    concierge = FakeConcierge(idp, clock)
+    router = Router(**{"idp.test": idp.handle, "concierge.test": concierge.handle})
+    return CLIHarness(tmp_path=tmp_path, clock=clock, idp=idp, concierge=concierge,
+                      router=router, keyring=FakeKeyring())
+
+
+@pytest.fixture
+def cli_harness(tmp_path: Path) -> CLIHarness:
+    return make_harness(tmp_path)
+
+
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the real CLI (or kubectl) with caches isolated in tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+        "LANG": "C.UTF-8",
+    }
+    return env
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path)
+
+
+# --- end to end: the real CLI, kubectl, apiserver, IdP and concierge ----------------------------
+
+
+@dataclass
+class CLIWorld:
+    """One user's machine: an isolated HOME, a kubeconfig path, and the servers it talks to."""
+
+    tmp_path: Path
+    env: dict[str, str]
+    cluster: Any  # localenv.cluster.LocalCluster
+    idp: Any  # localenv.idp.LocalIdP
+    concierge: Any  # localenv.concierge.LocalConcierge
+    kubeconfig: Path
+
+    @property
+    def pinniped_dir(self) -> Path:
+        return Path(self.env["XDG_CONFIG_HOME"]) / "pinniped"
+
+    @property
+    def credential_cache(self) -> Path:
+        return self.pinniped_dir / "credentials.json"
+
+    @property
+    def session_file(self) -> Path:
+        return self.pinniped_dir / "sessions.json"
+
+    def password_env(self, username: str) -> dict[str, str]:
+        return {"PINNIPED_USERNAME": username,
+                "PINNIPED_PASSWORD": self.idp.user(username).password}
+
+    def login_flags(self) -> list[str]:
+        return ["--issuer", self.idp.issuer, "--client-id", self.idp.client_id,
+                "--ca-bundle", str(self.idp.ca_file),
+                "--concierge-endpoint", self.concierge.url,
+                "--concierge-ca-bundle", str(self.concierge.ca_file),
+                "--concierge-authenticator", self.concierge.authenticator_name]
+
+    def get_kubeconfig_argv(self, *extra: str) -> list[str]:
+        return [*pinniped_command(), "get", "kubeconfig", *self.login_flags(),
+                "--server", self.cluster.server, "--cluster-ca-bundle", str(self.cluster.ca_file),
+                "-o", str(self.kubeconfig), *extra]
+
+    def run(self, argv: list[str], env: Mapping[str, str] | None = None,
+            timeout: float = 120, stdin: Any = subprocess.DEVNULL
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env={**self.env, **(env or {})}, stdin=stdin,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def pinniped(self, *args: str, env: Mapping[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        return self.run([*pinniped_command(), *args], env)
+
+    def get_kubeconfig(self, *extra: str, env: Mapping[str, str] | None = None
+                       ) -> subprocess.CompletedProcess[str]:
+        result = self.run(self.get_kubeconfig_argv(*extra), env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def kubectl(self, *args: str, env: Mapping[str, str] | None = None,
+                stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+        """The real kubectl with the generated kubeconfig; the plugin inherits `env`."""
+        return self.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], env,
+                        stdin=stdin)
+
+    def kubeconfig_user(self) -> dict[str, Any]:
+        import yaml
+
+        user = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]
+        assert isinstance(user, dict)
+        return user
+
+    def cached_credentials(self) -> dict[str, Any]:
+        entries = json.loads(self.credential_cache.read_text())["credentials"]
+        assert isinstance(entries, dict)
+        return entries
+
+    def expire_cached_credentials(self) -> None:
+        """Make every cached credential look expired (the token itself stays valid)."""
+        doc = json.loads(self.credential_cache.read_text())
+        for entry in doc["credentials"].values():
+            entry["expirationTimestamp"] = "2000-01-01T00:00:00Z"
+        self.credential_cache.write_text(json.dumps(doc))
+
+    def expire_cached_id_tokens(self) -> None:
+        """Make the session's ID token look expired, so only a refresh can get a new one."""
+        doc = json.loads(self.session_file.read_text())
+        for entry in doc["sessions"].values():
+            entry["idTokenExpiry"] = "2000-01-01T00:00:00Z"
+        self.session_file.write_text(json.dumps(doc))
+
+
+def concierge_logins(concierge: Any) -> int:
+    """Successful TokenCredentialRequests in the concierge's audit log."""
+    return sum(1 for line in concierge.audit_lines()
+               if line.get("request") == "login" and line.get("outcome") == "success")
+
+
+def idp_password_grants(idp: Any, username: str) -> int:
+    text = idp.log_path.read_text(errors="replace") if idp.log_path.exists() else ""
+    return sum(1 for line in text.splitlines()
+               if "password grant:" in line and f"user={username} " in line)
+
+
+def grant_group_read(cluster: Any, namespace: str, *groups: str) -> None:
+    """A namespace where `groups` may read ConfigMaps, holding one ConfigMap `hello`."""
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("-n", namespace, "create", "configmap", "hello", "--from-literal=who=world")
+    cluster.kubectl("-n", namespace, "create", "role", "configmap-reader", "--verb=get,list",
+                    "--resource=configmaps")
+    cluster.kubectl("-n", namespace, "create", "rolebinding", "configmap-readers",
+                    "--role=configmap-reader", *(f"--group={g}" for g in groups))
+
+
+def new_world(tmp_path: Path, cluster: Any, idp: Any, concierge: Any) -> CLIWorld:
+    return CLIWorld(tmp_path=tmp_path, env=isolated_env(tmp_path), cluster=cluster, idp=idp,
+                    concierge=concierge, kubeconfig=tmp_path / "kubeconfig")
+
+
+def team_namespace(cluster: Any, *groups: str) -> str:
+    namespace = f"cli-{secrets.token_hex(4)}"
+    grant_group_read(cluster, namespace, *groups)
+    return namespace

@@ -1,0 +1,175 @@
+"""Generated kubeconfigs: rendering, reading them back, and keeping as-groups current."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli import kubeconfig
+from cli.errors import CLIError
+from cli.kubeconfig import KubeconfigSpec, KubeconfigUpdateFailed, PluginCommand
+from concierge.wire import Identity
+
+CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
+TRICKY_GROUPS = ("corp:devs", "yes", "on", "null", "1.0", "a: b", "#x", "'quoted'", "y")
+
+
+def _spec(groups: tuple[str, ...] = ("corp:devs",), name: str = "pinniped") -> KubeconfigSpec:
+    return KubeconfigSpec(
+        name=name, server="https://127.0.0.1:6443", ca_data=CA,
+        plugin=PluginCommand("/opt/bin/pinniped"),
+        login_args=("login", "oidc", "--issuer", "https://idp", "--update-kubeconfig",
+                    "/k/config", "--kubeconfig-user", name),
+        identity=Identity("corp:alice@example.com", groups))
+
+
+def test_render_has_the_exec_stanza_kubectl_needs() -> None:
+    doc = yaml.safe_load(kubeconfig.render(_spec()))
+    user = doc["users"][0]["user"]
+    assert doc["current-context"] == "pinniped"
+    assert doc["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:6443",
+                                             "certificate-authority-data": CA}
+    assert user["as"] == "corp:alice@example.com"
+    assert user["as-groups"] == ["corp:devs"]
+    assert user["exec"] == {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": "/opt/bin/pinniped",
+        "args": list(_spec().login_args),
+        "env": [],
+        "installHint": kubeconfig.INSTALL_HINT,
+        "provideClusterInfo": True,
+        "interactiveMode": "IfAvailable",
+    }
+
+
+def test_yaml_special_groups_stay_strings_for_kubectl(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(kubeconfig.render(_spec(TRICKY_GROUPS)))
+    result = subprocess.run(["kubectl", "--kubeconfig", str(path), "config", "view", "-o",
+                             "json"], capture_output=True, text=True, check=True)
+    user = json.loads(result.stdout)["users"][0]["user"]
+    assert user["as-groups"] == list(TRICKY_GROUPS)
+    assert user["exec"]["interactiveMode"] == "IfAvailable"
+
+
+def test_broken_template_is_caught_at_render(tmp_path: Path) -> None:
+    (tmp_path / kubeconfig.TEMPLATE_NAME).write_text("users: []\n")
+    with pytest.raises(CLIError, match="does not render a user entry"):
+        kubeconfig.render(_spec(), template_dir=tmp_path)
+
+
+def test_missing_template_says_reinstall(tmp_path: Path) -> None:
+    with pytest.raises(CLIError, match="reinstall"):
+        kubeconfig.render(_spec(), template_dir=tmp_path)
+
+
+def test_update_identity_changes_only_that_user(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(kubeconfig.render(_spec()))
+    other = yaml.safe_load(path.read_text())
+    other["users"].append({"name": "someone", "user": {"token": "x"}})
+    path.write_text(yaml.safe_dump(other))
+    assert kubeconfig.update_identity(path, "pinniped",
+                                      Identity("corp:alice@example.com", ("corp:ops", "yes")))
+    doc = yaml.safe_load(path.read_text())
+    assert doc["users"][0]["user"]["as-groups"] == ["corp:ops", "yes"]
+    assert doc["users"][0]["user"]["exec"]["args"] == list(_spec().login_args)
+    assert doc["users"][1] == {"name": "someone", "user": {"token": "x"}}
+    assert not kubeconfig.update_identity(path, "pinniped",
+                                          Identity("corp:alice@example.com", ("corp:ops", "yes")))
+
+
+def test_update_identity_follows_symlinks(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.write_text(kubeconfig.render(_spec()))
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert kubeconfig.update_identity(link, "pinniped", Identity("corp:alice@example.com", ()))
+    assert link.is_symlink()
+    assert yaml.safe_load(real.read_text())["users"][0]["user"]["as-groups"] == []
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "cannot read"), ("{unclosed", "not valid YAML"), ("users: []", "no user entry")])
+def test_update_identity_failures_explain(tmp_path: Path, content: str | None,
+                                          needle: str) -> None:
+    path = tmp_path / "config"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(KubeconfigUpdateFailed, match=needle):
+        kubeconfig.update_identity(path, "pinniped", Identity("u", ()))
+
+
+def test_plugin_command_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert kubeconfig.running_plugin_command("/venv/bin/pinniped").command == "/venv/bin/pinniped"
+    monkeypatch.chdir(tmp_path)
+    assert kubeconfig.running_plugin_command("bin/pinniped").command == str(
+        tmp_path / "bin" / "pinniped")
+    module = kubeconfig.running_plugin_command("/src/cli/__main__.py")
+    assert module.command == sys.executable
+    assert module.args == ("-m", "cli")
+    assert module.env == (("PYTHONPATH", str(Path(kubeconfig.__file__).parents[1])),)
+
+
+def test_plugin_command_resolves_bare_names_on_path(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "pinniped"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert kubeconfig.running_plugin_command("pinniped").command == str(script)
+
+
+def _write(path: Path, doc: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_reads_the_pinniped_context_across_kubeconfig_files(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a", {"current-context": "pinniped", "contexts": [],
+                                    "users": [{"name": "pinniped", "user": {"token": "shadow"}}]})
+    second = tmp_path / "b"
+    second.write_text(kubeconfig.render(_spec()))
+    # kubectl's rule: the first file defining a name wins, so here the user is "shadow"...
+    with pytest.raises(CLIError, match="does not log in with `pinniped login oidc`"):
+        kubeconfig.load_pinniped_context([first, second], None)
+    # ...and here it is the generated one.
+    found = kubeconfig.load_pinniped_context([second, first], None)
+    assert found.context == "pinniped"
+    assert found.server == "https://127.0.0.1:6443"
+    found = kubeconfig.load_pinniped_context([second], None)
+    assert found.login_args[:2] == ("--issuer", "https://idp")
+    assert found.ca_data == CA
+
+
+def test_reads_a_file_ca(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(base64.b64decode(CA))
+    doc = yaml.safe_load(kubeconfig.render(_spec()))
+    del doc["clusters"][0]["cluster"]["certificate-authority-data"]
+    doc["clusters"][0]["cluster"]["certificate-authority"] = str(ca_file)
+    found = kubeconfig.load_pinniped_context([_write(tmp_path / "k", doc)], None)
+    assert found.ca_data == CA
+
+
+@pytest.mark.parametrize(("paths", "context", "needle"), [
+    (["missing"], None, "no kubeconfig found"),
+    (["good"], "nope", "context 'nope' not found"),
+])
+def test_context_errors_say_what_to_pass(tmp_path: Path, paths: list[str], context: str | None,
+                                         needle: str) -> None:
+    (tmp_path / "good").write_text(kubeconfig.render(_spec()))
+    with pytest.raises(CLIError, match=needle):
+        kubeconfig.load_pinniped_context([tmp_path / p for p in paths], context)
+
+
+def test_kubeconfig_paths_like_kubectl(tmp_path: Path) -> None:
+    assert kubeconfig.kubeconfig_paths("/x", {"KUBECONFIG": "/y"}) == [Path("/x")]
+    assert kubeconfig.kubeconfig_paths(None, {"KUBECONFIG": "/y:/z"}) == [Path("/y"), Path("/z")]
+    assert kubeconfig.kubeconfig_paths(None, {"HOME": "/h"}) == [Path("/h/.kube/config")]

@@ -1,0 +1,398 @@
+"""`pinniped login oidc` in-process, against a fake IdP and concierge that count every call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+from joserfc.jwk import RSAKey
+
+from cli.errors import HumanStepRequired, UsageError
+from cli.login_options import LoginOptions, parse_login_args
+from cli.oidc.login import LoginContext, choose_flow
+from localenv.fixtures_cli import CLIHarness, make_harness
+
+V1 = "client.authentication.k8s.io/v1"
+PASSWORD_ENV = {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "alice-pw"}
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> CLIHarness:
+    return make_harness(tmp_path)
+
+
+def _login(h: CLIHarness, *extra: str, env: dict[str, str] | None = None,
+           exec_info: str | None = None) -> int:
+    environment = {"KUBERNETES_EXEC_INFO": exec_info if exec_info is not None else h.exec_info()}
+    environment.update(env or {})
+    return h.run(h.login_args(*extra), environment)
+
+
+def _credential(h: CLIHarness) -> dict[str, object]:
+    body = json.loads(h.last_stdout)
+    assert body["kind"] == "ExecCredential"
+    status = body["status"]
+    assert isinstance(status, dict)
+    return status
+
+
+def _assert_no_secrets(h: CLIHarness) -> None:
+    for secret in h.secrets_seen():
+        assert secret not in h.last_stderr
+
+
+def _expire_credential(h: CLIHarness) -> None:
+    h.clock.advance(601)
+
+
+# --- the cached path and the first login -------------------------------------------------
+
+
+def test_password_login_prints_only_the_exec_credential(h: CLIHarness) -> None:
+    assert _login(h, env=PASSWORD_ENV) == 0
+    status = _credential(h)
+    assert status["token"] in h.concierge.sessions
+    assert h.concierge.logins == ["corp:alice@example.com"]
+    assert h.idp.count("password") == 1
+    _assert_no_secrets(h)
+
+
+def test_second_call_is_served_from_the_cache_without_network(h: CLIHarness) -> None:
+    _login(h, env=PASSWORD_ENV)
+    first = _credential(h)
+    requests = len(h.router.requests)
+    h.clock.advance(300)
+    assert _login(h) == 0  # no password in the environment: a login would fail
+    assert _credential(h) == first
+    assert len(h.router.requests) == requests
+    assert h.last_stderr == ""
+
+
+def test_cache_is_per_cluster(h: CLIHarness) -> None:
+    _login(h, env=PASSWORD_ENV)
+    _login(h, env=PASSWORD_ENV, exec_info=h.exec_info(server="https://other:6443"))
+    assert len(h.concierge.logins) == 2
+    # ...but the ID token is reused for the second cluster: one IdP login.
+    assert h.idp.count("password") == 1
+
+
+@pytest.mark.parametrize("version", [V1, "client.authentication.k8s.io/v1beta1"])
+def test_speaks_the_requested_version(h: CLIHarness, version: str) -> None:
+    assert _login(h, env=PASSWORD_ENV, exec_info=h.exec_info(api_version=version)) == 0
+    body = json.loads(h.last_stdout)
+    assert body["apiVersion"] == version
+    expiry = dt.datetime.fromisoformat(body["status"]["expirationTimestamp"].replace("Z", "+00:00"))
+    assert expiry == h.clock.now() + dt.timedelta(seconds=h.concierge.ttl)
+
+
+def test_run_by_hand_at_a_terminal_does_not_print_the_token(h: CLIHarness) -> None:
+    h.stdout_is_tty = True
+    assert _login(h, env=PASSWORD_ENV, exec_info="") == 0
+    assert h.last_stdout == ""
+    assert "logged in as corp:alice@example.com" in h.last_stderr
+    _assert_no_secrets(h)
+
+
+# --- sessions: reuse, refresh, and when a new login is needed ---------------------------------
+
+
+def test_expired_credential_reuses_a_valid_id_token(h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600
+    _login(h, env=PASSWORD_ENV)
+    _expire_credential(h)
+    assert _login(h) == 0
+    assert len(h.concierge.logins) == 2
+    assert h.idp.grants == ["password"]
+
+
+def test_expired_id_token_is_refreshed_without_a_new_login(h: CLIHarness) -> None:
+    _login(h, env=PASSWORD_ENV)
+    _expire_credential(h)  # the ID token (300 s) is gone too
+    assert _login(h) == 0  # non-interactive, no password: only a refresh can work
+    assert h.idp.grants == ["password", "refresh_token"]
+    assert h.opened == []
+    _credential(h)
+    # The rotated refresh token was stored: the next refresh works too.
+    _expire_credential(h)
+    assert _login(h) == 0
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
+    _assert_no_secrets(h)
+
+
+def test_refused_refresh_falls_back_to_a_new_login(h: CLIHarness) -> None:
+    _login(h, env=PASSWORD_ENV)
+    _expire_credential(h)
+    h.idp.fail_refresh = True
+    assert _login(h, env=PASSWORD_ENV) == 0
+    assert h.idp.grants == ["password", "refresh_token", "password"]
+    assert "session at the identity provider has ended (invalid_grant" in h.last_stderr
+    _assert_no_secrets(h)
+
+
+def test_non_interactive_without_a_session_fails_fast(h: CLIHarness) -> None:
+    h.browser_user = None
+    assert _login(h) == 1
+    assert h.last_stdout == ""
+    assert "without a terminal" in h.last_stderr
+    command = h.last_stderr.split("running:\n\n", 1)[1].split("\n", 1)[0].strip()
+    assert command.startswith("/usr/local/bin/pinniped login oidc --issuer https://idp.test")
+    assert h.opened == []
+    assert not any(g in h.idp.grants for g in ("password", "authorization_code"))
+    assert h.clock.sleeps == []
+
+
+def test_concierge_refusing_a_cached_id_token_gets_one_fresh_token(
+        h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600
+    _login(h, env=PASSWORD_ENV)
+    _expire_credential(h)
+    # Keys rotated: the concierge no longer accepts the cached ID token.
+    h.idp.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
+    assert _login(h, env=PASSWORD_ENV) == 0
+    assert h.concierge.rejected == 1
+    assert h.idp.grants == ["password", "refresh_token"]
+    assert "did not accept the cached ID token" in h.last_stderr
+
+
+def test_concierge_refusal_is_explained_without_the_token(h: CLIHarness) -> None:
+    h.concierge.reject_all = True
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert h.last_stdout == ""
+    assert "concierge refused your ID token (sha256:" in h.last_stderr
+    assert "authenticator 'corp'" in h.last_stderr
+    _assert_no_secrets(h)
+
+
+def test_concierge_unavailable_says_when_to_retry(h: CLIHarness) -> None:
+    h.concierge.unavailable = True
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert "temporarily unavailable" in h.last_stderr
+    assert "retry in 7 seconds" in h.last_stderr
+
+
+def test_wrong_password_says_which_variables_to_check(h: CLIHarness) -> None:
+    assert _login(h, env={"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "nope"}) == 1
+    assert "PINNIPED_USERNAME and PINNIPED_PASSWORD" in h.last_stderr
+    assert "nope" not in h.last_stderr
+
+
+def test_password_flow_without_variables_is_a_usage_error(h: CLIHarness) -> None:
+    assert _login(h, "--flow", "password") == 2
+    assert "needs PINNIPED_USERNAME and PINNIPED_PASSWORD" in h.last_stderr
+
+
+# --- ID token verification happens before anything is sent ------------------------------------
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ({"aud": "someone-else"}, "audience"),
+    ({"iss": "https://evil.test"}, "issuer"),
+    ({"exp": 1}, "expired"),
+    ({"iat": 4_000_000_000}, "issue time"),
+    ({"nbf": 4_000_000_000}, "not valid yet"),
+    ({"aud": ["pinniped-cli", "other"]}, "azp"),
+    ({"sub": ""}, "subject"),
+])
+def test_bad_id_tokens_never_reach_the_concierge(h: CLIHarness,
+                                                 override: dict[str, object],
+                                                 needle: str) -> None:
+    h.idp.claim_overrides = override
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert needle in h.last_stderr
+    assert h.concierge.logins == []
+    assert h.concierge.rejected == 0
+    assert not h.session_file.exists()
+    assert h.keyring.entries == {}
+
+
+def test_id_token_signed_by_an_unknown_key_is_refused(h: CLIHarness) -> None:
+    # Same kid as the published key, different key: only the signature check can catch it.
+    h.idp.signing_key = RSAKey.generate_key(2048, parameters={"alg": "RS256",
+                                                              "kid": str(h.idp.key.kid)})
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert "signature does not verify" in h.last_stderr
+    assert h.concierge.logins == []
+
+
+# --- the browser flow ------------------------------------------------------------------------
+
+
+def test_browser_login_with_pkce_state_and_nonce(h: CLIHarness) -> None:
+    h.env["BROWSER"] = "fake"
+    assert _login(h, exec_info=h.exec_info(interactive=True)) == 0
+    assert h.idp.grants == ["authorization_code"]
+    assert len(h.opened) == 1
+    url = h.opened[0]
+    assert "code_challenge_method=S256" in url
+    assert "nonce=" in url
+    assert "state=" in url
+    assert url in h.last_stderr  # printed too, for when no browser opens
+    assert re.search(r"redirect_uri=http%3A%2F%2F127\.0\.0\.1%3A\d+%2Fcallback", url)
+    _credential(h)
+    _assert_no_secrets(h)
+
+
+def test_browser_listen_port_is_honoured(h: CLIHarness) -> None:
+    from localenv.procs import free_port
+
+    port = free_port()
+    assert _login(h, "--flow", "browser", "--listen-port", str(port)) == 0
+    assert f"127.0.0.1%3A{port}%2Fcallback" in h.opened[0]
+
+
+def test_browser_state_mismatch_is_refused(h: CLIHarness) -> None:
+    h.tamper_callback = lambda url: re.sub(r"state=[^&]+", "state=forged", url)
+    assert _login(h, "--flow", "browser") == 1
+    assert "state does not match" in h.last_stderr
+    assert "authorization_code" not in h.idp.grants  # the code was never exchanged
+
+
+def test_browser_nonce_mismatch_is_refused(h: CLIHarness) -> None:
+    h.idp.claim_overrides = {"nonce": "replayed"}
+    assert _login(h, "--flow", "browser") == 1
+    assert "nonce does not match" in h.last_stderr
+    assert h.concierge.logins == []
+
+
+def test_browser_missing_nonce_is_refused(h: CLIHarness) -> None:
+    h.idp.claim_overrides = {"nonce": None}
+    assert _login(h, "--flow", "browser") == 1
+    assert "nonce does not match" in h.last_stderr
+
+
+def test_idp_error_in_the_callback_is_reported(h: CLIHarness) -> None:
+    h.tamper_callback = lambda url: url.split("?")[0] + "?" + re.search(
+        r"state=[^&]+", url).group(0) + "&error=access_denied&error_description=nope"  # type: ignore[union-attr]
+    assert _login(h, "--flow", "browser") == 1
+    assert "ended the login with access_denied: nope" in h.last_stderr
+
+
+def test_browser_timeout_says_what_to_do(h: CLIHarness) -> None:
+    h.browser_user = None  # the browser opens, nobody logs in
+    assert _login(h, "--flow", "browser", "--login-timeout", "0.5") == 1
+    assert "no browser login finished within 0.5s" in h.last_stderr
+    assert "--flow device" in h.last_stderr
+
+
+def test_skip_browser_only_prints_the_link(h: CLIHarness) -> None:
+    assert _login(h, "--flow", "browser", "--skip-browser", "--login-timeout", "0.3") == 1
+    assert h.opened == []
+    assert "Log in by visiting this link" in h.last_stderr
+
+
+# --- the device flow -------------------------------------------------------------------------
+
+
+def test_device_login_polls_and_honours_slow_down(h: CLIHarness) -> None:
+    h.idp.device_answers = ["authorization_pending", "slow_down", "authorization_pending"]
+    h.idp.device_approver = "bob"
+    assert _login(h, "--flow", "device") == 0
+    assert h.concierge.logins == ["corp:bob@example.com"]
+    assert h.clock.sleeps == [2, 2, 7, 7]  # interval 2, then +5 after slow_down
+    assert "https://idp.test/device" in h.last_stderr
+    assert re.search(r"enter the code: \d{8}", h.last_stderr)
+
+
+def test_device_interval_defaults_to_five_seconds(h: CLIHarness) -> None:
+    h.idp.device_interval = None
+    h.idp.device_approver = "bob"
+    assert _login(h, "--flow", "device") == 0
+    assert h.clock.sleeps == [5]
+
+
+@pytest.mark.parametrize(("answer", "needle"), [
+    ("access_denied", "denied"), ("expired_token", "expired")])
+def test_device_login_ends_clearly(h: CLIHarness, answer: str, needle: str) -> None:
+    h.idp.device_answers = [answer]
+    assert _login(h, "--flow", "device") == 1
+    assert needle in h.last_stderr
+    assert "Run the command again" in h.last_stderr
+
+
+def test_device_login_times_out(h: CLIHarness) -> None:
+    assert _login(h, "--flow", "device", "--login-timeout", "10") == 1
+    assert "did not finish within 10s" in h.last_stderr
+
+
+def test_interactive_without_a_display_uses_the_device_flow(h: CLIHarness) -> None:
+    h.idp.device_approver = "alice"
+    assert _login(h, exec_info=h.exec_info(interactive=True)) == 0
+    assert h.idp.grants[-1].endswith("device_code")
+    assert h.opened == []
+
+
+# --- flow selection ----------------------------------------------------------------------
+
+
+def _options(flow: str | None = None) -> LoginOptions:
+    args = ["--issuer", "https://i.test", "--client-id", "c", "--concierge-endpoint",
+            "https://c.test", "--concierge-authenticator", "a"]
+    if flow:
+        args += ["--flow", flow]
+    return parse_login_args(args, {"HOME": "/nonexistent"})
+
+
+def _ctx(env: dict[str, str], interactive: bool) -> LoginContext:
+    return LoginContext(env=env, interactive=interactive, say=print,
+                        now=lambda: dt.datetime.now(dt.UTC), open_browser=lambda u: True,
+                        sleep=lambda s: None, clock=lambda: 0.0, command_hint="pinniped login")
+
+
+@pytest.mark.parametrize(("flow", "env", "interactive", "platform", "expected"), [
+    (None, PASSWORD_ENV, False, "linux", "password"),
+    (None, PASSWORD_ENV, True, "linux", "password"),
+    (None, {"BROWSER": "x"}, True, "linux", "browser"),
+    (None, {"DISPLAY": ":0"}, True, "linux", "browser"),
+    (None, {"WAYLAND_DISPLAY": "w"}, True, "linux", "browser"),
+    (None, {}, True, "darwin", "browser"),
+    (None, {}, True, "linux", "device"),
+    ("device", {"DISPLAY": ":0"}, True, "linux", "device"),
+    ("browser", {}, False, "linux", "browser"),  # explicit wins, even non-interactive
+])
+def test_flow_selection(flow: str | None, env: dict[str, str], interactive: bool,
+                        platform: str, expected: str) -> None:
+    assert choose_flow(_options(flow), _ctx(env, interactive), platform) == expected
+
+
+def test_non_interactive_human_flow_fails_fast() -> None:
+    with pytest.raises(HumanStepRequired, match="pinniped login"):
+        choose_flow(_options(), _ctx({"DISPLAY": ":0"}, False), "linux")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--scopes", "email,groups"], "must include openid"),
+    (["--issuer", "http://insecure.test"], "https://"),
+])
+def test_bad_options_are_usage_errors(h: CLIHarness, args: list[str],
+                                      needle: str) -> None:
+    assert h.run([*h.login_args(), *args]) == 2
+    assert needle in h.last_stderr
+
+
+def test_unreadable_ca_bundle_is_named(h: CLIHarness, tmp_path: Path) -> None:
+    assert _login(h, "--ca-bundle", str(tmp_path / "missing.pem"), env=PASSWORD_ENV) == 2
+    assert "cannot read --ca-bundle" in h.last_stderr
+
+
+def test_missing_required_flag_exits_with_usage() -> None:
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["login", "oidc", "--issuer", "https://x"])
+    assert exc.value.code == 2
+
+
+def test_usage_error_type() -> None:
+    assert UsageError("x").exit_code == 2
+
+
+def test_text_from_outside_cannot_drive_the_terminal(h: CLIHarness) -> None:
+    h.tamper_callback = lambda url: url.split("?")[0] + "?" + re.search(  # type: ignore[union-attr]
+        r"state=[^&]+", url).group(0) + "&error=x%1B%5D0%3Bpwned%07&error_description=%1B%5B2J"
+    assert _login(h, "--flow", "browser") == 1
+    assert "ended the login with x?]0;pwned?" in h.last_stderr
+    assert "\x1b" not in h.last_stderr
+    assert "\x07" not in h.last_stderr
