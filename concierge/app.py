@@ -6,9 +6,13 @@
     POST LOGOUT_REQUEST_PATH            bearer cluster credential -> its session Secret deleted
     GET  /healthz                       the process is alive
     GET  /readyz                        the Kubernetes API and every issuer's keys are usable
+                                        (answers "ok" or "not ready"; what is missing goes
+                                        to the log; re-checked at most every 5 s)
 
 Requests that cannot be answered get a Kubernetes `Status` object: 400 naming
-the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 415 for a non-JSON body,
+the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
+within `requestBodyTimeoutSeconds` (a slow sender must not hold a worker),
+415 for a non-JSON body,
 401 for a missing or rejected bearer credential, 503 with `Retry-After` when
 Kubernetes or an issuer is unreachable, 500 when the concierge itself is
 misconfigured. Every request to the three APIs gets exactly one audit line.
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,8 @@ from concierge.sessions import Sessions
 log = logging.getLogger("concierge.app")
 
 NO_STORE = {"Cache-Control": "no-store"}
+#: Probes and load balancers may poll /readyz often; each check costs an API call.
+READINESS_CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -48,6 +55,10 @@ class Services:
     kube: KubeAPI
     namespace: str
     audit: AuditLog
+    #: A client must have sent its whole request body within this many seconds.
+    body_timeout_seconds: float = 10.0
+    #: /readyz re-checks its dependencies at most this often.
+    readiness_cache_seconds: float = READINESS_CACHE_SECONDS
     #: Long-running loops (key refresh, session sweep) started with the server.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     #: Called once when the server stops (close HTTP clients, the audit file).
@@ -55,12 +66,14 @@ class Services:
 
 
 class _BadRequest(Exception):
-    def __init__(self, code: int, reason: str, message: str, field_path: str | None = None,
-                 audit_reason: Reason = Reason.MALFORMED_REQUEST) -> None:
+    def __init__(self, code: int, reason: str, message: str, field_path: str | None = None, *,
+                 audit_reason: Reason = Reason.MALFORMED_REQUEST,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.field_path = field_path
         self.audit_reason = audit_reason
+        self.headers = headers
 
 
 def create_app(services: Services) -> FastAPI:
@@ -101,12 +114,13 @@ def create_app(services: Services) -> FastAPI:
     async def healthz() -> Response:
         return PlainTextResponse("ok")
 
+    readiness = _Readiness(services)
+
     @app.get("/readyz")
     async def readyz() -> Response:
-        problems = await _readiness_problems(services)
-        if problems:
-            return PlainTextResponse("not ready:\n" + "\n".join(problems) + "\n", status_code=503)
-        return PlainTextResponse("ok")
+        if await readiness.ready():
+            return PlainTextResponse("ok")
+        return PlainTextResponse("not ready\n", status_code=503)
 
     return app
 
@@ -122,7 +136,8 @@ async def _audited(audit: AuditLog, request: Request, kind: str,
         except _BadRequest as exc:
             event.outcome, event.reason = "error", exc.audit_reason
             event.extra["detail"] = exc.message
-            response = _status(exc.code, exc.reason, exc.message, exc.field_path)
+            response = _status(exc.code, exc.reason, exc.message, exc.field_path,
+                               headers=exc.headers)
         except Unavailable as exc:
             event.outcome, event.reason = "error", exc.reason
             response = _status(503, "ServiceUnavailable", exc.message,
@@ -145,7 +160,7 @@ async def _audited(audit: AuditLog, request: Request, kind: str,
 
 
 async def _login(services: Services, request: Request, event: AuditEvent) -> Response:
-    body = await _read_json(request, required=True)
+    body = await _read_json(request, services.body_timeout_seconds, required=True)
     try:
         tcr = wire.TokenCredentialRequest.from_wire(body)
     except wire.WireError as exc:
@@ -163,7 +178,7 @@ async def _login(services: Services, request: Request, event: AuditEvent) -> Res
 
 
 async def _whoami(services: Services, request: Request, event: AuditEvent) -> Response:
-    await _expect_kind(request, wire.IDENTITY_GROUP, wire.WHOAMI_REQUEST_KIND)
+    await _expect_kind(services, request, wire.IDENTITY_GROUP, wire.WHOAMI_REQUEST_KIND)
     token = _bearer(request, event)
     try:
         reviewed = await services.reviewer.review(token)
@@ -176,7 +191,7 @@ async def _whoami(services: Services, request: Request, event: AuditEvent) -> Re
 
 
 async def _logout(services: Services, request: Request, event: AuditEvent) -> Response:
-    await _expect_kind(request, wire.LOGIN_GROUP, wire.LOGOUT_REQUEST_KIND)
+    await _expect_kind(services, request, wire.LOGIN_GROUP, wire.LOGOUT_REQUEST_KIND)
     token = _bearer(request, event)
     try:
         reviewed = await services.reviewer.review(token)
@@ -210,9 +225,9 @@ def _bearer(request: Request, event: AuditEvent) -> str:
     return token
 
 
-async def _expect_kind(request: Request, group: str, kind: str) -> None:
+async def _expect_kind(services: Services, request: Request, group: str, kind: str) -> None:
     """whoami/logout bodies are optional, but if sent they must be the right kind."""
-    body = await _read_json(request, required=False)
+    body = await _read_json(request, services.body_timeout_seconds, required=False)
     if body is None:
         return
     if not isinstance(body, dict):
@@ -224,7 +239,7 @@ async def _expect_kind(request: Request, group: str, kind: str) -> None:
         raise _BadRequest(400, "BadRequest", f"kind: must be {kind}", "kind")
 
 
-async def _read_json(request: Request, *, required: bool) -> Any:
+async def _read_json(request: Request, timeout_seconds: float, *, required: bool) -> Any:
     content_type = request.headers.get("content-type", "application/json")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -234,10 +249,17 @@ async def _read_json(request: Request, *, required: bool) -> Any:
     if declared is not None and (not declared.isdigit() or int(declared) > wire.MAX_REQUEST_BYTES):
         raise _too_large()
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > wire.MAX_REQUEST_BYTES:
-            raise _too_large()
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > wire.MAX_REQUEST_BYTES:
+                    raise _too_large()
+    except TimeoutError:
+        # The rest of the body may still arrive: the connection cannot be reused.
+        raise _BadRequest(408, "Timeout", f"body: not received within {timeout_seconds:g} s",
+                          "body", audit_reason=Reason.REQUEST_TIMEOUT,
+                          headers={"Connection": "close"}) from None
     if not body.strip():
         if required:
             raise _BadRequest(400, "BadRequest", "body: must be a JSON object", "body")
@@ -254,16 +276,48 @@ def _too_large() -> _BadRequest:
                        audit_reason=Reason.REQUEST_TOO_LARGE)
 
 
-async def _readiness_problems(services: Services) -> list[str]:
-    problems = []
-    try:
-        await services.kube.ping(services.namespace)
-    except (Unavailable, ServerError) as exc:
-        problems.append(f"kubernetes: {exc}")
-    for name, authenticator in services.login.authenticators.items():
-        if not await authenticator.verifier.ready():
-            problems.append(f"authenticator {name}: no signing keys (issuer unreachable?)")
-    return problems
+class _Readiness:
+    """/readyz's answer, computed at most every few seconds, its details logged not served.
+
+    Details (which issuer, which API error) help an attacker map the
+    deployment and belong in the operator's log, where each change is
+    written once rather than at every probe.
+    """
+
+    def __init__(self, services: Services,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._services = services
+        self._monotonic = monotonic
+        self._checked_at: float | None = None
+        self._problems: list[str] = []
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> bool:
+        async with self._lock:  # concurrent probes share one check
+            now = self._monotonic()
+            if (self._checked_at is None
+                    or now - self._checked_at >= self._services.readiness_cache_seconds):
+                problems = await self._check()
+                if problems != self._problems or self._checked_at is None:
+                    if problems:
+                        log.warning("not ready: %s", "; ".join(problems))
+                    elif self._checked_at is not None:
+                        log.info("ready again")
+                self._problems, self._checked_at = problems, self._monotonic()
+            return not self._problems
+
+    async def _check(self) -> list[str]:
+        services = self._services
+        problems = []
+        try:
+            await services.kube.ping(services.namespace)
+        except (Unavailable, ServerError) as exc:
+            problems.append(f"kubernetes: {exc}")
+        for name, authenticator in services.login.authenticators.items():
+            if not await authenticator.verifier.ready():
+                problems.append(f"authenticator {name}: no usable signing keys (issuer "
+                                "unreachable, or its keys not refreshed for maxKeyAgeSeconds)")
+        return problems
 
 
 def _json(body: dict[str, Any]) -> Response:

@@ -17,9 +17,16 @@ Keys (camelCase, like Kubernetes):
     clockSkewSeconds: 30        # leeway for exp/nbf/iat; 0..300
     auditLog: FILE              # omitted or "-": standard output
     sessionSweepIntervalSeconds: 300   # how often expired session Secrets are deleted
-    userCacheTTLSeconds: 300    # how long per-user objects are trusted unchecked; 0: never
+    userCacheTTLSeconds: 300    # how long a returning user's objects may be trusted without
+                                # reading them, while the watch shows them unchanged; 0: never
     keyRefreshIntervalSeconds: 300     # background refresh of every issuer's JWKS
     keyRefreshMinIntervalSeconds: 10   # rate limit for refreshes triggered by an unknown `kid`
+    maxKeyAgeSeconds: 86400     # cached keys not refreshed for this long are no longer used
+                                # (the IdP has been unreachable that long): not ready, and
+                                # logins get 503 (issuer_keys_expired); > keyRefreshIntervalSeconds
+    maxSessionsPerUser: 50      # a login beyond this ends the user's oldest sessions; 1..10000
+    requestBodyTimeoutSeconds: 10      # a client must send its whole request body within this
+    maxConcurrentRequests: 200  # beyond this uvicorn answers 503 at once; 1..100000
     logLevel: info              # debug, info, warning, error
     authenticators:             # at least one
       - name: corp              # what clients put in spec.authenticator.name
@@ -30,6 +37,11 @@ Keys (camelCase, like Kubernetes):
         claims: {username: email, groups: groups}   # groups optional
         usernamePrefix: "corp:" # required; "" only with allowEmptyPrefixes: true
         groupsPrefix: "corp:"   # required; "" only with allowEmptyPrefixes: true
+                                # Two authenticators' prefixes must not overlap (one a prefix
+                                # of the other, equal or empty), or one IdP could mint the
+                                # other's names; the only exception is two authenticators on
+                                # the same issuer with the same claims and the same prefix
+                                # (e.g. one per client/audience), which map a token alike.
         allowEmptyPrefixes: false
         algorithms: [RS256, ES256]   # asymmetric only; default: all asymmetric ones
         maxTokenBytes: 16384    # larger ID tokens are refused as authentication failures
@@ -109,6 +121,10 @@ class Config:
     user_cache_ttl_seconds: int
     key_refresh_interval_seconds: int
     key_refresh_min_interval_seconds: int
+    max_key_age_seconds: int
+    max_sessions_per_user: int
+    request_body_timeout_seconds: int
+    max_concurrent_requests: int
     log_level: str
     authenticators: tuple[JWTAuthenticatorConfig, ...]
 
@@ -280,6 +296,13 @@ class _Reader:
         cache_ttl = self.integer("userCacheTTLSeconds", 300, 0, 86400)
         refresh = self.integer("keyRefreshIntervalSeconds", 300, 10, 86400)
         min_refresh = self.integer("keyRefreshMinIntervalSeconds", 10, 1, 3600)
+        max_key_age = self.checked(
+            "maxKeyAgeSeconds", self.integer("maxKeyAgeSeconds", 86400, 60, 30 * 86400),
+            lambda v: v > refresh, f"must be longer than keyRefreshIntervalSeconds ({refresh}), "
+            "or every key would expire before its refresh")
+        max_sessions = self.integer("maxSessionsPerUser", 50, 1, 10000)
+        body_timeout = self.integer("requestBodyTimeoutSeconds", 10, 1, 300)
+        max_concurrent = self.integer("maxConcurrentRequests", 200, 1, 100000)
         log_level = self.checked("logLevel", self.string("logLevel", "info"),
                                  lambda v: v in _LOG_LEVELS, f"must be one of {_LOG_LEVELS}")
 
@@ -288,6 +311,7 @@ class _Reader:
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ConfigError(f"authenticators[{i}].name", f"duplicate name {name!r}")
+        _refuse_overlapping_prefixes(authenticators)
         self.done()
         return Config(
             listen_host=host, listen_port=port, tls_cert_file=cert_file, tls_key_file=key_file,
@@ -295,6 +319,8 @@ class _Reader:
             credential_ttl_seconds=ttl, clock_skew_seconds=skew, audit_log=audit_log,
             session_sweep_interval_seconds=sweep, user_cache_ttl_seconds=cache_ttl,
             key_refresh_interval_seconds=refresh, key_refresh_min_interval_seconds=min_refresh,
+            max_key_age_seconds=max_key_age, max_sessions_per_user=max_sessions,
+            request_body_timeout_seconds=body_timeout, max_concurrent_requests=max_concurrent,
             log_level=log_level, authenticators=authenticators,
         )
 
@@ -354,6 +380,33 @@ def _authenticator(item: _Reader) -> JWTAuthenticatorConfig:
         username_prefix=prefixes[0], groups_prefix=prefixes[1],
         allow_empty_prefixes=allow_empty, algorithms=algorithms, max_token_bytes=max_token,
     )
+
+
+def _refuse_overlapping_prefixes(authenticators: tuple[JWTAuthenticatorConfig, ...]) -> None:
+    """Each authenticator must own its corner of the username and group namespaces.
+
+    With prefixes "corp:" and "corp:x", user "x:alice" of the first IdP and
+    user ":alice" of the second both become "corp:x:alice"; with an empty
+    prefix, an IdP can mint any other's names. Only two
+    authenticators that turn every token into the same identity may share a
+    prefix: same issuer, same claims mapping, and the very same prefix.
+    """
+    keys = (("usernamePrefix", "username_prefix"), ("groupsPrefix", "groups_prefix"))
+    for j, later in enumerate(authenticators):
+        for earlier in authenticators[:j]:
+            for key, attribute in keys:
+                a, b = getattr(earlier, attribute), getattr(later, attribute)
+                if not (a.startswith(b) or b.startswith(a)):
+                    continue
+                if a == b and (earlier.issuer, earlier.claims) == (later.issuer, later.claims):
+                    continue
+                raise ConfigError(
+                    f"authenticators[{j}].{key}",
+                    f"{b!r} of authenticator {later.name!r} overlaps {a!r} of authenticator "
+                    f"{earlier.name!r} ({key}): one identity provider could then mint names "
+                    "of the other. Give each authenticator a prefix that neither starts nor "
+                    "is the start of another's (only authenticators with the same issuer, "
+                    "claims and prefix may share one)")
 
 
 def _is_https_issuer(value: str) -> bool:

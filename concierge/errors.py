@@ -18,6 +18,7 @@ class Reason(StrEnum):
     # The request itself.
     MALFORMED_REQUEST = "malformed_request"
     REQUEST_TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     UNKNOWN_AUTHENTICATOR = "unknown_authenticator"
     # The ID token's envelope and signature.
     TOKEN_TOO_LARGE = "token_too_large"
@@ -29,6 +30,7 @@ class Reason(StrEnum):
     # The ID token's registered claims.
     WRONG_ISSUER = "wrong_issuer"
     WRONG_AUDIENCE = "wrong_audience"
+    WRONG_AUTHORIZED_PARTY = "wrong_authorized_party"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     ISSUED_IN_FUTURE = "issued_in_future"
@@ -46,6 +48,7 @@ class Reason(StrEnum):
     ALREADY_LOGGED_OUT = "already_logged_out"
     # Our own dependencies.
     ISSUER_UNAVAILABLE = "issuer_unavailable"
+    ISSUER_KEYS_EXPIRED = "issuer_keys_expired"
     KUBERNETES_UNAVAILABLE = "kubernetes_unavailable"
     KUBERNETES_ERROR = "kubernetes_error"
     USER_OBJECT_CONFLICT = "user_object_conflict"

@@ -3,7 +3,9 @@
 Order of checks, each with its own audit reason: size, shape, header (`alg`
 on the allow-list of asymmetric algorithms, no `crit`/`b64`), key by `kid`,
 signature, then the registered claims: exact `iss`, `aud` containing our
-audience, `exp`/`nbf`/`iat` with a small clock-skew leeway. The `alg` is
+audience (and, when `aud` names several parties, `azp` naming us: OIDC Core
+3.1.3.7, so a token minted for another client that merely lists us is not
+ours), `exp`/`nbf`/`iat` with a small clock-skew leeway. The `alg` is
 checked before any key is touched, which is what defeats `none` and the
 HS256-with-the-public-key trick.
 
@@ -12,7 +14,10 @@ exactly) and are cached. A token signed with a `kid` we have not seen causes a
 refresh, at most once per `keyRefreshMinIntervalSeconds`, so an attacker
 spraying random `kid`s cannot make us hammer the IdP, yet a key rotation is
 picked up at the first login that needs it. A background loop also refreshes
-periodically, and cached keys keep working while the IdP is briefly down.
+periodically, and cached keys keep working while the IdP is briefly down,
+but not for ever: keys not refreshed for `maxKeyAgeSeconds` may have been
+revoked at the IdP long ago, so after that the authenticator is not ready and
+logins get 503 (`issuer_keys_expired`) until the IdP answers again.
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class JWTAuthenticator:
 
     def __init__(self, config: JWTAuthenticatorConfig, fetch: Fetcher, *,
                  clock_skew_seconds: int, min_refresh_interval_seconds: float,
+                 max_key_age_seconds: float = 86400,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         from joserfc.jws import JWSRegistry
@@ -114,9 +120,11 @@ class JWTAuthenticator:
         self._fetch = fetch
         self._skew = clock_skew_seconds
         self._min_refresh = min_refresh_interval_seconds
+        self._max_key_age = max_key_age_seconds
         self._clock = clock
         self._monotonic = monotonic
         self._keys: tuple[_VerificationKey, ...] = ()
+        self._keys_fetched_at: float | None = None
         self._last_attempt: float | None = None
         self._lock = asyncio.Lock()
         self._registry = JWSRegistry(algorithms=list(config.algorithms),
@@ -129,6 +137,14 @@ class JWTAuthenticator:
     @property
     def has_keys(self) -> bool:
         return bool(self._keys)
+
+    def _keys_expired(self) -> bool:
+        """Keys were fetched once but not refreshed within `maxKeyAgeSeconds`."""
+        return (self._keys_fetched_at is not None
+                and self._monotonic() - self._keys_fetched_at >= self._max_key_age)
+
+    def _usable(self) -> bool:
+        return bool(self._keys) and not self._keys_expired()
 
     # --- keys ----------------------------------------------------------------
 
@@ -153,6 +169,7 @@ class JWTAuthenticator:
             log.info("authenticator %s: keys now %s", self.name,
                      sorted(str(k.kid) for k in keys))
         self._keys = keys
+        self._keys_fetched_at = self._monotonic()
 
     async def _refresh_if_allowed(self) -> None:
         """Refresh unless one was attempted recently (rate limit for unknown `kid`s)."""
@@ -167,10 +184,10 @@ class JWTAuthenticator:
                 log.warning("authenticator %s: key refresh failed: %s", self.name, exc)
 
     async def ready(self) -> bool:
-        """Keys are cached, or can be fetched now (rate-limited)."""
-        if not self._keys:
+        """Keys are cached and not too old, or can be fetched now (rate-limited)."""
+        if not self._usable():
             await self._refresh_if_allowed()
-        return bool(self._keys)
+        return self._usable()
 
     async def run_refresh_loop(self, interval_seconds: float) -> None:
         while True:
@@ -209,6 +226,12 @@ class JWTAuthenticator:
         if kid is not None and not isinstance(kid, str):
             raise Rejected(Reason.MALFORMED_TOKEN, "kid is not a string")
 
+        if self._keys_expired():
+            await self._refresh_if_allowed()
+            if self._keys_expired():
+                raise Unavailable(Reason.ISSUER_KEYS_EXPIRED,
+                                  "the identity provider's signing keys could not be refreshed "
+                                  "for too long; try again shortly")
         candidates = self._candidates(kid, alg)
         if not candidates:
             await self._refresh_if_allowed()
@@ -249,6 +272,15 @@ class JWTAuthenticator:
             raise Rejected(Reason.BAD_CLAIM_TYPE, "aud is not a string or list of strings")
         if self.config.audience not in audiences:
             raise Rejected(Reason.WRONG_AUDIENCE, "aud does not contain the configured audience")
+        if len(set(audiences)) > 1:
+            azp = claims.get("azp")
+            if azp is None:
+                raise Rejected(Reason.MISSING_CLAIM, "aud has several entries but no azp")
+            if not isinstance(azp, str):
+                raise Rejected(Reason.BAD_CLAIM_TYPE, "azp is not a string")
+            if azp != self.config.audience:
+                raise Rejected(Reason.WRONG_AUTHORIZED_PARTY,
+                               "aud has several entries and azp is not the configured audience")
 
         now = self._clock()
         exp = _numeric_date(claims, "exp", required=True)

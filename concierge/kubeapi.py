@@ -105,6 +105,8 @@ def counting_calls() -> Iterator[CallCount]:
 
 # --- the real thing -------------------------------------------------------------
 
+USER_AGENT = "pinniped-concierge"
+
 _MODELS = {
     Kind.SERVICE_ACCOUNT: ("V1ServiceAccount", "core", "namespaced_service_account"),
     Kind.SECRET: ("V1Secret", "core", "namespaced_secret"),
@@ -121,6 +123,7 @@ class KubernetesClientAPI:
 
         self._client: Any = client  # models are used as plain dict converters
         self._api_client = api_client
+        api_client.user_agent = USER_AGENT
         self._core = client.CoreV1Api(api_client)
         self._rbac = client.RbacAuthorizationV1Api(api_client)
         self._authn = client.AuthenticationV1Api(api_client)
@@ -144,6 +147,12 @@ class KubernetesClientAPI:
         # 503 and retries itself, which is better than hanging a login.
         configuration.retries = 1
         return cls(client.ApiClient(configuration), timeout_seconds)
+
+    def new_api_client(self) -> Any:
+        """Another client with the same server and credentials but its own connection pool."""
+        from kubernetes import client
+
+        return client.ApiClient(self._api_client.configuration)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

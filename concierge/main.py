@@ -25,14 +25,21 @@ from concierge.identity import IdentityMapper
 from concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from concierge.kubeapi import KubeAPI, KubernetesClientAPI
 from concierge.login import Authenticator, LoginService
+from concierge.object_watch import ObjectVersions, ObjectWatcher
 from concierge.sessions import Sessions
 from concierge.userobjects import UserObjects
 
 log = logging.getLogger("concierge")
 
 
-def build_services(config: Config, kube: KubeAPI | None = None) -> Services:
-    """Wire the concierge together from its config; `kube` may be swapped by tests."""
+def build_services(config: Config, kube: KubeAPI | None = None,
+                   versions: ObjectVersions | None = None) -> Services:
+    """Wire the concierge together from its config; `kube` and `versions` may be swapped by tests.
+
+    With the real Kubernetes client, `versions` is fed by an `ObjectWatcher`
+    started with the server; with a swapped `kube` and no `versions`, the
+    per-user cache is off (every login reconciles).
+    """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     if kube is None:
@@ -40,6 +47,12 @@ def build_services(config: Config, kube: KubeAPI | None = None) -> Services:
                                                    config.kubernetes_timeout_seconds)
         kube = real
         closers.append(_async(real.close))
+        if versions is None:
+            versions = ObjectVersions()
+            watcher = ObjectWatcher(real.new_api_client(), config.namespace, versions,
+                                    connect_timeout_seconds=min(5.0,
+                                                                config.kubernetes_timeout_seconds))
+            background.append(watcher.run)
 
     authenticators: dict[str, Authenticator] = {}
     for auth_config in config.authenticators:
@@ -47,15 +60,17 @@ def build_services(config: Config, kube: KubeAPI | None = None) -> Services:
         closers.append(fetcher.aclose)
         verifier = JWTAuthenticator(
             auth_config, fetcher, clock_skew_seconds=config.clock_skew_seconds,
-            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds)
+            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
+            max_key_age_seconds=config.max_key_age_seconds)
         authenticators[auth_config.name] = Authenticator(verifier,
                                                          IdentityMapper.from_config(auth_config))
         background.append(functools.partial(verifier.run_refresh_loop,
                                             config.key_refresh_interval_seconds))
 
-    user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds)
+    user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds, versions)
     sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
-                        config.clock_skew_seconds)
+                        config.clock_skew_seconds, max_per_user=config.max_sessions_per_user,
+                        versions=versions)
     background.append(functools.partial(sessions.run_sweeper,
                                         config.session_sweep_interval_seconds))
     audit = AuditLog.open(config.audit_log)
@@ -65,6 +80,7 @@ def build_services(config: Config, kube: KubeAPI | None = None) -> Services:
         login=LoginService(authenticators, user_objects, sessions),
         reviewer=CredentialReviewer(kube, config.namespace, user_objects),
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
+        body_timeout_seconds=float(config.request_body_timeout_seconds),
         background=background, on_shutdown=closers,
     )
 
@@ -118,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(create_app(services), host=config.listen_host, port=config.listen_port,
                 ssl_certfile=str(config.tls_cert_file), ssl_keyfile=str(config.tls_key_file),
                 log_level=config.log_level, access_log=False, server_header=False,
-                proxy_headers=False, lifespan="on")
+                proxy_headers=False, lifespan="on",
+                # uvicorn answers 503 once open connections or tasks reach this number,
+                # counting the connection asking; +1 so that the key means what it says.
+                limit_concurrency=config.max_concurrent_requests + 1)
     return 0
 
 

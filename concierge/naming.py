@@ -2,9 +2,14 @@
 
 Usernames from an IdP can hold any character, while Kubernetes object names
 must be DNS-1123 subdomains, so objects are named from a hash of the username.
-The readable username is kept in an annotation (for people and for whoami),
-and a `managed-by` label marks everything we may touch: the concierge refuses
-to adopt, change or delete an object that does not carry it.
+The hash also covers the concierge's namespace: ClusterRoles and
+ClusterRoleBindings are cluster-wide, and two concierges in different
+namespaces (say, a staging and a production one on the same cluster) must not
+fight over one user's objects. The readable username is kept in an annotation
+(for people and for whoami), the namespace in a label (so a concierge can
+watch just its own objects), and a `managed-by` label marks everything we may
+touch: the concierge refuses to adopt, change or delete an object that does
+not carry it, or that records another namespace.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "pinniped-concierge"
 USER_LABEL = "concierge.pinniped.dev/user"
+NAMESPACE_LABEL = "concierge.pinniped.dev/namespace"
 SESSION_LABEL = "concierge.pinniped.dev/session"
 USERNAME_ANNOTATION = "concierge.pinniped.dev/username"
 EXPIRES_ANNOTATION = "concierge.pinniped.dev/expires-at"
@@ -23,14 +29,19 @@ USER_OBJECT_PREFIX = "pinniped-user-"
 SESSION_PREFIX = "pinniped-session-"
 
 
-def user_key(username: str) -> str:
-    """128 bits of SHA-256 in hex: DNS-safe, fits a label value, collisions infeasible."""
-    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def user_key(username: str, namespace: str) -> str:
+    """128 bits of SHA-256 in hex: DNS-safe, fits a label value, collisions infeasible.
+
+    A namespace is a DNS label and cannot hold '/', so "namespace/username"
+    is unambiguous.
+    """
+    material = f"{namespace}/{username}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(material).hexdigest()[:32]
 
 
-def user_object_name(username: str) -> str:
+def user_object_name(username: str, namespace: str) -> str:
     """Name of the user's ServiceAccount, ClusterRole and ClusterRoleBinding (all the same)."""
-    return USER_OBJECT_PREFIX + user_key(username)
+    return USER_OBJECT_PREFIX + user_key(username, namespace)
 
 
 def session_secret_name(session_id: str) -> str:
@@ -41,18 +52,39 @@ def session_id_of(secret_name: str) -> str:
     return secret_name.removeprefix(SESSION_PREFIX)
 
 
-def user_labels(username: str) -> dict[str, str]:
-    return {MANAGED_BY_LABEL: MANAGED_BY, USER_LABEL: user_key(username)}
+def user_labels(username: str, namespace: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, NAMESPACE_LABEL: namespace,
+            USER_LABEL: user_key(username, namespace)}
+
+
+def owned_selector(namespace: str) -> str:
+    """Everything a concierge in `namespace` manages (and nothing another concierge does)."""
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{NAMESPACE_LABEL}={namespace}"
 
 
 def session_selector() -> str:
+    """Session Secrets; they live in the concierge's own namespace, so no namespace label."""
     return f"{MANAGED_BY_LABEL}={MANAGED_BY},{SESSION_LABEL}=true"
 
 
+def user_session_selector(username: str, namespace: str) -> str:
+    return f"{session_selector()},{USER_LABEL}={user_key(username, namespace)}"
+
+
 def is_managed(obj: Mapping[str, object]) -> bool:
+    return label(obj, MANAGED_BY_LABEL) == MANAGED_BY
+
+
+def is_owned(obj: Mapping[str, object], namespace: str) -> bool:
+    """Managed by a concierge, and by the one in `namespace`."""
+    return is_managed(obj) and label(obj, NAMESPACE_LABEL) == namespace
+
+
+def label(obj: Mapping[str, object], key: str) -> str | None:
     metadata = obj.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    return isinstance(labels, Mapping) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def annotation(obj: Mapping[str, object], key: str) -> str | None:

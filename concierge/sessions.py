@@ -16,7 +16,18 @@ The Secret is of type Opaque and holds no data. It must never be of type
 Secret with a non-expiring legacy token for the ServiceAccount.
 
 Expired session Secrets are swept periodically (their expiry is in an
-annotation), so they do not pile up in the namespace.
+annotation), so they do not pile up in the namespace. A user may hold at most
+`maxSessionsPerUser` live sessions: when a login would exceed that, their
+oldest sessions are ended first, so one person (or a stolen IdP login in a
+loop) cannot fill etcd with Secrets. The count comes from the
+`object_watch` mirror, so the normal login pays no extra API call for it;
+only while that watch is down (or without one) are the user's sessions
+listed, and only a user over the limit pays for the deletions. The namespace's ResourceQuota on
+`count/secrets` (deploy/concierge.yaml) is the hard backstop for all users
+together.
+
+If minting the token fails for any reason after the Secret was created, the
+Secret is deleted again (best effort; the sweeper catches what that misses).
 """
 
 from __future__ import annotations
@@ -33,11 +44,13 @@ from dataclasses import dataclass
 from concierge import naming, wire
 from concierge.errors import Reason, ServerError, Unavailable
 from concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from concierge.object_watch import ObjectVersions
 from concierge.userobjects import UserRef
 
 log = logging.getLogger("concierge.sessions")
 
 SWEEP_PAGE_SIZE = 250
+DEFAULT_MAX_SESSIONS_PER_USER = 50
 
 
 class ServiceAccountGone(Exception):
@@ -53,15 +66,20 @@ class Session:
 
 class Sessions:
     def __init__(self, kube: KubeAPI, namespace: str, ttl_seconds: int,
-                 clock_skew_seconds: int, clock: Callable[[], float] = time.time) -> None:
+                 clock_skew_seconds: int, clock: Callable[[], float] = time.time, *,
+                 max_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER,
+                 versions: ObjectVersions | None = None) -> None:
         self._kube = kube
         self._namespace = namespace
         self._ttl = ttl_seconds
         self._skew = clock_skew_seconds
         self._clock = clock
+        self._max_per_user = max_per_user
+        self._versions = versions
 
     async def start(self, user: UserRef) -> Session:
         """Create the session Secret and mint a token bound to it (two API calls)."""
+        await self._make_room(user)
         session_id = secrets.token_hex(8)
         expires = dt.datetime.fromtimestamp(self._clock() + self._ttl, dt.UTC)
         secret = await self._kube.create(Kind.SECRET, self._secret(session_id, user, expires),
@@ -77,14 +95,15 @@ class Sessions:
                                        "name": name, "uid": secret_uid},
                 },
             })
-        except NotFound:
-            with contextlib.suppress(NotFound, Conflict, Unavailable, ServerError):
-                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=secret_uid)
-            raise ServiceAccountGone(user.service_account) from None
-        status = issued.get("status") or {}
-        token = status.get("token")
-        if not isinstance(token, str) or not token:
-            raise ServerError(Reason.KUBERNETES_ERROR, "TokenRequest returned no token")
+            status = issued.get("status") or {}
+            token = status.get("token")
+            if not isinstance(token, str) or not token:
+                raise ServerError(Reason.KUBERNETES_ERROR, "TokenRequest returned no token")
+        except BaseException as exc:  # incl. cancellation: no Secret without a token
+            await self._discard(name, secret_uid)
+            if isinstance(exc, NotFound):
+                raise ServiceAccountGone(user.service_account) from None
+            raise
         try:
             expiration = wire.parse_time(status.get("expirationTimestamp"),
                                          "status.expirationTimestamp")
@@ -92,8 +111,53 @@ class Sessions:
             expiration = expires
         return Session(session_id, token, expiration)
 
+    async def _discard(self, name: str, uid: str | None) -> None:
+        try:
+            await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+        except (NotFound, Conflict):
+            pass
+        except Exception as exc:  # the sweeper deletes it once it has expired
+            log.warning("could not delete session Secret %s after a failed TokenRequest "
+                        "(%s); the sweeper will", name, type(exc).__name__)
+
+    async def _make_room(self, user: UserRef) -> None:
+        """End the user's oldest sessions so that this login keeps them within the limit."""
+        key = naming.user_key(user.username, self._namespace)
+        mirrored = self._versions.of_user(Kind.SECRET, key) if self._versions else None
+        if mirrored is not None:
+            if len(mirrored) < self._max_per_user:
+                return  # the normal case: no API call
+            live = [(seen.created, name, seen.uid) for name, seen in mirrored.items()]
+        else:
+            live = await self._list_user_sessions(user)
+        excess = len(live) - self._max_per_user + 1
+        if excess <= 0:
+            return
+        for _, name, uid in sorted(live)[:excess]:
+            with contextlib.suppress(NotFound, Conflict):
+                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+        log.info("user %s reached maxSessionsPerUser (%d): ended their %d oldest session(s)",
+                 user.username, self._max_per_user, excess)
+
+    async def _list_user_sessions(self, user: UserRef) -> list[tuple[str, str, str | None]]:
+        """The user's sessions straight from the API (only while the watch is down)."""
+        live: list[tuple[str, str, str | None]] = []
+        selector = naming.user_session_selector(user.username, self._namespace)
+        continue_token: str | None = None
+        while True:
+            items, continue_token = await self._kube.list(
+                Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, continue_token)
+            for item in items:
+                name = naming.metadata_field(item, "name")
+                if name is not None and naming.is_managed(item):
+                    live.append((naming.metadata_field(item, "creationTimestamp") or "",
+                                 name, naming.metadata_field(item, "uid")))
+            if not continue_token:
+                return live
+
     def _secret(self, session_id: str, user: UserRef, expires: dt.datetime) -> Obj:
-        labels = naming.user_labels(user.username) | {naming.SESSION_LABEL: "true"}
+        labels = naming.user_labels(user.username, self._namespace) | {
+            naming.SESSION_LABEL: "true"}
         return {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {

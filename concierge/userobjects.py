@@ -8,13 +8,16 @@ impersonable as soon as the user logs in again, for every token of that user.
 Note that a rule with an empty `resourceNames` would mean *all* names, so a
 user without groups gets no groups rule at all.
 
-The objects are reconciled at each login but remembered in memory: a user
-coming back with the same groups within `userCacheTTLSeconds` costs no API
-call here. If a remembered object vanished behind our back, the TokenRequest
-for it fails with NotFound and the login calls `forget` and reconciles again;
-the cache's TTL bounds how long any other drift (say, a deleted binding) can
-last. Objects that exist but are not ours (no managed-by label, or annotated
-for another username) are never adopted.
+The objects are reconciled at each login but remembered in memory, with the
+resourceVersion of each object as we last wrote or read it. A user coming
+back with the same groups costs no API call here, but only while the
+`object_watch` mirror confirms that none of their three objects has changed
+since (a write by another replica, another concierge sharing the namespace,
+or an administrator changes the resourceVersion), and only within
+`userCacheTTLSeconds`. Without a mirror, or while its watches are down, every
+login reconciles. Objects that exist but are not ours (no managed-by label,
+another namespace recorded, or annotated for another username) are never
+adopted.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from concierge import naming, wire
 from concierge.errors import Reason, ServerError
 from concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from concierge.object_watch import ObjectVersions
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CACHED_USERS = 10_000
@@ -48,6 +52,8 @@ class UserRef:
 class _Cached:
     ref: UserRef
     groups: frozenset[str]
+    #: (kind, name, resourceVersion) of the three objects as we last wrote or read them.
+    versions: tuple[tuple[Kind, str, str], ...]
     checked_at: float
 
 
@@ -91,10 +97,12 @@ class UserObjects:
     """Reconciles and remembers the per-user objects."""
 
     def __init__(self, kube: KubeAPI, namespace: str, cache_ttl_seconds: float,
+                 versions: ObjectVersions | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._kube = kube
         self._namespace = namespace
-        self._ttl = cache_ttl_seconds
+        self._ttl = cache_ttl_seconds if versions is not None else 0
+        self._versions = versions
         self._monotonic = monotonic
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
@@ -102,45 +110,60 @@ class UserObjects:
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
 
+    def object_name(self, username: str) -> str:
+        return naming.user_object_name(username, self._namespace)
+
     async def ensure(self, identity: wire.Identity) -> UserRef:
         """Make the cluster match `identity`; return the user's ServiceAccount."""
-        key = naming.user_key(identity.username)
+        key = naming.user_key(identity.username, self._namespace)
         async with self._locks[int(key[:8], 16) % _LOCK_STRIPES]:
             groups = frozenset(identity.groups)
             cached = self._fresh(identity.username)
             if cached is not None and cached.groups == groups:
                 return cached.ref
             if cached is not None:
-                try:  # warm path, groups changed: one unconditional update of the role
-                    await self._kube.replace(Kind.CLUSTER_ROLE, cached.ref.service_account,
-                                             self._cluster_role(identity))
-                    self._remember(cached.ref, groups)
-                    return cached.ref
+                # Warm path, groups changed. The mirror just confirmed the role is
+                # the one we wrote, so one unconditional update of it is enough.
+                try:
+                    role = await self._kube.replace(Kind.CLUSTER_ROLE, cached.ref.service_account,
+                                                    self._cluster_role(identity))
                 except NotFound:
                     self.forget(identity.username)
-            ref = await self._reconcile(identity)
-            self._remember(ref, groups)
-            return ref
+                else:
+                    versions = tuple(
+                        (kind, name, _version(role) if kind == Kind.CLUSTER_ROLE else version)
+                        for kind, name, version in cached.versions)
+                    self._remember(replace(cached, groups=groups, versions=versions))
+                    return cached.ref
+            cached = await self._reconcile(identity)
+            self._remember(cached)
+            return cached.ref
 
     def _fresh(self, username: str) -> _Cached | None:
         cached = self._cache.get(username)
-        if cached is None or self._monotonic() - cached.checked_at >= self._ttl:
+        if cached is None:
+            return None
+        if (self._versions is None or self._monotonic() - cached.checked_at >= self._ttl
+                or not self._versions.matches(cached.versions)):
+            # Expired, or someone else wrote (or deleted) one of the objects.
+            self.forget(username)
             return None
         self._cache.move_to_end(username)
         return cached
 
-    def _remember(self, ref: UserRef, groups: frozenset[str]) -> None:
+    def _remember(self, cached: _Cached) -> None:
         if self._ttl <= 0:
             return
-        self._cache[ref.username] = _Cached(ref, groups, self._monotonic())
-        self._cache.move_to_end(ref.username)
+        self._cache[cached.ref.username] = cached
+        self._cache.move_to_end(cached.ref.username)
         while len(self._cache) > MAX_CACHED_USERS:
             self._cache.popitem(last=False)
 
     # --- full reconcile (cold path) -------------------------------------------
 
-    async def _reconcile(self, identity: wire.Identity) -> UserRef:
-        name = naming.user_object_name(identity.username)
+    async def _reconcile(self, identity: wire.Identity) -> _Cached:
+        name = self.object_name(identity.username)
+        started = self._monotonic()
         sa = await self._create_or_read(Kind.SERVICE_ACCOUNT, self._service_account(identity),
                                         identity.username, self._namespace)
         uid = naming.metadata_field(sa, "uid")
@@ -149,8 +172,9 @@ class UserObjects:
 
         desired_role = self._cluster_role(identity)
         role = await self._create_or_read(Kind.CLUSTER_ROLE, desired_role, identity.username)
-        if _normalised_rules(role.get("rules")) != _normalised_rules(desired_role["rules"]):
-            await self._kube.replace(Kind.CLUSTER_ROLE, name, desired_role)
+        if (_normalised_rules(role.get("rules")) != _normalised_rules(desired_role["rules"])
+                or role.get("aggregationRule") is not None):
+            role = await self._kube.replace(Kind.CLUSTER_ROLE, name, desired_role)
 
         desired_binding = self._binding(identity)
         binding = await self._create_or_read(Kind.CLUSTER_ROLE_BINDING, desired_binding,
@@ -159,10 +183,14 @@ class UserObjects:
             # roleRef is immutable: replace the whole binding.
             await self._kube.delete(Kind.CLUSTER_ROLE_BINDING, name,
                                     uid=naming.metadata_field(binding, "uid"))
-            await self._kube.create(Kind.CLUSTER_ROLE_BINDING, desired_binding)
+            binding = await self._kube.create(Kind.CLUSTER_ROLE_BINDING, desired_binding)
         elif _subjects(binding) != _subjects(desired_binding):
-            await self._kube.replace(Kind.CLUSTER_ROLE_BINDING, name, desired_binding)
-        return UserRef(identity.username, name, uid)
+            binding = await self._kube.replace(Kind.CLUSTER_ROLE_BINDING, name, desired_binding)
+        versions = ((Kind.SERVICE_ACCOUNT, name, _version(sa)),
+                    (Kind.CLUSTER_ROLE, name, _version(role)),
+                    (Kind.CLUSTER_ROLE_BINDING, name, _version(binding)))
+        return _Cached(UserRef(identity.username, name, uid), frozenset(identity.groups),
+                       versions, started)
 
     async def _create_or_read(self, kind: Kind, desired: Obj, username: str,
                               namespace: str | None = None) -> Obj:
@@ -171,19 +199,19 @@ class UserObjects:
             return await self._kube.create(kind, desired, namespace)
         except Conflict:
             existing = await self._kube.read(kind, name, namespace)
-        if not naming.is_managed(existing) or naming.annotation(
+        if not naming.is_owned(existing, self._namespace) or naming.annotation(
                 existing, naming.USERNAME_ANNOTATION) != username:
             raise ServerError(Reason.USER_OBJECT_CONFLICT,
-                              f"{kind} {name} exists but is not ours for this user; "
-                              "refusing to adopt it")
+                              f"{kind} {name} exists but is not ours (concierge namespace "
+                              f"{self._namespace}) for this user; refusing to adopt it")
         return existing
 
     # --- desired objects -----------------------------------------------------
 
     def _metadata(self, identity: wire.Identity, namespace: str | None = None) -> Obj:
         meta: dict[str, Any] = {
-            "name": naming.user_object_name(identity.username),
-            "labels": naming.user_labels(identity.username),
+            "name": self.object_name(identity.username),
+            "labels": naming.user_labels(identity.username, self._namespace),
             "annotations": {naming.USERNAME_ANNOTATION: identity.username},
         }
         if namespace is not None:
@@ -202,7 +230,7 @@ class UserObjects:
                 "metadata": self._metadata(identity), "rules": impersonation_rules(identity)}
 
     def _binding(self, identity: wire.Identity) -> Obj:
-        name = naming.user_object_name(identity.username)
+        name = self.object_name(identity.username)
         return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding",
                 "metadata": self._metadata(identity),
                 "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
@@ -215,11 +243,15 @@ class UserObjects:
         """The identity a ServiceAccount of ours stands for, as the cluster has it now."""
         sa = await self._kube.read(Kind.SERVICE_ACCOUNT, service_account, self._namespace)
         username = naming.annotation(sa, naming.USERNAME_ANNOTATION)
-        if not naming.is_managed(sa) or username is None or (
-                naming.user_object_name(username) != service_account):
+        if not naming.is_owned(sa, self._namespace) or username is None or (
+                self.object_name(username) != service_account):
             raise NotFound(service_account)
         role = await self._kube.read(Kind.CLUSTER_ROLE, service_account)
-        if not naming.is_managed(role):
+        if not naming.is_owned(role, self._namespace):
             raise NotFound(service_account)
         return wire.Identity(username, groups_from_rules(role.get("rules")))
 
+
+def _version(obj: Obj) -> str:
+    """An object's resourceVersion; "" (never current) if the API left it out."""
+    return naming.metadata_field(obj, "resourceVersion") or ""

@@ -45,6 +45,9 @@ CONCIERGE_BIN = REPO_ROOT / ".venv" / "bin" / "pinniped-concierge"
 DEPLOY_RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
 CONCIERGE_SA = "pinniped-concierge"
 DEFAULT_PREFIX = "corp:"
+#: The `minted` authenticator's prefix: the concierge refuses authenticators on
+#: different issuers whose prefixes overlap, so it cannot share `corp:`.
+MINTED_PREFIX = "minted:"
 
 # --- an issuer whose keys the tests hold ------------------------------------------
 
@@ -185,12 +188,17 @@ class LocalConcierge:
     @classmethod
     def start(cls, workdir: Path, ca: pki.CA, cluster: LocalCluster, idp: LocalIdP, *,
               extra_issuers: Sequence[MintingIssuer] = (), namespace: str | None = None,
-              kube_server: str | None = None, **overrides: Any) -> LocalConcierge:
+              kube_server: str | None = None, raw_issuer: MintingIssuer | None = None,
+              **overrides: Any) -> LocalConcierge:
         """Start one concierge; `overrides` replace top-level config keys (camelCase).
 
-        `extra_issuers` add the authenticators `minted` (prefix corp:) and
-        `minted-raw` (no prefixes); `kube_server` points the concierge at
-        another address for the apiserver (a `TcpProxy` that a test can cut).
+        The authenticators are `corp` and `corp-es256` (the real IdP, prefix
+        corp:); `extra_issuers` add `minted` (prefix minted:). `raw_issuer`
+        instead makes a concierge whose only authenticator is `minted-raw`
+        (empty prefixes, which overlap every other prefix, so it must be
+        alone). `namespace` lets several concierges share one (as replicas
+        do); `kube_server` points the concierge at another address for the
+        apiserver (a `TcpProxy` that a test can cut).
         """
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         namespace = namespace or f"pinniped-concierge-{secrets.token_hex(3)}"
@@ -203,14 +211,16 @@ class LocalConcierge:
         authenticators = [authenticator_config("corp", idp.issuer, idp.client_id, idp.ca_file),
                           authenticator_config("corp-es256", idp.issuer, idp.es256_client_id,
                                                idp.ca_file)]
-        for minting in extra_issuers:
-            authenticators += [
-                authenticator_config("minted", minting.issuer, minting.audience,
-                                     minting.ca_file),
-                authenticator_config("minted-raw", minting.issuer, minting.audience,
-                                     minting.ca_file, usernamePrefix="", groupsPrefix="",
-                                     allowEmptyPrefixes=True),
-            ]
+        authenticators += [
+            authenticator_config("minted", minting.issuer, minting.audience, minting.ca_file,
+                                 usernamePrefix=MINTED_PREFIX, groupsPrefix=MINTED_PREFIX)
+            for minting in extra_issuers]
+        authenticator_name = "corp"
+        if raw_issuer is not None:
+            authenticator_name = "minted-raw"
+            authenticators = [authenticator_config(
+                authenticator_name, raw_issuer.issuer, raw_issuer.audience, raw_issuer.ca_file,
+                usernamePrefix="", groupsPrefix="", allowEmptyPrefixes=True)]
         config: dict[str, Any] = {
             "listen": {"host": "127.0.0.1", "port": port},
             "tls": {"certFile": str(tls.cert_path), "keyFile": str(tls.key_path)},
@@ -228,7 +238,7 @@ class LocalConcierge:
         process = ManagedProcess("pinniped-concierge",
                                  [str(CONCIERGE_BIN), "--config", str(config_path)], log_path)
         running = cls(url=f"https://127.0.0.1:{port}", ca_file=ca.cert_path,
-                      authenticator_name="corp", config_path=config_path,
+                      authenticator_name=authenticator_name, config_path=config_path,
                       audit_log_path=audit_log, log_path=log_path, namespace=namespace,
                       cluster_role=namespace, _process=process)
         try:
@@ -301,17 +311,21 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def close(self) -> None:
-        """Refuse new connections and cut the open ones."""
-        with contextlib.suppress(OSError):  # wakes the blocked accept(); close alone would not
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+    def cut(self) -> None:
+        """Cut the open connections (as a network blip would); new ones are still accepted."""
         with self._lock:
             for sock in self._connections:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._connections.clear()
+
+    def close(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        with contextlib.suppress(OSError):  # wakes the blocked accept(); close alone would not
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self.cut()
 
 
 def install_rbac(cluster: LocalCluster, namespace: str) -> str:

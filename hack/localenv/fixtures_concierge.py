@@ -3,7 +3,9 @@
 Unit tests get `fake_kube`, a `concierge.kubeapi.KubeAPI` that keeps objects
 in dicts and behaves like the apiserver where the concierge depends on it
 (409 on create of an existing name, 404 on missing, uid preconditions, bound
-tokens that stop reviewing once their Secret is gone).
+tokens that stop reviewing once their Secret is gone, a new resourceVersion
+on every write). `FakeKube.watch` feeds a `concierge.object_watch.ObjectVersions`
+the way the real watch does, but instantly.
 
 Integration tests get `concierge` (one real `pinniped-concierge` process per
 session, on the real apiserver and IdP, running with deploy/'s RBAC) and
@@ -24,8 +26,10 @@ from typing import Any
 
 import pytest
 
+from concierge import naming
 from concierge.errors import Reason, Unavailable
 from concierge.kubeapi import Conflict, Kind, NotFound, Obj, count_call
+from concierge.object_watch import ObjectVersions
 from localenv import pki
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge, MintingIssuer
@@ -52,6 +56,25 @@ class FakeKube:
         self.token_requests: list[Obj] = []
         self._ids = itertools.count(1)
         self._clock = clock
+        self._watches: list[tuple[ObjectVersions, str]] = []
+
+    def watch(self, versions: ObjectVersions, namespace: str) -> ObjectVersions:
+        """Keep `versions` current as `ObjectWatcher` would for `namespace`, with no delay."""
+        self._watches.append((versions, namespace))
+        for kind in Kind:
+            versions.reset(kind, [copy.deepcopy(obj) for (k, ns, _), obj in self.objects.items()
+                                  if k == kind and _watched(kind, ns, obj, namespace)])
+        return versions
+
+    def _notify(self, kind: Kind, namespace: str | None, old: Obj | None,
+                new: Obj | None) -> None:
+        for versions, watched_ns in self._watches:
+            was = old is not None and _watched(kind, namespace, old, watched_ns)
+            now = new is not None and _watched(kind, namespace, new, watched_ns)
+            if now:
+                versions.apply(kind, "MODIFIED" if was else "ADDED", copy.deepcopy(new or {}))
+            elif was:
+                versions.apply(kind, "DELETED", copy.deepcopy(old or {}))
 
     # helpers for tests
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
@@ -76,9 +99,12 @@ class FakeKube:
             raise Conflict(f"{kind} {meta['name']} exists")
         meta["uid"] = f"uid-{next(self._ids)}"
         meta["resourceVersion"] = str(next(self._ids))
+        meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                  time.gmtime(self._clock()))
         if namespace is not None:
             meta["namespace"] = namespace
         self.objects[key] = obj
+        self._notify(kind, namespace, None, obj)
         return copy.deepcopy(obj)
 
     async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
@@ -95,10 +121,13 @@ class FakeKube:
         if key not in self.objects:
             raise NotFound(name)
         obj = copy.deepcopy(body)
-        old_meta = self.objects[key]["metadata"]
+        old = self.objects[key]
+        old_meta = old["metadata"]
         obj["metadata"] = {**obj.get("metadata", {}), "uid": old_meta["uid"],
+                           "creationTimestamp": old_meta.get("creationTimestamp"),
                            "resourceVersion": str(next(self._ids))}
         self.objects[key] = obj
+        self._notify(kind, namespace, old, obj)
         return copy.deepcopy(obj)
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None,
@@ -109,7 +138,7 @@ class FakeKube:
             raise NotFound(name)
         if uid is not None and self.objects[key]["metadata"]["uid"] != uid:
             raise Conflict("uid precondition failed")
-        del self.objects[key]
+        self._notify(kind, namespace, self.objects.pop(key), None)
 
     async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
                    continue_token: str | None = None) -> tuple[list[Obj], str | None]:
@@ -162,6 +191,16 @@ class FakeKube:
 
     async def ping(self, namespace: str) -> None:
         self._call("ping")
+
+
+def _watched(kind: Kind, namespace: str | None, obj: Obj, watched_ns: str) -> bool:
+    """Whether `ObjectWatcher` for `watched_ns` would see `obj` (its label selectors)."""
+    if kind in (Kind.SERVICE_ACCOUNT, Kind.SECRET) and namespace != watched_ns:
+        return False
+    selector = (naming.session_selector() if kind == Kind.SECRET
+                else naming.owned_selector(watched_ns))
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in (p.split("=", 1) for p in selector.split(",")))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -19,8 +21,9 @@ import httpx
 import pytest
 
 from concierge import naming, wire
+from localenv import pki
 from localenv.cluster import LocalCluster
-from localenv.concierge import LocalConcierge, TcpProxy
+from localenv.concierge import LocalConcierge, MintingIssuer, TcpProxy
 from localenv.idp import LocalIdP
 
 pytestmark = pytest.mark.integration
@@ -254,8 +257,10 @@ def test_a_returning_user_costs_at_most_two_kubernetes_api_calls(
     with cluster.audit_log.open() as log:
         log.seek(offset)
         events = [json.loads(line) for line in log if line.strip()]
+    # The background watch (its own user agent) is not part of any login.
     ours = [e for e in events if e.get("user", {}).get("username") == sa_user
-            and e.get("stage") == "ResponseComplete"]
+            and e.get("stage") == "ResponseComplete"
+            and not e.get("userAgent", "").startswith("pinniped-concierge-watch")]
     calls = sorted(" ".join([e["verb"], "/".join(filter(None, [
         e["objectRef"]["resource"], e["objectRef"].get("subresource")]))]) for e in ours)
     assert calls == ["create secrets", "create serviceaccounts/token"]
@@ -275,8 +280,14 @@ def test_kubernetes_unreachable_is_503_with_retry_after(
     assert "Kubernetes API" in response.json()["message"]
     assert concierge.audit_lines()[-1]["reason"] == "kubernetes_unavailable"
     with httpx.Client(verify=tls(concierge)) as http:
-        assert http.get(f"{concierge.url}/readyz").status_code == 503
+        deadline = time.monotonic() + 10  # /readyz re-checks at most every 5 s
+        while (ready := http.get(f"{concierge.url}/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "still ready with the apiserver unreachable"
+            time.sleep(0.5)
+        assert ready.status_code == 503
+        assert ready.text == "not ready\n"  # what is missing goes to the log, not the client
         assert http.get(f"{concierge.url}/healthz").status_code == 200
+    assert "not ready: kubernetes:" in concierge.all_logs()
 
 
 def test_key_rotation_at_the_idp_is_picked_up_on_the_unknown_kid(
@@ -284,7 +295,8 @@ def test_key_rotation_at_the_idp_is_picked_up_on_the_unknown_kid(
         concierge_factory: Callable[..., LocalConcierge]) -> None:
     private_idp = idp_factory()
     concierge = concierge_factory(private_idp)
-    assert login(concierge, private_idp.password_grant("bob")["id_token"])
+    before = login(concierge, private_idp.password_grant("bob")["id_token"])
+    assert before.identity.username == "corp:bob@example.com"
     new_kid = private_idp.rotate_keys()
     time.sleep(1.2)  # the harness rate-limits unknown-kid refreshes to one per second
     id_token = private_idp.password_grant("bob")["id_token"]
@@ -309,18 +321,45 @@ def test_the_concierge_runs_with_least_privilege(concierge: LocalConcierge,
     assert not can("delete", "serviceaccounts", "-n", concierge.namespace)
     assert not can("create", "serviceaccounts/token", "-n", "kube-system")
     assert not can("delete", "namespaces")
+    # it may impersonate users and groups (to grant exactly that), nothing more
+    assert can("impersonate", "users")
+    assert can("impersonate", "groups")
+    assert not can("impersonate", "serviceaccounts")
+    assert not can("impersonate", "serviceaccounts", "-n", concierge.namespace)
+    assert not can("impersonate", "uids.authentication.k8s.io")
+    assert not can("impersonate", "userextras.authentication.k8s.io")
+    assert not can("impersonate", "userextras.authentication.k8s.io", "--subresource=scopes")
+    # and it cannot grant more than it holds
+    assert not can("escalate", "clusterroles")
+    assert not can("bind", "clusterroles")
+    assert not can("escalate", "roles", "-n", concierge.namespace)
+    assert not can("bind", "roles", "-n", concierge.namespace)
+    assert not can("delete", "clusterroles")  # it never deletes a role
+    assert can("watch", "clusterroles")  # the cache's watch
 
 
-def test_no_log_line_contains_a_token(concierge: LocalConcierge,
-                                      id_token_for: Callable[..., str]) -> None:
-    id_token = id_token_for("alice")
+def assert_no_token_in_logs(concierge: LocalConcierge, id_token: str) -> None:
     credential = login(concierge, id_token)
     post(concierge, wire.WHOAMI_REQUEST_PATH, wire.whoami_request(), credential.token)
+    post(concierge, wire.LOGOUT_REQUEST_PATH, wire.logout_request(), credential.token)
     logs = concierge.all_logs()
     for secret in (id_token, credential.token):
         for part in secret.split("."):
             assert part not in logs
-    assert concierge.audit_lines()[-1]["request"] == "whoami"
+    assert concierge.audit_lines()[-1]["request"] == "logout"
+
+
+def test_no_log_line_contains_a_token(concierge: LocalConcierge,
+                                      id_token_for: Callable[..., str]) -> None:
+    assert_no_token_in_logs(concierge, id_token_for("alice"))
+
+
+def test_no_log_line_contains_a_token_even_at_debug(
+        idp: LocalIdP, concierge_factory: Callable[..., LocalConcierge],
+        id_token_for: Callable[..., str]) -> None:
+    concierge = concierge_factory(idp, logLevel="debug")
+    assert_no_token_in_logs(concierge, id_token_for("alice"))
+    assert " DEBUG " in concierge.all_logs()  # debug logging really was on
 
 
 def test_the_deploy_manifests_are_accepted_by_the_apiserver(cluster: LocalCluster) -> None:
@@ -328,3 +367,158 @@ def test_the_deploy_manifests_are_accepted_by_the_apiserver(cluster: LocalCluste
     cluster.kubectl("apply", "-f", str(root / "rbac.yaml"))
     result = cluster.kubectl("apply", "--dry-run=server", "-f", str(root / "concierge.yaml"))
     assert "deployment.apps/pinniped-concierge created (server dry run)" in result.stdout
+    assert "resourcequota/pinniped-concierge created (server dry run)" in result.stdout
+
+
+# --- several concierges on one cluster -------------------------------------------------
+
+
+def can_impersonate_group(kubectl: Kubectl, credential: wire.ClusterCredential,
+                          group: str) -> bool:
+    code, output = kubectl.run(credential, "auth", "can-i", "--list", groups=(group,))
+    assert code == 0 or 'cannot impersonate resource "groups"' in output, output
+    return code == 0
+
+
+def test_replicas_sharing_a_namespace_never_keep_a_removed_group(
+        idp_factory: Callable[..., LocalIdP],
+        concierge_factory: Callable[..., LocalConcierge], kubectl: Kubectl) -> None:
+    """Groups widen at one replica and shrink at the other: the cache must notice."""
+    private_idp = idp_factory()
+    namespace = f"pinniped-concierge-{secrets.token_hex(3)}"
+    replicas = [concierge_factory(private_idp, namespace=namespace) for _ in range(2)]
+
+    def login_at(concierge: LocalConcierge, groups: list[str]) -> wire.ClusterCredential:
+        private_idp.set_groups("alice", groups)
+        return login(concierge, private_idp.password_grant("alice")["id_token"])
+
+    for first, second in (replicas, replicas[::-1]):
+        login_at(first, ["devs"])
+        login_at(first, ["devs"])
+        assert first.audit_lines()[-1]["kubeApiCalls"] <= 2  # `first` trusts its cache now
+        widened = login_at(second, ["devs", "readers"])
+        assert can_impersonate_group(kubectl, widened, "corp:readers")
+
+        shrunk = login_at(first, ["devs"])  # the very groups `first` has cached
+        assert shrunk.identity.groups == ("corp:devs",)
+        for credential in (shrunk, widened):
+            assert not can_impersonate_group(kubectl, credential, "corp:readers")
+            assert can_impersonate_group(kubectl, credential, "corp:devs")
+        assert first.audit_lines()[-1]["kubeApiCalls"] > 2  # it reconciled
+
+
+def test_concierges_in_different_namespaces_keep_separate_objects(
+        idp: LocalIdP, cluster: LocalCluster, id_token_for: Callable[..., str],
+        concierge_factory: Callable[..., LocalConcierge], kubectl: Kubectl) -> None:
+    staging, production = concierge_factory(idp), concierge_factory(idp)
+    at_staging = login(staging, id_token_for("alice"))
+    at_production = login(production, id_token_for("alice"))
+    at_staging_again = login(staging, id_token_for("alice"))
+    for credential in (at_staging, at_production, at_staging_again):
+        assert kubectl.run(credential, "auth", "can-i", "--list")[0] == 0
+
+    names = {}
+    for concierge in (staging, production):
+        sa = token_claims(login(concierge, id_token_for("alice")).token)["kubernetes.io"][
+            "serviceaccount"]["name"]
+        role = json.loads(cluster.kubectl("get", "clusterrole", sa, "-o", "json").stdout)
+        assert role["metadata"]["labels"]["concierge.pinniped.dev/namespace"] == \
+            concierge.namespace
+        binding = json.loads(cluster.kubectl("get", "clusterrolebinding", sa, "-o",
+                                             "json").stdout)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa,
+                                        "namespace": concierge.namespace}]
+        names[concierge.namespace] = sa
+    assert len(set(names.values())) == 2
+
+
+def test_sessions_beyond_the_per_user_limit_end_the_oldest(
+        idp: LocalIdP, cluster: LocalCluster, concierge_factory: Callable[..., LocalConcierge],
+        kubectl: Kubectl) -> None:
+    concierge = concierge_factory(idp, maxSessionsPerUser=2)
+    credentials = []
+    for _ in range(3):
+        credentials.append(login(concierge, idp.password_grant("carol")["id_token"]))
+        time.sleep(1.1)  # creationTimestamp has whole seconds: keep "oldest" unambiguous
+    calls = [line["kubeApiCalls"] for line in concierge.audit_lines()[-2:]]
+    assert calls == [2, 3]  # under the limit: nothing extra; over it: one delete
+
+    def secret_of(credential: wire.ClusterCredential) -> str:
+        return str(token_claims(credential.token)["kubernetes.io"]["secret"]["name"])
+
+    gone = cluster.kubectl("-n", concierge.namespace, "get", "secret",
+                           secret_of(credentials[0]), check=False)
+    assert "NotFound" in gone.stderr
+    for credential in credentials[1:]:
+        cluster.kubectl("-n", concierge.namespace, "get", "secret", secret_of(credential))
+    poll_until_unauthorized(kubectl, credentials[0])
+    assert kubectl.run(credentials[2], "auth", "can-i", "--list")[0] == 0
+
+
+# --- slow and too many clients -------------------------------------------------------------
+
+
+def open_slow_request(concierge: LocalConcierge) -> ssl.SSLSocket:
+    """A login whose body never finishes arriving."""
+    host, _, port = concierge.url.removeprefix("https://").rpartition(":")
+    sock = tls(concierge).wrap_socket(socket.create_connection((host, int(port)), timeout=30),
+                                      server_hostname=host)
+    sock.sendall(f"POST {wire.TOKEN_CREDENTIAL_REQUEST_PATH} HTTP/1.1\r\nHost: {host}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+    return sock
+
+
+def test_slow_senders_time_out_and_concurrency_is_limited(
+        idp: LocalIdP, concierge_factory: Callable[..., LocalConcierge]) -> None:
+    concierge = concierge_factory(idp, requestBodyTimeoutSeconds=2, maxConcurrentRequests=1)
+    started = time.monotonic()
+    with open_slow_request(concierge) as slow:
+        with httpx.Client(verify=tls(concierge), timeout=30) as http:  # the one slot is taken
+            assert http.get(f"{concierge.url}/healthz").status_code == 503
+        answer = b""
+        while chunk := slow.recv(4096):  # the server closes the connection after the 408
+            answer += chunk
+    assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 408 Request Timeout"
+    assert 1.5 < time.monotonic() - started < 10
+    assert concierge.audit_lines()[-1]["reason"] == "request_timeout"
+    deadline = time.monotonic() + 5  # the slot is free again once the server saw the close
+    with httpx.Client(verify=tls(concierge), timeout=30) as http:
+        while (response := http.get(f"{concierge.url}/healthz")).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert response.text == "ok"
+
+
+# --- an IdP gone for longer than maxKeyAgeSeconds ----------------------------------------------
+
+
+def test_keys_not_refreshed_for_max_key_age_are_not_used(
+        idp: LocalIdP, local_ca: pki.CA, tmp_path: Path,
+        concierge_factory: Callable[..., LocalConcierge]) -> None:
+    issuer = MintingIssuer.start(tmp_path / "short-lived-issuer", local_ca)
+    try:
+        concierge = concierge_factory(idp, extra_issuers=[issuer],
+                                      keyRefreshIntervalSeconds=10, maxKeyAgeSeconds=60)
+        request = wire.TokenCredentialRequest(token=issuer.mint(), authenticator_name="minted")
+        assert post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH,
+                    request.to_wire()).status_code == 200
+    finally:
+        issuer.stop()
+    went_down = time.monotonic()
+    while True:
+        request = wire.TokenCredentialRequest(token=issuer.mint(), authenticator_name="minted")
+        response = post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire())
+        if response.status_code != 200:
+            break
+        assert time.monotonic() - went_down < 90, "cached keys still used after 90 s"
+        time.sleep(3)
+    elapsed = time.monotonic() - went_down
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) > 0
+    assert concierge.audit_lines()[-1]["reason"] == "issuer_keys_expired"
+    assert elapsed >= 60 - 10 - 2  # the last refresh was at most one interval before it went
+    with httpx.Client(verify=tls(concierge)) as http:
+        deadline = time.monotonic() + 10
+        while http.get(f"{concierge.url}/readyz").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)

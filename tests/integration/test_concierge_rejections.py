@@ -3,8 +3,10 @@
 Each case asserts what the client sees (only "authentication failed"), what
 the audit log records (the precise reason), and that the token appears in no
 log. Tokens the real IdP will not mint are signed by `minting_issuer`, whose
-keys the tests hold; the concierge trusts it as the `minted` (prefix corp:)
-and `minted-raw` (no prefix) authenticators.
+keys the tests hold; the shared concierge trusts it as the `minted`
+authenticator (prefix minted:). The empty-prefix case (`minted-raw`) runs in
+a concierge of its own: the concierge refuses an empty prefix next to any
+other authenticator, since it would overlap every other prefix.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from joserfc.jwk import RSAKey
 
 from concierge import wire
 from localenv.concierge import LocalConcierge, MintingIssuer
+from localenv.idp import LocalIdP
 
 pytestmark = pytest.mark.integration
 
@@ -149,15 +152,40 @@ def test_unusable_claims(concierge: LocalConcierge, minting_issuer: MintingIssue
     assert_refused(concierge, minting_issuer.mint(claims, omit=omit), "minted", reason)
 
 
-@pytest.mark.parametrize("claims", [
-    {"email": "system:admin"},
-    {"email": "system:serviceaccount:kube-system:default"},
-    {"groups": ["devs", "system:masters"]},
-    {"groups": ["System:Masters"]},
-])
-def test_system_names_are_refused(concierge: LocalConcierge, minting_issuer: MintingIssuer,
-                                  claims: dict[str, Any]) -> None:
-    assert_refused(concierge, minting_issuer.mint(claims), "minted-raw", "reserved_name")
+@pytest.fixture
+def raw_concierge(concierge_factory: Callable[..., LocalConcierge], idp: LocalIdP,
+                  minting_issuer: MintingIssuer) -> LocalConcierge:
+    """A concierge whose only authenticator is `minted-raw`: no prefixes at all."""
+    return concierge_factory(idp, raw_issuer=minting_issuer)
+
+
+def test_system_names_are_refused(raw_concierge: LocalConcierge,
+                                  minting_issuer: MintingIssuer) -> None:
+    cases: list[dict[str, Any]] = [
+        {"email": "system:admin"},
+        {"email": "system:serviceaccount:kube-system:default"},
+        {"groups": ["devs", "system:masters"]},
+        {"groups": ["System:Masters"]},
+    ]
+    for claims in cases:
+        assert_refused(raw_concierge, minting_issuer.mint(claims), "minted-raw",
+                       "reserved_name")
+    # the control case: the same issuer's ordinary names pass unprefixed
+    response = send(raw_concierge, minting_issuer.mint(), "minted-raw")
+    assert wire.parse_credential_response(response.json()).identity == wire.Identity(
+        "alice@example.com", ("devs",))
+
+
+def test_several_audiences_need_azp_naming_us(concierge: LocalConcierge,
+                                              minting_issuer: MintingIssuer) -> None:
+    both = [minting_issuer.audience, "another-client"]
+    assert_refused(concierge, minting_issuer.mint({"aud": both}), "minted", "missing_claim")
+    assert_refused(concierge, minting_issuer.mint({"aud": both, "azp": "another-client"}),
+                   "minted", "wrong_authorized_party")
+    response = send(concierge, minting_issuer.mint({"aud": both,
+                                                    "azp": minting_issuer.audience}), "minted")
+    assert wire.parse_credential_response(response.json()).identity.username == \
+        "minted:alice@example.com"
 
 
 def test_oversized_tokens_and_claims(concierge: LocalConcierge,
@@ -205,7 +233,5 @@ def test_the_minted_issuer_is_otherwise_accepted(concierge: LocalConcierge,
     for alg in ("RS256", "ES256"):
         response = send(concierge, minting_issuer.mint(alg=alg), "minted")
         credential = wire.parse_credential_response(response.json())
-        assert credential.identity == wire.Identity("corp:alice@example.com", ("corp:devs",))
-    response = send(concierge, minting_issuer.mint(), "minted-raw")
-    assert wire.parse_credential_response(response.json()).identity.username == \
-        "alice@example.com"
+        assert credential.identity == wire.Identity("minted:alice@example.com",
+                                                    ("minted:devs",))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import time
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from concierge.errors import Reason, Rejected, ServerError, Unavailable
 from concierge.identity import IdentityMapper
 from concierge.kubeapi import Kind
 from concierge.login import Authenticator, LoginService
+from concierge.object_watch import ObjectVersions
 from concierge.sessions import Sessions
 from concierge.userobjects import UserObjects
 from localenv.fixtures_concierge import FakeKube
@@ -54,19 +57,20 @@ class FakeVerifier:
 
 
 class Env:
-    def __init__(self) -> None:
+    def __init__(self, **settings: Any) -> None:
         self.kube = FakeKube()
         self.verifier = FakeVerifier()
         self.audit_stream = io.StringIO()
-        user_objects = UserObjects(self.kube, NS, 300)
-        self.sessions = Sessions(self.kube, NS, 600, 30)
+        versions = self.kube.watch(ObjectVersions(), NS)
+        user_objects = UserObjects(self.kube, NS, 300, versions)
+        self.sessions = Sessions(self.kube, NS, 600, 30, versions=versions)
         mapper = IdentityMapper("email", "groups", "corp:", "corp:")
         self.services = Services(
             login=LoginService({"corp": Authenticator(self.verifier, mapper)}, user_objects,
                                self.sessions),
             reviewer=CredentialReviewer(self.kube, NS, user_objects),
             sessions=self.sessions, kube=self.kube, namespace=NS,
-            audit=AuditLog(self.audit_stream))
+            audit=AuditLog(self.audit_stream), **{"readiness_cache_seconds": 0.0} | settings)
         self.app = create_app(self.services)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -330,18 +334,49 @@ def test_logout_ends_exactly_that_session(env: Env) -> None:
                        headers={"Authorization": f"Bearer {ci}"}).status_code == 200
 
 
-def test_healthz_and_readyz(env: Env) -> None:
+def test_healthz_and_readyz(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     assert env.request("GET", "/healthz").text == "ok"
     assert env.request("GET", "/readyz").status_code == 200
     env.verifier.is_ready = False
-    response = env.request("GET", "/readyz")
+    with caplog.at_level(logging.INFO, "concierge.app"):
+        response = env.request("GET", "/readyz")
     assert response.status_code == 503
-    assert "authenticator corp" in response.text
+    assert response.text == "not ready\n"  # the details are for the operator's log only
+    assert "authenticator corp" in caplog.text
     env.verifier.is_ready = True
     env.kube.unavailable = True
-    response = env.request("GET", "/readyz")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "concierge.app"):
+        response = env.request("GET", "/readyz")
     assert response.status_code == 503
-    assert "kubernetes" in response.text
+    assert response.text == "not ready\n"
+    assert "kubernetes" in caplog.text
+    assert "kubernetes" not in response.text
+
+
+def test_readyz_checks_at_most_every_few_seconds() -> None:
+    env = Env(readiness_cache_seconds=5.0)
+    for _ in range(5):
+        assert env.request("GET", "/readyz").status_code == 200
+    assert env.kube.calls.count("ping") == 1
+    env.kube.unavailable = True
+    assert env.request("GET", "/readyz").status_code == 200  # still the cached answer
+
+
+def test_a_slow_sender_gets_408() -> None:
+    env = Env(body_timeout_seconds=0.3)
+
+    async def trickle() -> Any:
+        yield b'{"apiVersion": '
+        await asyncio.sleep(2)
+        yield b'"x"}'
+
+    started = time.monotonic()
+    response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=trickle(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 408
+    assert time.monotonic() - started < 2
+    assert env.audit()[-1]["reason"] == "request_timeout"
 
 
 def test_no_docs_or_other_routes_are_exposed(env: Env) -> None:

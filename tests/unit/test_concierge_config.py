@@ -70,14 +70,26 @@ def test_the_issue_example_loads_with_paths_relative_to_the_config(files: Path) 
 
 def test_optional_keys_are_read(files: Path) -> None:
     data = base() | {"clockSkewSeconds": 5, "auditLog": "audit.log", "userCacheTTLSeconds": 0,
-                     "sessionSweepIntervalSeconds": 60, "logLevel": "debug"}
+                     "sessionSweepIntervalSeconds": 60, "logLevel": "debug",
+                     "maxKeyAgeSeconds": 3600, "maxSessionsPerUser": 7,
+                     "requestBodyTimeoutSeconds": 3, "maxConcurrentRequests": 40}
     data["authenticators"][0]["algorithms"] = ["ES256"]
     cfg = load(files, data)
     assert cfg.clock_skew_seconds == 5
+    assert (cfg.max_key_age_seconds, cfg.max_sessions_per_user) == (3600, 7)
+    assert (cfg.request_body_timeout_seconds, cfg.max_concurrent_requests) == (3, 40)
     assert cfg.audit_log == files / "audit.log"
     assert cfg.user_cache_ttl_seconds == 0
     assert cfg.session_sweep_interval_seconds == 60
     assert cfg.authenticators[0].algorithms == ("ES256",)
+
+
+def test_defaults_of_the_limits(files: Path) -> None:
+    cfg = load(files, base())
+    assert cfg.max_key_age_seconds == 86400
+    assert cfg.max_sessions_per_user == 50
+    assert cfg.request_body_timeout_seconds == 10
+    assert cfg.max_concurrent_requests == 200
 
 
 def test_kubernetes_may_be_omitted_for_in_cluster_config(files: Path) -> None:
@@ -138,6 +150,10 @@ def test_unknown_keys_are_refused_by_name(files: Path, mutate: Any, key: str) ->
      "authenticators[0].maxTokenBytes", "between"),
     (lambda d: d["authenticators"].append(dict(d["authenticators"][0])),
      "authenticators[1].name", "duplicate"),
+    (lambda d: d.update(maxKeyAgeSeconds=300), "maxKeyAgeSeconds", "keyRefreshIntervalSeconds"),
+    (lambda d: d.update(maxSessionsPerUser=0), "maxSessionsPerUser", "between 1"),
+    (lambda d: d.update(requestBodyTimeoutSeconds=0), "requestBodyTimeoutSeconds", "between 1"),
+    (lambda d: d.update(maxConcurrentRequests=0), "maxConcurrentRequests", "between 1"),
 ])
 def test_bad_values_are_refused_naming_the_key(files: Path, mutate: Any, key: str,
                                                 words: str) -> None:
@@ -174,3 +190,59 @@ def test_a_config_that_is_not_a_mapping_is_refused(files: Path) -> None:
 def test_a_missing_config_file_says_which(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nothere\.yaml"):
         config.load(tmp_path / "nothere.yaml")
+
+
+def second(name: str, **fields: Any) -> dict[str, Any]:
+    """Another authenticator: by default another issuer, prefix other:."""
+    return {"name": name, "issuer": "https://other.example", "audience": "pinniped-cli",
+            "claims": {"username": "email", "groups": "groups"},
+            "usernamePrefix": "other:", "groupsPrefix": "other:"} | fields
+
+
+@pytest.mark.parametrize(("fields", "key"), [
+    ({"usernamePrefix": "corp:"}, "usernamePrefix"),           # equal
+    ({"usernamePrefix": "corp:x"}, "usernamePrefix"),          # ours starts with theirs
+    ({"usernamePrefix": "co"}, "usernamePrefix"),              # theirs starts with ours
+    ({"groupsPrefix": "corp:"}, "groupsPrefix"),
+    ({"groupsPrefix": "corp:admins-"}, "groupsPrefix"),
+    ({"usernamePrefix": "", "allowEmptyPrefixes": True}, "usernamePrefix"),  # empty
+    ({"groupsPrefix": "", "allowEmptyPrefixes": True}, "groupsPrefix"),
+    # same issuer, but the claims differ: sub "bob" could meet email "bob"
+    ({"issuer": "https://127.0.0.1:9443", "usernamePrefix": "corp:",
+      "claims": {"username": "sub", "groups": "groups"}}, "usernamePrefix"),
+    # same issuer and claims, but "corp:" vs "corp:x" still lets user "x:a" meet user ":a"
+    ({"issuer": "https://127.0.0.1:9443", "usernamePrefix": "corp:x"}, "usernamePrefix"),
+])
+def test_overlapping_prefixes_are_refused_naming_both(files: Path, fields: dict[str, Any],
+                                                      key: str) -> None:
+    data = base()
+    data["authenticators"].append(second("partner", **fields))
+    error = refused(files, data)
+    assert error.key == f"authenticators[1].{key}"
+    assert "'partner'" in str(error)
+    assert "'corp'" in str(error)
+    assert key in error.problem
+
+
+def test_overlaps_are_found_between_any_two_authenticators(files: Path) -> None:
+    data = base()
+    data["authenticators"] += [second("a", usernamePrefix="a:", groupsPrefix="a:"),
+                               second("b", usernamePrefix="b:", groupsPrefix="b:"),
+                               second("c", usernamePrefix="a:c", groupsPrefix="c:")]
+    error = refused(files, data)
+    assert error.key == "authenticators[3].usernamePrefix"
+    assert "'a'" in str(error)
+    assert "'c'" in str(error)
+
+
+def test_distinct_prefixes_and_one_issuer_per_audience_are_fine(files: Path) -> None:
+    data = base()
+    data["authenticators"] += [
+        # the same issuer for another client: maps every token alike, may share corp:
+        second("corp-es256", issuer="https://127.0.0.1:9443", audience="pinniped-es256",
+               usernamePrefix="corp:", groupsPrefix="corp:"),
+        second("partner", usernamePrefix="partner:", groupsPrefix="partner:"),
+        second("minted", usernamePrefix="minted:", groupsPrefix="minted-groups:"),
+    ]
+    assert [a.name for a in load(files, data).authenticators] == [
+        "corp", "corp-es256", "partner", "minted"]

@@ -1,14 +1,22 @@
-"""deploy/ stays in step with the code: its config loads, its RBAC has no wildcards."""
+"""deploy/ stays in step with the code: its config loads, its RBAC is exactly what is used."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import yaml
 
-from concierge import config
+from concierge import config, naming, wire
+from concierge.credential_review import CredentialReviewer
+from concierge.kubeapi import Kind
+from concierge.object_watch import ObjectVersions, ObjectWatcher
+from concierge.sessions import Sessions
+from concierge.userobjects import UserObjects
+from localenv.fixtures_concierge import FakeKube
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+NS = "pinniped-concierge"
 
 
 def test_the_example_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
@@ -40,3 +48,71 @@ def test_the_rbac_has_no_wildcards_and_no_secret_access_outside_the_namespace() 
                                  "tokenreviews"}
     assert not any("escalate" in rule["verbs"] or "bind" in rule["verbs"]
                    for rule in cluster_role["rules"])
+
+
+_RESOURCES = {"ServiceAccount": "serviceaccounts", "Secret": "secrets",
+              "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
+              "TokenRequest": "serviceaccounts/token", "TokenReview": "tokenreviews"}
+_VERBS = {"create": "create", "read": "get", "replace": "update", "delete": "delete",
+          "list": "list"}
+
+
+def _calls_of_every_code_path() -> set[tuple[str, str]]:
+    """(resource, verb) of every Kubernetes call the concierge makes, by running each path."""
+    kube = FakeKube()
+    versions = kube.watch(ObjectVersions(), NS)
+    alice = wire.Identity("corp:alice@example.com", ("corp:devs",))
+
+    async def go() -> None:
+        objects = UserObjects(kube, NS, 300, versions)
+        user = await objects.ensure(alice)  # creates
+        await UserObjects(kube, NS, 300).ensure(
+            wire.Identity(alice.username, ("corp:ops",)))  # reads, updates the role
+        binding = kube.get(Kind.CLUSTER_ROLE_BINDING, user.service_account)
+        assert binding is not None
+        binding["roleRef"]["name"] = "elsewhere"  # immutable field: delete and create
+        await UserObjects(kube, NS, 300).ensure(alice)
+        binding = kube.get(Kind.CLUSTER_ROLE_BINDING, user.service_account)
+        assert binding is not None
+        binding["subjects"].append({"kind": "User", "name": "mallory"})  # updated back
+        await UserObjects(kube, NS, 300).ensure(alice)
+        sessions = Sessions(kube, NS, 600, 30, versions=versions)
+        session = await sessions.start(user)
+        versions.lost(Kind.SECRET)
+        await sessions.start(user)  # the watch is down: the user's sessions are listed
+        await CredentialReviewer(kube, NS, objects).review(session.token)
+        secret = naming.session_secret_name(session.id)
+        await sessions.end(secret, None)
+        await sessions.sweep()
+        await kube.ping(NS)
+
+    asyncio.run(go())
+    used = set()
+    for call in kube.calls:
+        if call == "ping":  # KubernetesClientAPI.ping lists Secrets
+            used.add(("secrets", "list"))
+            continue
+        verb, kind = call.split(" ", 1)
+        used.add((_RESOURCES[kind], _VERBS[verb]))
+    watcher = ObjectWatcher(type("Client", (), {"user_agent": ""})(), NS, versions)
+    for kind in watcher._sources:
+        used |= {(_RESOURCES[kind], "list"), (_RESOURCES[kind], "watch")}
+    return used
+
+
+def test_the_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()))
+    granted = {(resource, verb) for doc in docs for rule in doc.get("rules", [])
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    # impersonate is never called: escalation prevention requires holding it to grant it
+    assert granted - _calls_of_every_code_path() == {("users", "impersonate"),
+                                                     ("groups", "impersonate")}
+    assert _calls_of_every_code_path() <= granted
+    assert ("clusterroles", "delete") not in granted
+
+
+def test_a_resource_quota_bounds_the_secrets_in_the_namespace() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "concierge.yaml").read_text()))
+    (quota,) = [d for d in docs if d["kind"] == "ResourceQuota"]
+    assert quota["metadata"]["namespace"] == "pinniped-concierge"
+    assert int(quota["spec"]["hard"]["count/secrets"]) > 0

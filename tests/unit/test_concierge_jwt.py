@@ -133,7 +133,40 @@ def test_eddsa_and_ps256_verify_when_published(idp: FakeIdP, clocks: Clocks) -> 
 
 
 def test_audience_may_be_a_list(idp: FakeIdP, clocks: Clocks) -> None:
-    assert verify(make(idp, clocks), idp.mint(aud=["other", AUDIENCE]))
+    auth = make(idp, clocks)
+    assert verify(auth, idp.mint(aud=[AUDIENCE]))
+    assert verify(auth, idp.mint(aud=["other", AUDIENCE], azp=AUDIENCE))
+
+
+@pytest.mark.parametrize(("claims", "reason"), [
+    ({"aud": ["other", AUDIENCE]}, Reason.MISSING_CLAIM),
+    ({"aud": ["other", AUDIENCE], "azp": "other"}, Reason.WRONG_AUTHORIZED_PARTY),
+    ({"aud": [AUDIENCE, "other"], "azp": ["pinniped-cli"]}, Reason.BAD_CLAIM_TYPE),
+])
+def test_several_audiences_need_azp_naming_us(idp: FakeIdP, clocks: Clocks,
+                                              claims: dict[str, Any], reason: Reason) -> None:
+    """OIDC Core 3.1.3.7: a token for another client that merely lists us is not ours."""
+    assert rejection(make(idp, clocks), idp.mint(**claims)) == reason
+
+
+def test_keys_too_long_unrefreshed_are_not_used(idp: FakeIdP, clocks: Clocks) -> None:
+    auth = JWTAuthenticator(config(), idp, clock_skew_seconds=30,
+                            min_refresh_interval_seconds=10, max_key_age_seconds=3600,
+                            clock=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    asyncio.run(auth.refresh_keys())
+    idp.down = True
+    clocks.mono += 3599
+    assert verify(auth, idp.mint())["sub"] == "alice"  # still within the maximum age
+    assert asyncio.run(auth.ready()) is True
+    clocks.mono += 1
+    with pytest.raises(Unavailable) as info:
+        verify(auth, idp.mint())
+    assert info.value.reason == Reason.ISSUER_KEYS_EXPIRED
+    assert asyncio.run(auth.ready()) is False
+    idp.down = False  # the IdP is back: the next attempt (rate limit passed) refreshes
+    clocks.mono += 11
+    assert verify(auth, idp.mint())["sub"] == "alice"
+    assert asyncio.run(auth.ready()) is True
 
 
 def test_skew_tolerates_small_clock_differences(idp: FakeIdP, clocks: Clocks) -> None:
@@ -348,3 +381,34 @@ def test_concurrent_unknown_kids_share_one_refresh(idp: FakeIdP, clocks: Clocks)
     assert all(isinstance(r, Rejected) for r in results[:-1])
     assert isinstance(results[-1], dict)
     assert len(idp.fetches) == 2
+
+
+def test_ca_file_replaces_the_system_trust_store(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With caFile set, a certificate from any other CA fails, even one the system trusts."""
+    from localenv import pki
+    from localenv.concierge import MintingIssuer
+
+    issuer_ca = pki.CA.create(tmp_path / "issuer-ca", "issuer")
+    other_ca = pki.CA.create(tmp_path / "other-ca", "other")
+    issuer = MintingIssuer.start(tmp_path / "issuer", issuer_ca)
+    # Make the issuer's CA the "system" trust store (OpenSSL reads SSL_CERT_FILE).
+    monkeypatch.setenv("SSL_CERT_FILE", str(issuer_ca.cert_path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+    async def fetch(ca_file: Path | None) -> dict[str, Any]:
+        fetcher = HttpsFetcher(ca_file)
+        try:
+            document = await fetcher(issuer.issuer + "/jwks")
+            assert isinstance(document, dict)
+            return document
+        finally:
+            await fetcher.aclose()
+
+    try:
+        assert "keys" in asyncio.run(fetch(None))  # the system store trusts it
+        assert "keys" in asyncio.run(fetch(issuer_ca.cert_path))
+        with pytest.raises(FetchError, match="ConnectError"):
+            asyncio.run(fetch(other_ca.cert_path))
+    finally:
+        issuer.stop()

@@ -56,3 +56,23 @@ def test_the_audit_file_is_private_and_has_one_line_per_event(tmp_path: Path) ->
     assert '"tokenHash":"sha256:' in lines[0]
     assert token_digest("t") != token_digest("u")
     assert len(token_digest("t")) == len("sha256:") + 12
+
+
+def test_overlapping_prefixes_stop_the_start_naming_both_authenticators(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    path = tmp_path / "concierge.yaml"
+    path.write_text("""
+tls: {certFile: c.pem, keyFile: k.pem}
+namespace: pinniped
+authenticators:
+  - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
+  - {name: partner, issuer: "https://partner", audience: a, usernamePrefix: "c:p-",
+     groupsPrefix: "p:"}
+""")
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "authenticators[1].usernamePrefix:" in err
+    assert "'partner'" in err
+    assert "'corp'" in err

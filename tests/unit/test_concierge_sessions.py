@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from concierge import naming, wire
-from concierge.kubeapi import Kind
+from concierge.errors import Reason, ServerError, Unavailable
+from concierge.kubeapi import Kind, Obj
+from concierge.object_watch import ObjectVersions
 from concierge.sessions import ServiceAccountGone, Sessions
 from concierge.userobjects import UserObjects, UserRef
 from localenv.fixtures_concierge import FakeKube
@@ -35,9 +37,19 @@ def user(fake_kube: FakeKube) -> UserRef:
 
 
 @pytest.fixture
-def sessions(fake_kube: FakeKube, clock: Clock) -> Sessions:
+def versions(fake_kube: FakeKube) -> ObjectVersions:
+    return fake_kube.watch(ObjectVersions(), NS)
+
+
+@pytest.fixture
+def sessions(fake_kube: FakeKube, clock: Clock, versions: ObjectVersions) -> Sessions:
     fake_kube._clock = clock
-    return Sessions(fake_kube, NS, ttl_seconds=900, clock_skew_seconds=30, clock=clock)
+    return Sessions(fake_kube, NS, ttl_seconds=900, clock_skew_seconds=30, clock=clock,
+                    versions=versions)
+
+
+def session_names(fake_kube: FakeKube) -> list[str]:
+    return [n for n in fake_kube.names(Kind.SECRET) if n.startswith(naming.SESSION_PREFIX)]
 
 
 def test_a_session_is_an_opaque_secret_owned_by_the_account(fake_kube: FakeKube,
@@ -117,11 +129,96 @@ def test_sweep_deletes_expired_sessions_only(fake_kube: FakeKube, sessions: Sess
     assert old.id != fresh.id
 
 
-def test_sweep_pages_through_many_sessions(fake_kube: FakeKube, sessions: Sessions,
-                                           user: UserRef, clock: Clock) -> None:
+def test_sweep_pages_through_many_sessions(fake_kube: FakeKube, user: UserRef, clock: Clock,
+                                           versions: ObjectVersions) -> None:
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=1000,
+                        versions=versions)
     for _ in range(300):
         asyncio.run(sessions.start(user))
     clock.now += 2000
     assert asyncio.run(sessions.sweep()) == 300
     assert fake_kube.calls.count("list Secret") == 2
     assert fake_kube.names(Kind.SECRET) == []
+
+
+class FailingTokenRequests(FakeKube):
+    def __init__(self, failure: BaseException | None) -> None:
+        super().__init__()
+        self.failure = failure
+
+    async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
+        self._call("create TokenRequest")
+        if self.failure is not None:
+            raise self.failure
+        return {**body, "status": {}}  # "succeeds" without a token
+
+
+@pytest.mark.parametrize("failure", [
+    Unavailable(Reason.KUBERNETES_UNAVAILABLE, "down"),
+    ServerError(Reason.KUBERNETES_ERROR, "HTTP 403: forbidden"),
+    RuntimeError("surprise"),
+    None,  # no token in the answer
+])
+def test_a_failed_token_request_leaves_no_secret_behind(failure: BaseException | None) -> None:
+    kube = FailingTokenRequests(failure)
+    user = asyncio.run(UserObjects(kube, NS, 300).ensure(ALICE))
+    sessions = Sessions(kube, NS, 900, 30, versions=kube.watch(ObjectVersions(), NS))
+    with pytest.raises((Unavailable, ServerError, RuntimeError)) as info:
+        asyncio.run(sessions.start(user))
+    if failure is not None:
+        assert info.value is failure
+    assert session_names(kube) == []
+    assert kube.calls[-3:] == ["create Secret", "create TokenRequest", "delete Secret"]
+
+
+def test_a_cancelled_login_leaves_no_secret_behind() -> None:
+    kube = FailingTokenRequests(asyncio.CancelledError())
+    user = asyncio.run(UserObjects(kube, NS, 300).ensure(ALICE))
+    sessions = Sessions(kube, NS, 900, 30, versions=kube.watch(ObjectVersions(), NS))
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(sessions.start(user))
+    assert session_names(kube) == []
+
+
+def test_sessions_per_user_are_bounded_without_extra_calls(fake_kube: FakeKube, clock: Clock,
+                                                          user: UserRef,
+                                                          versions: ObjectVersions) -> None:
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=3, versions=versions)
+    bob = asyncio.run(UserObjects(fake_kube, NS, 300).ensure(
+        wire.Identity("corp:bob@example.com")))
+    bobs = asyncio.run(sessions.start(bob))
+    started = []
+    for _ in range(3):
+        clock.now += 1
+        fake_kube.calls.clear()
+        started.append(asyncio.run(sessions.start(user)))
+        assert fake_kube.calls == ["create Secret", "create TokenRequest"]
+    for _ in range(2):
+        clock.now += 1
+        fake_kube.calls.clear()
+        started.append(asyncio.run(sessions.start(user)))
+        assert fake_kube.calls == ["delete Secret", "create Secret", "create TokenRequest"]
+    # alice's two oldest are gone, her three newest and bob's one remain
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in [bobs, *started[2:]])
+
+
+def test_while_the_watch_is_down_the_bound_is_kept_by_listing(fake_kube: FakeKube,
+                                                             clock: Clock, user: UserRef,
+                                                             versions: ObjectVersions) -> None:
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2, versions=versions)
+    first = asyncio.run(sessions.start(user))
+    clock.now += 1
+    second = asyncio.run(sessions.start(user))
+    versions.lost(Kind.SECRET)
+    clock.now += 1
+    fake_kube.calls.clear()
+    third = asyncio.run(sessions.start(user))
+    assert fake_kube.calls == ["list Secret", "delete Secret", "create Secret",
+                               "create TokenRequest"]
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in (second, third))
+    assert first.id not in {second.id, third.id}

@@ -1,4 +1,8 @@
-"""Per-user objects: exactly the impersonation the user proved, cached for returning users."""
+"""Per-user objects: exactly the impersonation the user proved, cached for returning users.
+
+The cache is trusted only while the watch mirror (`ObjectVersions`, fed here
+by `FakeKube.watch` without delay) confirms none of the user's objects changed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from concierge import naming, wire
 from concierge.errors import Reason, ServerError
 from concierge.kubeapi import Kind
+from concierge.object_watch import ObjectVersions
 from concierge.userobjects import UserObjects, groups_from_rules
 from localenv.fixtures_concierge import FakeKube
 
@@ -30,26 +35,37 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def objects(fake_kube: FakeKube, clock: Clock) -> UserObjects:
-    return UserObjects(fake_kube, NS, cache_ttl_seconds=300, monotonic=clock)
+def versions(fake_kube: FakeKube) -> ObjectVersions:
+    return fake_kube.watch(ObjectVersions(), NS)
+
+
+@pytest.fixture
+def objects(fake_kube: FakeKube, versions: ObjectVersions, clock: Clock) -> UserObjects:
+    return UserObjects(fake_kube, NS, cache_ttl_seconds=300, versions=versions, monotonic=clock)
+
+
+def name_of(username: str, namespace: str = NS) -> str:
+    return naming.user_object_name(username, namespace)
 
 
 def ensure(objects: UserObjects, identity: wire.Identity = ALICE) -> str:
     return asyncio.run(objects.ensure(identity)).service_account
 
 
-def test_names_are_dns_safe_hashes_of_the_username() -> None:
-    name = naming.user_object_name("corp:Ålice Ünicode@EXAMPLE.com/../x")
+def test_names_are_dns_safe_hashes_of_the_username_and_namespace() -> None:
+    name = name_of("corp:Ålice Ünicode@EXAMPLE.com/../x")
     assert name.startswith("pinniped-user-")
     assert len(name) <= 63
     assert all(c.isdigit() or c.islower() or c == "-" for c in name)
-    assert naming.user_object_name("a") != naming.user_object_name("b")
+    assert name_of("a") != name_of("b")
+    # two concierges in different namespaces never share a ClusterRole
+    assert name_of("a", "staging") != name_of("a", "production")
 
 
 def test_first_login_creates_the_three_objects(fake_kube: FakeKube,
                                                objects: UserObjects) -> None:
     name = ensure(objects)
-    assert name == naming.user_object_name(ALICE.username)
+    assert name == name_of(ALICE.username)
     sa = fake_kube.get(Kind.SERVICE_ACCOUNT, name, NS)
     role = fake_kube.get(Kind.CLUSTER_ROLE, name)
     binding = fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name)
@@ -58,6 +74,7 @@ def test_first_login_creates_the_three_objects(fake_kube: FakeKube,
     assert binding is not None
     for obj in (sa, role, binding):
         assert obj["metadata"]["labels"][naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+        assert obj["metadata"]["labels"][naming.NAMESPACE_LABEL] == NS
         assert obj["metadata"]["annotations"][naming.USERNAME_ANNOTATION] == ALICE.username
     assert sa["automountServiceAccountToken"] is False
     assert role["rules"] == [
@@ -104,12 +121,12 @@ def test_changed_groups_rewrite_the_role_in_one_call(fake_kube: FakeKube,
     assert [r["resources"] for r in role["rules"]] == [["users"]]
 
 
-def test_after_a_restart_existing_objects_are_adopted_and_corrected(fake_kube: FakeKube,
-                                                                    clock: Clock) -> None:
-    first = UserObjects(fake_kube, NS, 300, monotonic=clock)
+def test_after_a_restart_existing_objects_are_adopted_and_corrected(
+        fake_kube: FakeKube, versions: ObjectVersions, clock: Clock) -> None:
+    first = UserObjects(fake_kube, NS, 300, versions, monotonic=clock)
     name = ensure(first)
     fake_kube.calls.clear()
-    restarted = UserObjects(fake_kube, NS, 300, monotonic=clock)
+    restarted = UserObjects(fake_kube, NS, 300, versions, monotonic=clock)
     ensure(restarted, wire.Identity(ALICE.username, ("corp:devs",)))
     role = fake_kube.get(Kind.CLUSTER_ROLE, name)
     assert role is not None
@@ -119,20 +136,86 @@ def test_after_a_restart_existing_objects_are_adopted_and_corrected(fake_kube: F
 
 
 def test_the_cache_expires(fake_kube: FakeKube, objects: UserObjects, clock: Clock) -> None:
-    name = ensure(objects)
-    asyncio.run(fake_kube.delete(Kind.CLUSTER_ROLE_BINDING, name))
-    clock.now += 301
+    ensure(objects)
+    clock.now += 299
     fake_kube.calls.clear()
     ensure(objects)
-    assert fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name) is not None
-    assert "create ClusterRoleBinding" in fake_kube.calls
+    assert fake_kube.calls == []
+    clock.now += 2
+    ensure(objects)
+    assert "create ServiceAccount" in fake_kube.calls
+
+
+@pytest.mark.parametrize("kind", [Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE,
+                                  Kind.CLUSTER_ROLE_BINDING])
+def test_a_deleted_object_is_recreated_at_the_next_login(fake_kube: FakeKube,
+                                                          objects: UserObjects,
+                                                          kind: Kind) -> None:
+    name = ensure(objects)
+    namespace = NS if kind == Kind.SERVICE_ACCOUNT else None
+    asyncio.run(fake_kube.delete(kind, name, namespace))
+    ensure(objects)
+    assert fake_kube.get(kind, name, namespace) is not None
+
+
+def test_a_role_changed_by_another_writer_is_corrected_at_the_next_login(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    """Another replica widened the role: the same groups here must not hit a stale cache."""
+    name = ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    other = UserObjects(fake_kube, NS, 300)  # a second replica, same namespace
+    asyncio.run(other.ensure(ALICE))  # its token still had corp:readers
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs", "corp:readers")
+
+    fake_kube.calls.clear()
+    ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs",)
+    assert "replace ClusterRole" in fake_kube.calls
+
+
+def test_the_cache_is_off_while_the_watch_is_down(fake_kube: FakeKube, objects: UserObjects,
+                                                  versions: ObjectVersions) -> None:
+    ensure(objects)
+    versions.lost(Kind.CLUSTER_ROLE_BINDING)
+    for _ in range(2):
+        fake_kube.calls.clear()
+        ensure(objects)
+        assert "create ServiceAccount" in fake_kube.calls
+    fake_kube.watch(versions, NS)  # the watch is back: listed afresh
+    ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert fake_kube.calls == []
+
+
+def test_our_own_role_update_keeps_the_cache_warm(fake_kube: FakeKube,
+                                                  objects: UserObjects) -> None:
+    ensure(objects)
+    ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    fake_kube.calls.clear()
+    ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    assert fake_kube.calls == []
+
+
+def test_without_a_watch_there_is_no_cache(fake_kube: FakeKube, clock: Clock) -> None:
+    objects = UserObjects(fake_kube, NS, 300, monotonic=clock)
+    ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert "create ServiceAccount" in fake_kube.calls
 
 
 def test_a_vanished_role_is_recreated_when_groups_change(fake_kube: FakeKube,
                                                          objects: UserObjects) -> None:
+    """Even when the watch has not delivered the deletion yet (the update gets NotFound)."""
     name = ensure(objects)
-    asyncio.run(fake_kube.delete(Kind.CLUSTER_ROLE, name))
+    del fake_kube.objects[(Kind.CLUSTER_ROLE, None, name)]  # behind the watch's back
+    fake_kube.calls.clear()
     ensure(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    assert fake_kube.calls[:2] == ["replace ClusterRole", "create ServiceAccount"]
     role = fake_kube.get(Kind.CLUSTER_ROLE, name)
     assert role is not None
     assert groups_from_rules(role["rules"]) == ("corp:devs",)
@@ -157,7 +240,7 @@ def test_a_binding_pointing_elsewhere_is_replaced(fake_kube: FakeKube,
                                   Kind.CLUSTER_ROLE_BINDING])
 def test_objects_that_are_not_ours_are_never_adopted(fake_kube: FakeKube, objects: UserObjects,
                                                       kind: Kind) -> None:
-    name = naming.user_object_name(ALICE.username)
+    name = name_of(ALICE.username)
     namespace = NS if kind == Kind.SERVICE_ACCOUNT else None
     asyncio.run(fake_kube.create(kind, {"metadata": {"name": name}}, namespace))
     with pytest.raises(ServerError) as info:
@@ -167,12 +250,45 @@ def test_objects_that_are_not_ours_are_never_adopted(fake_kube: FakeKube, object
 
 def test_an_object_annotated_for_another_user_is_not_adopted(fake_kube: FakeKube,
                                                              objects: UserObjects) -> None:
-    name = naming.user_object_name(ALICE.username)
+    name = name_of(ALICE.username)
     asyncio.run(fake_kube.create(Kind.SERVICE_ACCOUNT, {"metadata": {
-        "name": name, "labels": naming.user_labels("corp:mallory"),
+        "name": name, "labels": naming.user_labels("corp:mallory", NS),
         "annotations": {naming.USERNAME_ANNOTATION: "corp:mallory"}}}, NS))
     with pytest.raises(ServerError):
         ensure(objects)
+
+
+@pytest.mark.parametrize("kind", [Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE,
+                                  Kind.CLUSTER_ROLE_BINDING])
+def test_an_object_recording_another_namespace_is_not_adopted(fake_kube: FakeKube,
+                                                              objects: UserObjects,
+                                                              kind: Kind) -> None:
+    """Same name (say, crafted, or a hash collision) but another concierge's: hands off."""
+    name = name_of(ALICE.username)
+    namespace = NS if kind == Kind.SERVICE_ACCOUNT else None
+    asyncio.run(fake_kube.create(kind, {"metadata": {
+        "name": name, "labels": naming.user_labels(ALICE.username, "other-concierge"),
+        "annotations": {naming.USERNAME_ANNOTATION: ALICE.username}}}, namespace))
+    with pytest.raises(ServerError) as info:
+        ensure(objects)
+    assert info.value.reason == Reason.USER_OBJECT_CONFLICT
+    assert "not ours" in info.value.detail
+
+
+def test_concierges_in_two_namespaces_keep_separate_objects(fake_kube: FakeKube) -> None:
+    staging = UserObjects(fake_kube, "staging", 300)
+    production = UserObjects(fake_kube, "production", 300)
+    a = asyncio.run(staging.ensure(ALICE))
+    b = asyncio.run(production.ensure(wire.Identity(ALICE.username, ("corp:devs",))))
+    assert a.service_account != b.service_account
+    role = fake_kube.get(Kind.CLUSTER_ROLE, a.service_account)
+    binding = fake_kube.get(Kind.CLUSTER_ROLE_BINDING, a.service_account)
+    assert role is not None
+    assert binding is not None
+    assert groups_from_rules(role["rules"]) == ("corp:devs", "corp:readers")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": a.service_account,
+                                    "namespace": "staging"}]
+    assert role["metadata"]["labels"][naming.NAMESPACE_LABEL] == "staging"
 
 
 def test_describe_reads_the_user_back(fake_kube: FakeKube, objects: UserObjects) -> None:
@@ -181,8 +297,9 @@ def test_describe_reads_the_user_back(fake_kube: FakeKube, objects: UserObjects)
         ALICE.username, ("corp:devs", "corp:readers"))
 
 
-def test_without_a_cache_every_login_reconciles(fake_kube: FakeKube, clock: Clock) -> None:
-    objects = UserObjects(fake_kube, NS, 0, monotonic=clock)
+def test_without_a_cache_every_login_reconciles(fake_kube: FakeKube, versions: ObjectVersions,
+                                               clock: Clock) -> None:
+    objects = UserObjects(fake_kube, NS, 0, versions, monotonic=clock)
     ensure(objects)
     fake_kube.calls.clear()
     ensure(objects)

@@ -1,0 +1,100 @@
+"""The watch mirror: what the per-user cache may trust, and when it may trust nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from concierge import naming
+from concierge.kubeapi import Kind
+from concierge.object_watch import ObjectVersions, ObjectWatcher, WatchBroken
+
+NS = "pinniped-concierge"
+
+
+def obj(name: str, version: str, user: str | None = None, created: str = "") -> dict[str, Any]:
+    labels = {naming.USER_LABEL: user} if user else {}
+    return {"metadata": {"name": name, "resourceVersion": version, "uid": f"uid-{name}",
+                         "labels": labels, "creationTimestamp": created}}
+
+
+def test_nothing_matches_before_the_first_list() -> None:
+    versions = ObjectVersions()
+    assert not versions.synced(Kind.CLUSTER_ROLE)
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+    assert versions.of_user(Kind.SECRET, "u") is None
+    versions.apply(Kind.CLUSTER_ROLE, "ADDED", obj("a", "1"))  # ignored until listed
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+
+
+def test_matches_only_the_exact_current_versions() -> None:
+    versions = ObjectVersions()
+    versions.reset(Kind.CLUSTER_ROLE, [obj("a", "1")])
+    versions.reset(Kind.SERVICE_ACCOUNT, [obj("a", "7")])
+    assert versions.matches([(Kind.CLUSTER_ROLE, "a", "1"), (Kind.SERVICE_ACCOUNT, "a", "7")])
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "2")])
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "b", "1")])
+    # a kind that is not watched makes the whole answer "unknown"
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1"),
+                                 (Kind.CLUSTER_ROLE_BINDING, "a", "3")])
+    versions.apply(Kind.CLUSTER_ROLE, "MODIFIED", obj("a", "5"))
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+    assert versions.matches([(Kind.CLUSTER_ROLE, "a", "5")])
+    versions.apply(Kind.CLUSTER_ROLE, "DELETED", obj("a", "6"))
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "5")])
+
+
+def test_a_lost_watch_forgets_everything_of_that_kind() -> None:
+    versions = ObjectVersions()
+    versions.reset(Kind.CLUSTER_ROLE, [obj("a", "1")])
+    versions.lost(Kind.CLUSTER_ROLE)
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+    versions.apply(Kind.CLUSTER_ROLE, "MODIFIED", obj("a", "1"))  # a late event: ignored
+    assert not versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+    versions.reset(Kind.CLUSTER_ROLE, [obj("a", "1")])
+    assert versions.matches([(Kind.CLUSTER_ROLE, "a", "1")])
+
+
+def test_objects_are_indexed_by_user() -> None:
+    versions = ObjectVersions()
+    versions.reset(Kind.SECRET, [obj("s1", "1", "alice", "t1"), obj("s2", "2", "bob")])
+    versions.apply(Kind.SECRET, "ADDED", obj("s3", "3", "alice", "t3"))
+    alice = versions.of_user(Kind.SECRET, "alice")
+    assert alice is not None
+    assert sorted(alice) == ["s1", "s3"]
+    assert alice["s3"].created == "t3"
+    assert alice["s3"].uid == "uid-s3"
+    versions.apply(Kind.SECRET, "DELETED", obj("s1", "4", "alice"))
+    versions.apply(Kind.SECRET, "MODIFIED", obj("s3", "5", "carol"))  # relabelled
+    assert versions.of_user(Kind.SECRET, "alice") == {}
+    assert sorted(versions.of_user(Kind.SECRET, "carol") or {}) == ["s3"]
+
+
+class _Client:
+    user_agent = ""
+
+
+def test_watch_events_update_the_mirror_and_odd_ones_break_the_watch() -> None:
+    versions = ObjectVersions()
+    watcher = ObjectWatcher(_Client(), NS, versions)
+    versions.reset(Kind.CLUSTER_ROLE, [])
+    added = {"type": "ADDED", "raw_object": obj("a", "9")}
+    assert watcher._handle(Kind.CLUSTER_ROLE, added) == "9"
+    assert versions.matches([(Kind.CLUSTER_ROLE, "a", "9")])
+    bookmark = {"type": "BOOKMARK", "raw_object": {"metadata": {"resourceVersion": "12"}}}
+    assert watcher._handle(Kind.CLUSTER_ROLE, bookmark) == "12"
+    assert versions.matches([(Kind.CLUSTER_ROLE, "a", "9")])
+    for event in ({"type": "ERROR", "raw_object": {"code": 410}}, {"type": "ADDED"}, "junk"):
+        with pytest.raises(WatchBroken):
+            watcher._handle(Kind.CLUSTER_ROLE, event)
+
+
+def test_the_watch_has_its_own_user_agent_and_selectors() -> None:
+    client = _Client()
+    watcher = ObjectWatcher(client, NS, ObjectVersions())
+    assert client.user_agent == "pinniped-concierge-watch"
+    selectors = {kind: source[2] for kind, source in watcher._sources.items()}
+    assert selectors[Kind.CLUSTER_ROLE] == (
+        f"app.kubernetes.io/managed-by=pinniped-concierge,concierge.pinniped.dev/namespace={NS}")
+    assert selectors[Kind.SECRET] == naming.session_selector()
