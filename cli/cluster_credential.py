@@ -42,7 +42,8 @@ def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | No
     if options.credential_cache is None:
         return None
     default_dir = options.credential_cache.parent == config_dir(rt.env)
-    return CredentialCache(options.credential_cache, rt.say_once, tighten_dir=default_dir)
+    return CredentialCache(options.credential_cache, rt.cache_key(), rt.say_once,
+                           tighten_dir=default_dir)
 
 
 def lock_path(options: LoginOptions) -> Path:
@@ -77,7 +78,7 @@ def _login(options: LoginOptions, interactive: bool, rt: Runtime) -> Credential:
     from cli.oidc.login import LoginContext, OIDCSession
     from cli.oidc.provider import Provider
 
-    store = rt.open_session_store(options.session_cache, rt.say_once)
+    store = rt.open_session_store(options.session_cache, rt.cache_key(), rt.say_once)
     ctx = LoginContext(env=rt.env, interactive=interactive, say=rt.say, now=rt.now,
                        open_browser=rt.open_browser, sleep=rt.sleep, clock=rt.clock,
                        command_hint=_command_hint(rt))

@@ -13,7 +13,7 @@ from cli import execcredential
 from cli.cluster_credential import get_credential
 from cli.login_options import add_login_flags, options_from_args
 from cli.runtime import Runtime
-from cli.timefmt import format_time
+from concierge.rfc3339 import format_time
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
                 failure = exc
         if cache is not None:
             cache.remove({key})
-        store = rt.open_session_store(options.session_cache, rt.say_once)
+        store = rt.open_session_store(options.session_cache, rt.cache_key(), rt.say_once)
         session = store.load(session_key(options))
         store.delete(session_key(options))
         if session is not None and session.refresh_token:

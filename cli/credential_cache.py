@@ -4,15 +4,25 @@ kubectl runs the plugin for each command, so a still-valid credential from
 the concierge is kept in a 0600 JSON file, keyed by the login options and the
 cluster, and handed back without any network or heavy import. An unreadable
 or corrupt file is treated as empty and replaced on the next write: a cache
-must never be the reason a login fails. Stdlib only, and no dataclasses (see
-`cli.timefmt` for why).
+must never be the reason a login fails. Stdlib only apart from AESGCM, and no
+dataclasses (see `concierge.rfc3339` for why).
+
+Each entry is sealed whole (token, expiry and identity) with `cli.sealing`,
+so the file holds no token in plain text: a backup, a synced dotfile or an
+accidental `cat` shows only ciphertext, while the key stays in the runtime
+(memory-backed) directory when there is one. Sealing the identity as well
+means nobody can edit whom a cached credential acts as. An entry that does
+not open (key lost, say at a reboot, or the entry tampered with or moved) is
+a miss, and dropped at the next write; so are entries in plain text from
+older versions.
 
 File format (JSON)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "CredentialCache",
-     "credentials": {"<sha256 of key fields>": {
-         "token": "...", "expirationTimestamp": "2024-01-01T00:00:00Z",
-         "identity": {"username": "...", "groups": ["..."]}}}}
+     "credentials": {"<sha256 of key fields>": "aesgcm1:<sealed JSON entry>"}}
+
+where a sealed entry is ``{"token": "...", "expirationTimestamp":
+"2024-01-01T00:00:00Z", "identity": {"username": "...", "groups": ["..."]}}``.
 """
 
 from __future__ import annotations
@@ -23,13 +33,12 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cli.sealing import CacheKey, KeyUnavailable
 from cli.securefile import read_private, write_private
-from cli.timefmt import format_time, parse_time
+from concierge.rfc3339 import format_time, parse_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
-    from typing import Any
-
     from concierge.wire import ClusterCredential, Identity
 
 API_VERSION = "cli.pinniped.dev/v1"
@@ -73,28 +82,36 @@ def cache_key(fields: Mapping[str, object]) -> str:
 
 
 class CredentialCache:
-    def __init__(self, path: Path, warn: Callable[[str], None], tighten_dir: bool = False) -> None:
+    def __init__(self, path: Path, key: CacheKey, warn: Callable[[str], None],
+                 tighten_dir: bool = False) -> None:
         self.path = path
+        self.key = key
         self._warn = warn
         self._tighten_dir = tighten_dir
 
     def get(self, key: str, now: dt.datetime,
             min_remaining: dt.timedelta = MIN_REMAINING) -> Credential | None:
         """The cached credential for `key` if it is still good for `min_remaining`."""
-        credential = _parse_entry(self._load().get(key))
+        credential = self._open(key, self._load().get(key))
         if credential is None or credential.expiration - now < min_remaining:
             return None
         return credential
 
     def put(self, key: str, credential: Credential, now: dt.datetime) -> None:
-        entries = {k: v for k, v in self._load().items()
-                   if (c := _parse_entry(v)) is not None and c.expiration > now}
-        entries[key] = {
-            "token": credential.token,
-            "expirationTimestamp": format_time(credential.expiration),
-            "identity": {"username": credential.username, "groups": list(credential.groups)},
-        }
-        self._store(entries)
+        """Cache `credential`, dropping entries that expired by `now` or no longer open."""
+        entries = {k: c for k, c in self.entries().items() if c.expiration > now}
+        entries[key] = credential
+        try:
+            sealed = {k: self.key.seal(KIND, k, _encode(c)) for k, c in entries.items()}
+        except KeyUnavailable as exc:
+            self._warn(f"could not write the credential cache: {exc} Until then, each kubectl "
+                       "call asks the concierge for a new credential.")
+            return
+        self._store(sealed)
+
+    def entries(self) -> dict[str, Credential]:
+        """Every entry that opens with the current key, expired or not."""
+        return {k: c for k, v in self._load().items() if (c := self._open(k, v)) is not None}
 
     def remove(self, keys: set[str] | None = None) -> int:
         """Forget `keys` (all entries when None); returns how many were dropped."""
@@ -105,7 +122,17 @@ class CredentialCache:
             self._store(kept)
         return dropped
 
-    def _load(self) -> dict[str, Any]:
+    def _open(self, key: str, sealed: str | None) -> Credential | None:
+        plaintext = self.key.open(KIND, key, sealed)
+        if plaintext is None:
+            return None
+        try:
+            return _parse_entry(json.loads(plaintext))
+        except ValueError:
+            return None
+
+    def _load(self) -> dict[str, str]:
+        """The sealed entries by key; anything else in the file (plain text included) is dropped."""
         raw = read_private(self.path)
         if raw is None:
             return {}
@@ -118,9 +145,9 @@ class CredentialCache:
             self._warn(f"ignoring the unreadable credential cache {self.path}; "
                        "it will be replaced after the next login")
             return {}
-        return dict(doc["credentials"])
+        return {k: v for k, v in doc["credentials"].items() if isinstance(v, str)}
 
-    def _store(self, entries: dict[str, Any]) -> None:
+    def _store(self, entries: dict[str, str]) -> None:
         doc = {"apiVersion": API_VERSION, "kind": KIND, "credentials": entries}
         try:
             write_private(self.path, json.dumps(doc, indent=1).encode(),
@@ -131,8 +158,16 @@ class CredentialCache:
                        "permissions.")
 
 
+def _encode(credential: Credential) -> bytes:
+    return json.dumps({
+        "token": credential.token,
+        "expirationTimestamp": format_time(credential.expiration),
+        "identity": {"username": credential.username, "groups": list(credential.groups)},
+    }, separators=(",", ":")).encode()
+
+
 def _parse_entry(entry: object) -> Credential | None:
-    """A Credential from one cache entry, or None for anything malformed (never fatal)."""
+    """A Credential from one opened cache entry, or None for anything malformed (never fatal)."""
     if not isinstance(entry, dict):
         return None
     token, identity = entry.get("token"), entry.get("identity")

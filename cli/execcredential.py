@@ -16,7 +16,7 @@ import hashlib
 import json
 
 from cli.errors import UsageError
-from cli.timefmt import format_time
+from concierge.rfc3339 import format_time
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"

@@ -25,7 +25,10 @@ from cli.login_options import LoginOptions, parse_login_args
 from cli.securefile import write_private
 from concierge.wire import Identity
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "kubeconfig-templates"
+#: The templates in the source tree: a checkout, or an editable install of one.
+REPO_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "kubeconfig-templates"
+#: Where a wheel puts them, under sys.prefix (`data-files` in pyproject.toml).
+INSTALLED_TEMPLATE_DIR = Path("share", "pinniped", "kubeconfig-templates")
 TEMPLATE_NAME = "kubeconfig.yaml"
 INSTALL_HINT = (
     "The pinniped CLI logs you in to this cluster and is not installed (or not on the path "
@@ -69,8 +72,24 @@ class KubeconfigSpec:
     identity: Identity
 
 
-def render(spec: KubeconfigSpec, template_dir: Path = TEMPLATE_DIR) -> str:
+def find_template_dir(repo_dir: Path = REPO_TEMPLATE_DIR, prefix: str | None = None) -> Path:
+    """The source tree's templates if there are any, else the installed ones.
+
+    The source tree comes first so that a template edited in a checkout is the
+    one used; a regular (non-editable) install has only the copy in
+    `sys.prefix/share/pinniped/kubeconfig-templates`.
+    """
+    installed = Path(sys.prefix if prefix is None else prefix) / INSTALLED_TEMPLATE_DIR
+    for candidate in (repo_dir, installed):
+        if (candidate / TEMPLATE_NAME).is_file():
+            return candidate
+    raise CLIError(f"cannot find the kubeconfig template {TEMPLATE_NAME} in {repo_dir} or "
+                   f"{installed}; reinstall pinniped.")
+
+
+def render(spec: KubeconfigSpec, template_dir: Path | None = None) -> str:
     """Fill the template; values go in as JSON, so YAML reads them back verbatim."""
+    template_dir = find_template_dir() if template_dir is None else template_dir
     path = template_dir / TEMPLATE_NAME
     try:
         template = string.Template(path.read_text())
@@ -89,11 +108,11 @@ def render(spec: KubeconfigSpec, template_dir: Path = TEMPLATE_DIR) -> str:
         "install_hint": INSTALL_HINT,
     }
     text = template.substitute({k: json.dumps(v) for k, v in values.items()})
-    _check_rendered(text, spec)
+    _check_rendered(text, spec, template_dir)
     return text
 
 
-def _check_rendered(text: str, spec: KubeconfigSpec) -> None:
+def _check_rendered(text: str, spec: KubeconfigSpec, template_dir: Path) -> None:
     """Parse what we rendered: a template edit that breaks YAML must fail here, not in kubectl."""
     import yaml
 
@@ -101,7 +120,7 @@ def _check_rendered(text: str, spec: KubeconfigSpec) -> None:
     user = _find_user(doc, spec.name) if isinstance(doc, dict) else None
     if user is None or user.get("as") != spec.identity.username \
             or user.get("as-groups") != list(spec.identity.groups):
-        raise CLIError(f"the kubeconfig template in {TEMPLATE_DIR} does not render a user "
+        raise CLIError(f"the kubeconfig template in {template_dir} does not render a user "
                        f"entry {spec.name!r} with as/as-groups; reinstall pinniped.")
 
 

@@ -78,7 +78,7 @@ class CABundle:
 
 
 class LoginOptions:
-    """The validated `login oidc` flags (a plain class: see `cli.timefmt` for why)."""
+    """The validated `login oidc` flags (a plain class: see `concierge.rfc3339` for why)."""
 
     __slots__ = ("ca_bundle", "client_id", "concierge_authenticator", "concierge_ca_bundle",
                  "concierge_endpoint", "credential_cache", "explicit_paths", "flow", "issuer",

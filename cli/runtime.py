@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from cli.sealing import CacheKey
     from cli.session_cache import SessionStore
 
 
@@ -40,16 +41,17 @@ def _new_http(ca_pem: str | None) -> httpx.Client:
     return new_client(ca_pem)
 
 
-def _open_session_store(path: Path, warn: Callable[[str], None]) -> SessionStore:
+def _open_session_store(path: Path, key: CacheKey, warn: Callable[[str], None]
+                        ) -> SessionStore:
     from cli.session_cache import open_store
 
-    return open_store(path, warn)
+    return open_store(path, key, warn)
 
 
 class Runtime:
     """The process's environment, streams, clock, browser, network and keyring.
 
-    A plain class, not a dataclass: it is built on the cached path (see `cli.timefmt`).
+    A plain class, not a dataclass: it is built on the cached path (see `concierge.rfc3339`).
     """
 
     def __init__(self, *, env: Mapping[str, str], stdout: TextIO, stderr: TextIO,
@@ -60,8 +62,8 @@ class Runtime:
                  clock: Callable[[], float] = time.monotonic,
                  open_browser: Callable[[str], bool] = _open_browser,
                  new_http: Callable[[str | None], httpx.Client] = _new_http,
-                 open_session_store: Callable[[Path, Callable[[str], None]], SessionStore]
-                 = _open_session_store,
+                 open_session_store: Callable[[Path, CacheKey, Callable[[str], None]],
+                                              SessionStore] = _open_session_store,
                  real_stdout: bool = False) -> None:
         self.env = env
         self.stdout = stdout
@@ -79,6 +81,15 @@ class Runtime:
         #: True when stdout is this process's fd 1 (so child processes could write to it).
         self.real_stdout = real_stdout
         self._said: set[str] = set()
+        self._cache_key: CacheKey | None = None
+
+    def cache_key(self) -> CacheKey:
+        """The key sealing this user's cache files, found from `env` (read at most once)."""
+        if self._cache_key is None:
+            from cli.sealing import CacheKey
+
+            self._cache_key = CacheKey.for_env(self.env)
+        return self._cache_key
 
     def say(self, message: str) -> None:
         """A line for the person, on stderr (stdout is kubectl's)."""

@@ -1,8 +1,8 @@
 """Reading and writing files that hold secrets: 0600 files in 0700 directories, atomically.
 
-The credential cache, the session fallback file and the lock all live here so
-that the permission rules are written once. Stdlib only: the credential cache
-is read on every kubectl call.
+The credential cache, the session fallback file, the cache key and the lock
+all go through here so that the permission rules are written once. Stdlib
+only: the credential cache is read on every kubectl call.
 """
 
 from __future__ import annotations
@@ -41,15 +41,33 @@ def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
             directory.chmod(PRIVATE_DIR)
 
 
-def read_private(path: Path) -> bytes | None:
-    """The file's bytes, or None when it is missing or not ours (never trust another's cache)."""
+def owned_dir(directory: Path, forbidden_mode: int = 0o022) -> bool:
+    """Whether `directory` is a real directory (no symlink) of ours without `forbidden_mode` bits.
+
+    By default: nobody else may add, swap or remove files in it.
+    """
+    try:
+        info = os.lstat(directory)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and not info.st_mode & forbidden_mode)
+
+
+def read_private(path: Path, private_mode: bool = False) -> bytes | None:
+    """The file's bytes, or None when it is missing or not ours (never trust another's cache).
+
+    With `private_mode`, also None when others may read or write it (for keys:
+    one that others could read protects nothing).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode) \
+                or (private_mode and info.st_mode & 0o077):
             return None
         chunks = []
         while chunk := os.read(fd, 1 << 16):

@@ -8,11 +8,21 @@ and reassembled with a checksum. Where no backend works (a headless server,
 CI), sessions go to a 0600 file instead, and the person is told once, when
 that file is first created.
 
+In that file each session is sealed whole with `cli.sealing` (AES-256-GCM,
+bound to its entry), so it holds no token in plain text: backups, dotfile
+sync or an accidental `cat` do not leak a refresh token, and the key lives in
+the memory-backed runtime directory when there is one. A session that does
+not open (the key was lost, say at a reboot, or the entry was tampered with)
+is a miss: the person logs in again, and is told why. The keyring path is not
+sealed: the OS keyring protects its entries itself.
+
 File format (JSON)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "SessionCache",
-     "sessions": {"<key>": {"idToken": "...", "idTokenExpiry": "...Z",
-                            "refreshToken": "..."}}}
+     "sessions": {"<key>": "aesgcm1:<sealed JSON session>"}}
+
+where a sealed session is ``{"idToken": "...", "idTokenExpiry": "...Z",
+"refreshToken": "..."}``.
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from cli.errors import CLIError
+from cli.sealing import CacheKey, KeyUnavailable
 from cli.securefile import read_private, write_private
-from concierge.wire import WireError, format_time, parse_time
+from concierge.rfc3339 import format_time, parse_time
 
 API_VERSION = "cli.pinniped.dev/v1"
 KIND = "SessionCache"
@@ -59,9 +71,8 @@ class Session:
         id_token, refresh = value.get("idToken"), value.get("refreshToken")
         if not isinstance(id_token, str) or not (refresh is None or isinstance(refresh, str)):
             return None
-        try:
-            expiry = parse_time(value.get("idTokenExpiry"), "idTokenExpiry")
-        except WireError:
+        expiry = parse_time(value.get("idTokenExpiry"))
+        if expiry is None:
             return None
         return cls(id_token=id_token, id_token_expiry=expiry, refresh_token=refresh or None)
 
@@ -81,21 +92,37 @@ class KeyringLike(Protocol):
 
 
 class FileSessionStore:
-    def __init__(self, path: Path, warn: Callable[[str], None], reason: str = "") -> None:
+    def __init__(self, path: Path, key: CacheKey, warn: Callable[[str], None],
+                 reason: str = "") -> None:
         self.path = path
+        self.key = key
         self._warn = warn
         self._reason = reason
 
     def load(self, key: str) -> Session | None:
-        return Session.from_json(self._sessions().get(key))
+        sealed = self._sessions().get(key)
+        if sealed is None:
+            return None
+        session = self._open(key, sealed)
+        if session is None:
+            self._warn(f"the login session saved in {self.path} cannot be opened with the cache "
+                       f"key {self.key.path} (the key was replaced or lost, as at a reboot, or "
+                       "the file was changed); you need to log in again.")
+        return session
 
     def save(self, key: str, session: Session) -> None:
         if self._reason and not self.path.exists():
             self._warn(f"no working OS keyring ({self._reason}); keeping your login session in "
-                       f"{self.path} (readable only by you). Install a keyring backend to "
-                       "use it instead.")
-        sessions = self._sessions()
-        sessions[key] = session.to_json()
+                       f"{self.path} (readable only by you, encrypted with a key kept in "
+                       f"{self.key.path.parent}). Install a keyring backend to use it instead.")
+        # Sessions that no longer open are of no use to anyone: drop them.
+        sessions = {k: v for k, v in self._sessions().items()
+                    if k != key and self._open(k, v) is not None}
+        plaintext = json.dumps(session.to_json(), separators=(",", ":")).encode()
+        try:
+            sessions[key] = self.key.seal(KIND, key, plaintext)
+        except KeyUnavailable as exc:
+            raise CLIError(f"could not save your login session: {exc}") from exc
         self._write(sessions)
 
     def delete(self, key: str) -> None:
@@ -103,7 +130,17 @@ class FileSessionStore:
         if sessions.pop(key, None) is not None:
             self._write(sessions)
 
-    def _sessions(self) -> dict[str, Any]:
+    def _open(self, key: str, sealed: str) -> Session | None:
+        plaintext = self.key.open(KIND, key, sealed)
+        if plaintext is None:
+            return None
+        try:
+            return Session.from_json(json.loads(plaintext))
+        except ValueError:
+            return None
+
+    def _sessions(self) -> dict[str, str]:
+        """The sealed sessions by key; anything else (plain text included) is dropped."""
         raw = read_private(self.path)
         if raw is None:
             return {}
@@ -114,9 +151,9 @@ class FileSessionStore:
         except ValueError:
             self._warn(f"ignoring the unreadable session cache {self.path}; it will be replaced")
             return {}
-        return dict(doc["sessions"])
+        return {k: v for k, v in doc["sessions"].items() if isinstance(v, str)}
 
-    def _write(self, sessions: dict[str, Any]) -> None:
+    def _write(self, sessions: dict[str, str]) -> None:
         doc = {"apiVersion": API_VERSION, "kind": KIND, "sessions": sessions}
         write_private(self.path, json.dumps(doc, indent=1).encode())
 
@@ -225,14 +262,14 @@ class FallbackSessionStore:
             return action(self._store)
 
 
-def open_store(path: Path, warn: Callable[[str], None],
+def open_store(path: Path, key: CacheKey, warn: Callable[[str], None],
                load_backend: Callable[[], KeyringLike | str] | None = None) -> SessionStore:
-    """The keyring if a backend works, else the file at `path`."""
+    """The keyring if a backend works, else the file at `path`, sealed with `key`."""
     backend = (load_backend or _system_keyring)()
     if isinstance(backend, str):
-        return FileSessionStore(path, warn, reason=backend)
+        return FileSessionStore(path, key, warn, reason=backend)
     return FallbackSessionStore(KeyringSessionStore(backend),
-                                lambda reason: FileSessionStore(path, warn, reason=reason))
+                                lambda reason: FileSessionStore(path, key, warn, reason=reason))
 
 
 def _system_keyring() -> KeyringLike | str:

@@ -14,6 +14,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from concierge import rfc3339
+
 LOGIN_GROUP = "login.concierge.pinniped.dev"
 IDENTITY_GROUP = "identity.concierge.pinniped.dev"
 AUTHENTICATOR_GROUP = "authentication.concierge.pinniped.dev"
@@ -72,21 +74,16 @@ def impersonation_headers(identity: Identity) -> dict[str, list[str]]:
     return headers
 
 
-def format_time(when: dt.datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, the form Kubernetes uses for timestamps."""
-    return when.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+#: Timestamps on the wire are RFC 3339 in UTC, written as the CLI's cached path writes them.
+format_time = rfc3339.format_time
 
 
 def parse_time(value: object, field_path: str) -> dt.datetime:
-    if not isinstance(value, str):
-        raise WireError(field_path, "must be an RFC 3339 timestamp string")
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise WireError(field_path, "must be an RFC 3339 timestamp string") from exc
-    if parsed.tzinfo is None:
-        raise WireError(field_path, "must carry a time zone")
-    return parsed.astimezone(dt.UTC)
+    """The UTC time in `value`, or a WireError naming `field_path` (see `concierge.rfc3339`)."""
+    parsed = rfc3339.parse_time(value)
+    if parsed is None:
+        raise WireError(field_path, "must be an RFC 3339 timestamp string with a time zone")
+    return parsed
 
 
 # --- TokenCredentialRequest ------------------------------------------------

@@ -27,6 +27,7 @@ from cli.cluster_credential import credential_key  # noqa: E402
 from cli.credential_cache import Credential, CredentialCache  # noqa: E402
 from cli.execcredential import read_exec_info  # noqa: E402
 from cli.login_options import parse_login_args  # noqa: E402
+from cli.sealing import CacheKey  # noqa: E402
 from localenv.fixtures_cli import TEST_CA_DATA, pinniped_command  # noqa: E402
 
 LOGIN_ARGS = ["--issuer", "https://idp.bench", "--client-id", "pinniped-cli",
@@ -45,7 +46,7 @@ def seed(home: Path) -> dict[str, str]:
     options = parse_login_args(LOGIN_ARGS, env)
     assert options.credential_cache is not None
     now = dt.datetime.now(dt.UTC)
-    CredentialCache(options.credential_cache, print).put(
+    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
         credential_key(options, read_exec_info(EXEC_INFO, stdin_is_tty=False).cluster),
         Credential("bench-token", now + dt.timedelta(hours=1), "corp:bench", ("corp:devs",)),
         now)

@@ -1,4 +1,4 @@
-"""Fixtures for the whole suite: each local part lives in its own plugin module under hack/localenv."""
+"""Fixtures for the whole suite; each local part has its own plugin module in hack/localenv."""
 
 pytest_plugins = [
     "localenv.fixtures_cluster",

@@ -10,7 +10,9 @@ keyring backend.
 Integration tests use `pinniped_command()` (the installed console script, or
 `python -m cli`) and `cli_home`, an isolated HOME with the keyring turned off
 (`keyring.backends.fail.Keyring`), so sessions land in the 0600 fallback file
-and nothing touches the developer's real keyring or caches.
+and nothing touches the developer's real keyring, caches or cache key. The
+cache files are sealed (`cli.sealing`); `CLIWorld` opens them with the
+world's own key, through the CLI's own cache classes, for tests to inspect.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from cli.credential_cache import Credential, CredentialCache
 from cli.runtime import Runtime
-from cli.session_cache import FileSessionStore, KeyringSessionStore, SessionStore
+from cli.sealing import CacheKey
+from cli.session_cache import FileSessionStore, KeyringSessionStore, Session, SessionStore
 from concierge import wire
+from concierge.rfc3339 import format_time
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -399,6 +404,11 @@ class CLIHarness:
     def session_file(self) -> Path:
         return self.config_dir / "sessions.json"
 
+    @property
+    def key_file(self) -> Path:
+        """Where the CLI keeps the key sealing the two files above, in this harness's env."""
+        return self.runtime()[0].cache_key().path
+
     def login_args(self, *extra: str) -> list[str]:
         return ["login", "oidc", "--issuer", self.idp.issuer, "--client-id", self.idp.client_id,
                 "--ca-bundle-data", TEST_CA_DATA, "--concierge-endpoint", self.concierge.url,
@@ -423,10 +433,11 @@ class CLIHarness:
             client.get(callback)
         return True
 
-    def open_session_store(self, path: Path, warn: Callable[[str], None]) -> SessionStore:
+    def open_session_store(self, path: Path, key: CacheKey, warn: Callable[[str], None]
+                           ) -> SessionStore:
         if self.use_keyring:
             return KeyringSessionStore(self.keyring)
-        return FileSessionStore(path, warn, reason="test: keyring disabled")
+        return FileSessionStore(path, key, warn, reason="test: keyring disabled")
 
     def runtime(self, env: Mapping[str, str] | None = None) -> tuple[Runtime, io.StringIO,
                                                                    io.StringIO]:
@@ -564,24 +575,75 @@ class CLIWorld:
         assert isinstance(user, dict)
         return user
 
+    def cache_key(self) -> CacheKey:
+        """The key the CLI seals this world's caches with (it follows the same env)."""
+        return CacheKey.for_env(self.env)
+
+    def _credential_cache(self) -> CredentialCache:
+        def fail(message: str) -> None:
+            raise AssertionError(message)
+
+        return CredentialCache(self.credential_cache, self.cache_key(), fail)
+
     def cached_credentials(self) -> dict[str, Any]:
-        entries = json.loads(self.credential_cache.read_text())["credentials"]
-        assert isinstance(entries, dict)
-        return entries
+        """The credential cache's entries, opened, in their JSON form (token, expiry, identity)."""
+        return {key: {"token": c.token, "expirationTimestamp": format_time(c.expiration),
+                      "identity": {"username": c.username, "groups": list(c.groups)}}
+                for key, c in self._credential_cache().entries().items()}
+
+    def stored_sessions(self) -> dict[str, Session]:
+        """The sessions in the fallback file, opened (those that do not open are left out)."""
+        store = FileSessionStore(self.session_file, self.cache_key(), lambda _: None)
+        keys = json.loads(self.session_file.read_text())["sessions"]
+        return {key: session for key in keys if (session := store.load(key)) is not None}
 
     def expire_cached_credentials(self) -> None:
         """Make every cached credential look expired (the token itself stays valid)."""
-        doc = json.loads(self.credential_cache.read_text())
-        for entry in doc["credentials"].values():
-            entry["expirationTimestamp"] = "2000-01-01T00:00:00Z"
-        self.credential_cache.write_text(json.dumps(doc))
+        cache = self._credential_cache()
+        for key, c in cache.entries().items():
+            # `put` prunes what expired before its `now`: pretend it is earlier still.
+            cache.put(key, Credential(c.token, EXPIRED, c.username, c.groups),
+                      EXPIRED - dt.timedelta(days=1))
 
     def expire_cached_id_tokens(self) -> None:
         """Make the session's ID token look expired, so only a refresh can get a new one."""
-        doc = json.loads(self.session_file.read_text())
-        for entry in doc["sessions"].values():
-            entry["idTokenExpiry"] = "2000-01-01T00:00:00Z"
-        self.session_file.write_text(json.dumps(doc))
+        store = FileSessionStore(self.session_file, self.cache_key(), lambda _: None)
+        for key, session in self.stored_sessions().items():
+            store.save(key, Session(id_token=session.id_token, id_token_expiry=EXPIRED,
+                                    refresh_token=session.refresh_token))
+
+
+#: A time long past, for making cache entries look expired.
+EXPIRED = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def secret_forms(secret: str) -> list[bytes]:
+    """`secret` as a file might hold it without really protecting it.
+
+    Plain UTF-8 and JSON-escaped, and each of those in standard or URL-safe
+    base64 at all three byte alignments (only the characters that depend on the
+    secret alone, so base64 of any JSON around it is caught as well).
+    """
+    plain = {secret.encode(), json.dumps(secret)[1:-1].encode(),
+             json.dumps(secret, ensure_ascii=False)[1:-1].encode()}
+    forms = set(plain)
+    for raw in plain:
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            for shift in range(3):
+                encoded = encode(b"\0" * shift + raw)
+                forms.add(encoded[-(-shift * 4 // 3):(shift + len(raw)) * 4 // 3])
+    return sorted(f for f in forms if len(f) >= 8)
+
+
+def assert_not_stored(paths: list[Path], secrets: list[str]) -> None:
+    """No file in `paths` holds any of `secrets` in any of its `secret_forms`."""
+    assert secrets, "nothing to look for"
+    for path in paths:
+        data = path.read_bytes()
+        for secret in secrets:
+            found = [form for form in secret_forms(secret) if form in data]
+            digest = hashlib.sha256(secret.encode()).hexdigest()[:12]
+            assert not found, f"{path} holds secret sha256:{digest} readably"  # never the secret
 
 
 def concierge_logins(concierge: Any) -> int:

@@ -24,6 +24,7 @@ from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge
 from localenv.fixtures_cli import (
     CLIWorld,
+    assert_not_stored,
     concierge_logins,
     idp_password_grants,
     new_world,
@@ -81,7 +82,8 @@ def test_expired_credential_is_refreshed_without_a_browser(
     namespace = team_namespace(cluster, "corp:devs")
     world.get_kubeconfig(env=world.password_env("alice"))
     old_token = next(iter(world.cached_credentials().values()))["token"]
-    old_session = json.loads(world.session_file.read_text())["sessions"]
+    old_session = world.stored_sessions()
+    assert old_session  # the keyring is off: the session is in the (sealed) file
     world.expire_cached_credentials()
     world.expire_cached_id_tokens()
     marker = tmp_path / "browser-was-opened"
@@ -96,15 +98,20 @@ def test_expired_credential_is_refreshed_without_a_browser(
     assert "Log in" not in got.stderr
     assert "no working OS keyring" not in got.stderr  # said once, when the file was made
     assert concierge_logins(concierge) == logins + 1
-    new_session = json.loads(world.session_file.read_text())["sessions"]
+    new_session = world.stored_sessions()
     assert new_session.keys() == old_session.keys()
-    for key, entry in new_session.items():
+    for key, session in new_session.items():
         # The IdP rotates refresh tokens: a new one means a refresh happened, and was kept.
         # (The ID token may be byte-identical if issued in the same second.) Compared by
         # digest so a failure never prints a token.
-        assert _digest(entry["refreshToken"]) != _digest(old_session[key]["refreshToken"])
+        assert session.refresh_token is not None
+        assert _digest(session.refresh_token) != _digest(old_session[key].refresh_token or "")
     new_token = next(iter(world.cached_credentials().values()))["token"]
     assert _digest(new_token) != _digest(old_token)
+    # On disk, the real files hold none of these tokens in any readable form.
+    assert_not_stored([world.credential_cache, world.session_file],
+                      [new_token, *(t for s in new_session.values()
+                                    for t in (s.id_token, s.refresh_token or ""))])
 
 
 def test_ten_parallel_kubectl_calls_cause_one_login(
@@ -196,7 +203,7 @@ def test_logout_makes_the_credential_unauthorized_until_a_new_login(
     assert "stops working within about 10 s" in out.stderr
     assert old_token not in out.stderr
     assert world.cached_credentials() == {}
-    assert json.loads(world.session_file.read_text())["sessions"] == {}
+    assert world.stored_sessions() == {}
 
     deadline = time.monotonic() + 25
     while True:

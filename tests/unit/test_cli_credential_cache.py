@@ -1,4 +1,4 @@
-"""The credential cache: 0600 in 0700, keyed, expiry-aware, and never fatal when corrupt."""
+"""The credential cache: sealed, 0600 in 0700, keyed, expiry-aware, never fatal when corrupt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.credential_cache import MIN_REMAINING, Credential, CredentialCache, cache_key
+from cli.credential_cache import KIND, MIN_REMAINING, Credential, CredentialCache, cache_key
+from cli.sealing import CacheKey
+from localenv.fixtures_cli import assert_not_stored
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -26,18 +28,116 @@ def warnings() -> list[str]:
 
 
 @pytest.fixture
-def cache(tmp_path: Path, warnings: list[str]) -> CredentialCache:
-    return CredentialCache(tmp_path / "new-dir" / "credentials.json", warnings.append)
+def key_file(tmp_path: Path) -> Path:
+    return tmp_path / "runtime" / "pinniped" / "cache.key"
 
 
-def test_round_trip_in_a_private_file(cache: CredentialCache) -> None:
+@pytest.fixture
+def cache(tmp_path: Path, key_file: Path, warnings: list[str]) -> CredentialCache:
+    return CredentialCache(tmp_path / "new-dir" / "credentials.json", CacheKey(key_file),
+                           warnings.append)
+
+
+def _reopen(cache: CredentialCache, warnings: list[str]) -> CredentialCache:
+    """The same files as a new process sees them (nothing remembered in memory)."""
+    return CredentialCache(cache.path, CacheKey(cache.key.path), warnings.append)
+
+
+def _entries(cache: CredentialCache) -> dict[str, object]:
+    entries = json.loads(cache.path.read_text())["credentials"]
+    assert isinstance(entries, dict)
+    return entries
+
+
+def _write_entries(cache: CredentialCache, entries: dict[str, object]) -> None:
+    cache.path.write_text(json.dumps({"apiVersion": "cli.pinniped.dev/v1",
+                                      "kind": "CredentialCache", "credentials": entries}))
+
+
+def test_round_trip_in_a_private_file(cache: CredentialCache, warnings: list[str]) -> None:
     cache.put("k", _cred(), NOW)
-    got = cache.get("k", NOW)
+    got = _reopen(cache, warnings).get("k", NOW)
     assert got is not None
     assert (got.token, got.username, got.groups) == ("tok-1", "corp:alice", ("devs",))
     assert got.expiration == NOW + dt.timedelta(minutes=10)
-    assert stat.S_IMODE(cache.path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(cache.path.parent.stat().st_mode) == 0o700
+    for path, mode in ((cache.path, 0o600), (cache.path.parent, 0o700),
+                       (cache.key.path, 0o600), (cache.key.path.parent, 0o700)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert warnings == []
+
+
+def test_the_file_holds_no_token_in_any_readable_form(cache: CredentialCache) -> None:
+    tokens = ['eyJhbGciOi.tok/"with\\odd+chars=é' + "x" * 30, "second-" + "y" * 40]
+    cache.put("a", _cred(tokens[0]), NOW)
+    cache.put("b", _cred(tokens[1]), NOW)
+    assert_not_stored([cache.path], tokens)
+    assert all(str(v).startswith("aesgcm1:") for v in _entries(cache).values())
+    assert cache.key.path.parent != cache.path.parent  # the key is kept apart
+    assert cache.get("a", NOW) is not None
+
+
+def test_a_tampered_entry_is_a_miss_and_is_replaced(cache: CredentialCache,
+                                                    warnings: list[str]) -> None:
+    cache.put("k", _cred(), NOW)
+    sealed = str(_entries(cache)["k"])
+    flipped = "B" if sealed[-5] == "A" else "A"
+    _write_entries(cache, {"k": sealed[:-5] + flipped + sealed[-4:]})
+    assert _reopen(cache, warnings).get("k", NOW) is None
+    cache.put("k", _cred("tok-2"), NOW)
+    got = _reopen(cache, warnings).get("k", NOW)
+    assert got is not None
+    assert got.token == "tok-2"
+
+
+def test_swapped_entries_are_misses(cache: CredentialCache, warnings: list[str]) -> None:
+    cache.put("alice", _cred("alice-token"), NOW)
+    cache.put("bob", _cred("bob-token"), NOW)
+    entries = _entries(cache)
+    _write_entries(cache, {"alice": entries["bob"], "bob": entries["alice"]})
+    reopened = _reopen(cache, warnings)
+    assert reopened.get("alice", NOW) is None
+    assert reopened.get("bob", NOW) is None
+    assert warnings == []
+
+
+def test_a_lost_key_is_a_miss_then_a_fresh_entry_works(cache: CredentialCache,
+                                                       warnings: list[str]) -> None:
+    cache.put("k", _cred("old"), NOW)
+    cache.put("other", _cred("other"), NOW)
+    cache.key.path.unlink()  # e.g. the runtime directory was emptied at a reboot
+    after_reboot = _reopen(cache, warnings)
+    assert after_reboot.get("k", NOW) is None
+    after_reboot.put("k", _cred("new"), NOW)
+    got = _reopen(cache, warnings).get("k", NOW)
+    assert got is not None
+    assert got.token == "new"
+    assert set(_entries(cache)) == {"k"}  # what the lost key sealed is gone
+    assert warnings == []
+
+
+def test_plain_text_entries_of_older_versions_are_misses_and_dropped(
+        cache: CredentialCache) -> None:
+    cache.path.parent.mkdir(mode=0o700)
+    _write_entries(cache, {"old": {"token": "plain-text-token-1234",
+                                   "expirationTimestamp": "2030-01-01T13:00:00Z",
+                                   "identity": {"username": "corp:alice", "groups": []}}})
+    assert cache.get("old", NOW) is None
+    cache.put("k", _cred(), NOW)
+    assert set(_entries(cache)) == {"k"}
+    assert_not_stored([cache.path], ["plain-text-token-1234"])
+
+
+def test_a_key_that_cannot_be_made_warns_and_writes_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    warnings: list[str] = []
+    cache = CredentialCache(tmp_path / "credentials.json",
+                            CacheKey(blocker / "pinniped" / "cache.key"), warnings.append)
+    cache.put("k", _cred(), NOW)
+    assert not cache.path.exists()
+    assert len(warnings) == 1
+    assert "cannot create the cache key" in warnings[0]
+    assert "tok-1" not in warnings[0]
 
 
 def test_other_keys_miss(cache: CredentialCache) -> None:
@@ -89,8 +189,14 @@ def test_corrupt_file_is_a_miss_and_is_replaced(cache: CredentialCache, warnings
 ])
 def test_malformed_entry_is_a_miss(cache: CredentialCache, entry: object) -> None:
     cache.path.parent.mkdir(mode=0o700)
-    cache.path.write_text(json.dumps({"apiVersion": "cli.pinniped.dev/v1",
-                                      "kind": "CredentialCache", "credentials": {"k": entry}}))
+    good = {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z",
+            "identity": {"username": "u", "groups": ["g"]}}
+    _write_entries(cache, {"k": cache.key.seal(KIND, "k", json.dumps(good).encode())})
+    assert cache.get("k", NOW) is not None  # sealed like this, a good entry is a hit...
+    # ...so a malformed one sealed properly is refused by the parsing of what it holds.
+    _write_entries(cache, {"k": cache.key.seal(KIND, "k", json.dumps(entry).encode())})
+    assert cache.get("k", NOW) is None
+    _write_entries(cache, {"k": entry})  # and unsealed
     assert cache.get("k", NOW) is None
 
 
@@ -123,7 +229,8 @@ def test_unwritable_cache_warns_instead_of_failing(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     warnings: list[str] = []
-    cache = CredentialCache(blocker / "credentials.json", warnings.append)
+    cache = CredentialCache(blocker / "credentials.json", CacheKey(tmp_path / "k" / "cache.key"),
+                            warnings.append)
     cache.put("k", _cred(), NOW)
     assert any("could not write the credential cache" in w for w in warnings)
 

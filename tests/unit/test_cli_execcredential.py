@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from cli import execcredential, timefmt
+from cli import execcredential
 from cli.errors import UsageError
-from concierge import wire
+from concierge import rfc3339, wire
 
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -76,18 +76,21 @@ def test_cluster_with_different_ca_is_a_different_cluster() -> None:
     assert execcredential.ca_fingerprint("") == ""
 
 
-@pytest.mark.parametrize("when", [
-    dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC),
-    dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-7))),
+@pytest.mark.parametrize(("when", "text"), [
+    (dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC), "2024-02-29T23:59:59Z"),
+    (dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-7))),
+     "2024-06-01T19:00:00Z"),
 ])
-def test_cached_path_time_format_matches_the_wire_types(when: dt.datetime) -> None:
-    text = timefmt.format_time(when)
-    assert text == wire.format_time(when)
-    assert timefmt.parse_time(text) == wire.parse_time(text, "t")
+def test_timestamps_are_utc_whole_seconds_and_read_back(when: dt.datetime, text: str) -> None:
+    assert rfc3339.format_time(when) == text
+    assert rfc3339.parse_time(text) == when.replace(microsecond=0)
+    assert rfc3339.parse_time("2024-06-01T12:00:00-07:00") == dt.datetime(
+        2024, 6, 1, 19, 0, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("bad", [None, 5, "yesterday", "2024-01-01T00:00:00"])
-def test_cached_path_time_parser_refuses_what_the_wire_refuses(bad: object) -> None:
-    assert timefmt.parse_time(bad) is None
-    with pytest.raises(wire.WireError):
-        wire.parse_time(bad, "t")
+def test_timestamps_without_a_zone_or_not_rfc3339_are_refused(bad: object) -> None:
+    assert rfc3339.parse_time(bad) is None
+    with pytest.raises(wire.WireError, match="time zone") as caught:
+        wire.parse_time(bad, "status.expirationTimestamp")
+    assert caught.value.field == "status.expirationTimestamp"

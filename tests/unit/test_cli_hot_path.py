@@ -2,8 +2,10 @@
 
 kubectl runs the plugin on every command, so a cache hit must not import the
 heavy libraries (or even `dataclasses`, which costs more than the rest of the
-cached path together; see cli/timefmt.py). `-X importtime` lists every module
-the process imported, so these tests see exactly what a kubectl call loads.
+cached path together; see concierge/rfc3339.py). Opening the sealed entry
+needs `cryptography`'s AESGCM and nothing else of it. `-X importtime` lists
+every module the process imported, so these tests see exactly what a kubectl
+call loads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,11 +25,17 @@ from cli.cluster_credential import credential_key
 from cli.credential_cache import Credential, CredentialCache
 from cli.execcredential import V1, V1BETA1, read_exec_info
 from cli.login_options import parse_login_args
-from localenv.fixtures_cli import TEST_CA_DATA, pinniped_command
+from cli.sealing import CacheKey
+from localenv.fixtures_cli import TEST_CA_DATA, assert_not_stored, pinniped_command
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("httpx", "authlib", "keyring", "kubernetes", "joserfc", "yaml", "fastapi", "ssl",
-         "cryptography", "dataclasses", "concierge.wire", "cli.oidc", "cli.concierge_client")
+         "dataclasses", "concierge.wire", "cli.oidc", "cli.concierge_client",
+         # cryptography: AESGCM (and what it imports) only, no X.509, keys or hashes.
+         "cryptography.x509", "cryptography.hazmat.primitives.asymmetric",
+         "cryptography.hazmat.primitives.serialization", "cryptography.hazmat.primitives.hashes",
+         "cryptography.hazmat.backends", "cryptography.fernet")
+AESGCM_MODULE = "cryptography.hazmat.primitives.ciphers.aead"
 LOGIN_ARGS = ["--issuer", "https://idp.test", "--client-id", "pinniped-cli",
               "--concierge-endpoint", "https://concierge.test", "--concierge-authenticator",
               "corp"]
@@ -45,13 +54,13 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", **extra}
 
 
-def _seed(tmp_path: Path, token: str = "cached-cluster-token") -> dt.datetime:
-    env = _env(tmp_path)
+def _seed(tmp_path: Path, token: str = "cached-cluster-token", **extra_env: str) -> dt.datetime:
+    env = _env(tmp_path, **extra_env)
     options = parse_login_args(LOGIN_ARGS, env)
     info = read_exec_info(_exec_info(), stdin_is_tty=False)
     expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=10)
     assert options.credential_cache is not None
-    CredentialCache(options.credential_cache, print).put(
+    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
         credential_key(options, info.cluster),
         Credential(token, expires, "corp:alice@example.com", ("corp:devs",)),
         dt.datetime.now(dt.UTC))
@@ -78,6 +87,7 @@ def test_cache_hit_prints_the_credential_and_imports_nothing_heavy(tmp_path: Pat
                               "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     modules = _imported(result.stderr)
     assert "cli.credential_cache" in modules  # the listing is real
+    assert AESGCM_MODULE in modules  # and the entry really was sealed
     heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert heavy == []
     assert [line for line in result.stderr.splitlines()
@@ -94,10 +104,49 @@ def test_console_script_serves_the_cache(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_corrupt_cache_is_not_fatal_and_not_trusted(tmp_path: Path) -> None:
-    _seed(tmp_path)
+def test_key_in_the_runtime_dir_serves_the_cache(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    _seed(tmp_path, token="runtime-dir-token", XDG_RUNTIME_DIR=str(run))
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
+        env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info(), XDG_RUNTIME_DIR=str(run)),
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"]["token"] == "runtime-dir-token"
+    assert (run / "pinniped" / "cache.key").is_file()
+    assert not (tmp_path / ".local" / "state" / "pinniped").exists()
+    assert_not_stored([tmp_path / "config" / "pinniped" / "credentials.json"],
+                      ["runtime-dir-token"])
+
+
+def _corrupt_file(tmp_path: Path) -> None:
+    (tmp_path / "config" / "pinniped" / "credentials.json").write_text("{ half a file")
+
+
+def _lose_key(tmp_path: Path) -> None:
+    (tmp_path / ".local" / "state" / "pinniped" / "cache.key").unlink()
+
+
+def _corrupt_key(tmp_path: Path) -> None:
+    (tmp_path / ".local" / "state" / "pinniped" / "cache.key").write_bytes(b"short")
+
+
+def _tamper_entry(tmp_path: Path) -> None:
     cache = tmp_path / "config" / "pinniped" / "credentials.json"
-    cache.write_text("{ half a file")
+    doc = json.loads(cache.read_text())
+    key, sealed = next(iter(doc["credentials"].items()))
+    doc["credentials"][key] = sealed[:-5] + ("B" if sealed[-5] == "A" else "A") + sealed[-4:]
+    cache.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_corrupt_file, "unreadable credential cache"), (_lose_key, None), (_corrupt_key, None),
+    (_tamper_entry, None)], ids=["corrupt-file", "lost-key", "corrupt-key", "tampered-entry"])
+def test_damaged_cache_or_key_is_not_fatal_and_not_trusted(
+        tmp_path: Path, damage: Callable[[Path], None], message: str | None) -> None:
+    _seed(tmp_path)
+    damage(tmp_path)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
                             env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info()),
@@ -107,7 +156,8 @@ def test_corrupt_cache_is_not_fatal_and_not_trusted(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert time.monotonic() - started < 10
     assert result.stdout == ""
-    assert "unreadable credential cache" in result.stderr
+    if message is not None:
+        assert message in result.stderr
     assert "Log in from a terminal first by running:" in result.stderr
     assert "login oidc --issuer https://idp.test" in result.stderr
     assert "Traceback" not in result.stderr

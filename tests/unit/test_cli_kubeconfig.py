@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,51 @@ def test_broken_template_is_caught_at_render(tmp_path: Path) -> None:
 def test_missing_template_says_reinstall(tmp_path: Path) -> None:
     with pytest.raises(CLIError, match="reinstall"):
         kubeconfig.render(_spec(), template_dir=tmp_path)
+
+
+def _templates(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    source = kubeconfig.REPO_TEMPLATE_DIR / kubeconfig.TEMPLATE_NAME
+    (directory / kubeconfig.TEMPLATE_NAME).write_text(source.read_text())
+    return directory
+
+
+def test_templates_in_the_source_tree_come_first(tmp_path: Path) -> None:
+    repo = _templates(tmp_path / "checkout" / "kubeconfig-templates")
+    _templates(tmp_path / "prefix" / kubeconfig.INSTALLED_TEMPLATE_DIR)
+    assert kubeconfig.find_template_dir(repo, str(tmp_path / "prefix")) == repo
+
+
+def test_installed_templates_are_used_without_a_source_tree(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    installed = _templates(tmp_path / "venv" / "share" / "pinniped" / "kubeconfig-templates")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))  # the default prefix
+    found = kubeconfig.find_template_dir(tmp_path / "site-packages" / "kubeconfig-templates")
+    assert found == installed
+    doc = yaml.safe_load(kubeconfig.render(_spec(), template_dir=found))
+    assert doc["users"][0]["user"]["as"] == "corp:alice@example.com"
+
+
+def test_no_templates_anywhere_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(CLIError, match="reinstall") as caught:
+        kubeconfig.find_template_dir(tmp_path / "repo", str(tmp_path / "prefix"))
+    assert str(tmp_path / "repo") in str(caught.value)
+    assert str(tmp_path / "prefix" / kubeconfig.INSTALLED_TEMPLATE_DIR) in str(caught.value)
+
+
+def test_this_checkout_uses_its_own_templates() -> None:
+    assert kubeconfig.find_template_dir() == kubeconfig.REPO_TEMPLATE_DIR
+    assert kubeconfig.REPO_TEMPLATE_DIR.parent == Path(kubeconfig.__file__).resolve().parents[1]
+
+
+def test_the_package_installs_the_templates_where_the_cli_looks() -> None:
+    root = kubeconfig.REPO_TEMPLATE_DIR.parent
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"]
+    patterns = data_files[str(kubeconfig.INSTALLED_TEMPLATE_DIR)]
+    installed = {p.name for pattern in patterns for p in root.glob(pattern)}
+    assert kubeconfig.TEMPLATE_NAME in installed
 
 
 def test_update_identity_changes_only_that_user(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from joserfc.jwk import RSAKey
 from cli.errors import HumanStepRequired, UsageError
 from cli.login_options import LoginOptions, parse_login_args
 from cli.oidc.login import LoginContext, choose_flow
-from localenv.fixtures_cli import CLIHarness, make_harness
+from localenv.fixtures_cli import CLIHarness, assert_not_stored, make_harness
 
 V1 = "client.authentication.k8s.io/v1"
 PASSWORD_ENV = {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "alice-pw"}
@@ -129,6 +129,33 @@ def test_refused_refresh_falls_back_to_a_new_login(h: CLIHarness) -> None:
     assert _login(h, env=PASSWORD_ENV) == 0
     assert h.idp.grants == ["password", "refresh_token", "password"]
     assert "session at the identity provider has ended (invalid_grant" in h.last_stderr
+    _assert_no_secrets(h)
+
+
+def test_cache_files_hold_only_ciphertext_through_login_and_refresh(h: CLIHarness) -> None:
+    h.use_keyring = False  # a headless server: the session goes to the file
+    assert _login(h, env=PASSWORD_ENV) == 0
+    _expire_credential(h)
+    assert _login(h) == 0
+    assert h.idp.grants == ["password", "refresh_token"]  # the sealed session was usable
+    assert h.key_file.parent != h.config_dir
+    stored = [h.credential_cache, h.session_file]
+    assert all(path.exists() for path in stored)
+    assert_not_stored(stored, h.secrets_seen())  # ID, refresh and cluster tokens
+
+
+def test_a_lost_key_means_logging_in_again_never_a_crash(h: CLIHarness) -> None:
+    h.use_keyring = False
+    assert _login(h, env=PASSWORD_ENV) == 0
+    h.key_file.unlink()  # the runtime directory was emptied (logout, reboot)
+    assert _login(h) == 1  # kubectl, no terminal: the sealed session cannot be opened
+    assert "cannot be opened with the cache key" in h.last_stderr
+    assert "Log in from a terminal first" in h.last_stderr
+    assert "Traceback" not in h.last_stderr
+    assert _login(h, env=PASSWORD_ENV) == 0
+    requests = len(h.router.requests)
+    assert _login(h) == 0  # the fresh entries, under the new key, serve the next call
+    assert len(h.router.requests) == requests
     _assert_no_secrets(h)
 
 

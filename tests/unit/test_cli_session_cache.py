@@ -1,4 +1,4 @@
-"""Session storage: keyring (chunked for large tokens), else a 0600 file, announced once."""
+"""Session storage: keyring (chunked for large tokens), else a sealed 0600 file, announced once."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ import pytest
 from keyring.backends import fail, null
 
 from cli import session_cache
+from cli.errors import CLIError
+from cli.sealing import CacheKey
 from cli.session_cache import (
     KEYRING_SERVICE,
+    KIND,
     FileSessionStore,
     KeyringSessionStore,
     Session,
     open_store,
 )
-from localenv.fixtures_cli import FakeKeyring
+from localenv.fixtures_cli import FakeKeyring, assert_not_stored
 
 EXPIRY = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
@@ -30,33 +33,141 @@ def _session(size: int = 40) -> Session:
     return Session(id_token="i" * size, id_token_expiry=EXPIRY, refresh_token="r" * size)
 
 
-def test_file_store_round_trip_is_private(tmp_path: Path) -> None:
+@pytest.fixture
+def key(tmp_path: Path) -> CacheKey:
+    return CacheKey(tmp_path / "runtime" / "pinniped" / "cache.key")
+
+
+def _file_store(path: Path, key: CacheKey, warnings: list[str], reason: str = ""
+                ) -> FileSessionStore:
+    """A store as a new process opens it: the key is read afresh."""
+    return FileSessionStore(path, CacheKey(key.path), warnings.append, reason=reason)
+
+
+def _sessions(path: Path) -> dict[str, object]:
+    sessions = json.loads(path.read_text())["sessions"]
+    assert isinstance(sessions, dict)
+    return sessions
+
+
+def _write_sessions(path: Path, sessions: dict[str, object]) -> None:
+    path.write_text(json.dumps({"apiVersion": "cli.pinniped.dev/v1", "kind": "SessionCache",
+                                "sessions": sessions}))
+
+
+def test_file_store_round_trip_is_private(tmp_path: Path, key: CacheKey) -> None:
     warnings: list[str] = []
-    store = FileSessionStore(tmp_path / "p" / "sessions.json", warnings.append, reason="no keys")
+    store = _file_store(tmp_path / "p" / "sessions.json", key, warnings, reason="no keys")
     store.save("k", _session())
-    assert store.load("k") == _session()
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
+    assert _file_store(store.path, key, warnings).load("k") == _session()
+    for path, mode in ((store.path, 0o600), (store.path.parent, 0o700),
+                       (key.path, 0o600), (key.path.parent, 0o700)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
     store.delete("k")
     assert store.load("k") is None
 
 
-def test_file_fallback_is_announced_once(tmp_path: Path) -> None:
+def test_the_file_holds_no_token_in_any_readable_form(tmp_path: Path, key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    sessions = {name: Session(id_token=f"eyJ.{name}-id-token/\"odd\\+é=" + "i" * 30,
+                              id_token_expiry=EXPIRY, refresh_token=f"rt-{name}-" + "r" * 43)
+                for name in ("a", "b")}
+    for name, session in sessions.items():
+        _file_store(path, key, []).save(name, session)
+    assert_not_stored([path], [t for s in sessions.values()
+                               for t in (s.id_token, s.refresh_token or "")])
+    assert all(str(v).startswith("aesgcm1:") for v in _sessions(path).values())
+    assert _file_store(path, key, []).load("a") == sessions["a"]
+
+
+def test_a_tampered_session_is_a_miss_said_once(tmp_path: Path, key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    _file_store(path, key, []).save("k", _session())
+    sealed = str(_sessions(path)["k"])
+    flipped = "B" if sealed[-5] == "A" else "A"
+    _write_sessions(path, {"k": sealed[:-5] + flipped + sealed[-4:]})
+    warnings: list[str] = []
+    assert _file_store(path, key, warnings).load("k") is None
+    assert len(warnings) == 1
+    assert "cannot be opened" in warnings[0]
+    assert "log in again" in warnings[0]
+
+
+def test_swapped_sessions_are_misses(tmp_path: Path, key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    _file_store(path, key, []).save("alice", _session(40))
+    _file_store(path, key, []).save("bob", _session(50))
+    sessions = _sessions(path)
+    _write_sessions(path, {"alice": sessions["bob"], "bob": sessions["alice"]})
+    store = _file_store(path, key, [])
+    assert store.load("alice") is None
+    assert store.load("bob") is None
+
+
+def test_a_lost_key_is_a_miss_then_a_fresh_session_works(tmp_path: Path,
+                                                        key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    _file_store(path, key, []).save("k", _session(40))
+    _file_store(path, key, []).save("other", _session(50))
+    key.path.unlink()  # a reboot emptied the runtime directory
+    warnings: list[str] = []
+    store = _file_store(path, key, warnings)
+    assert store.load("k") is None
+    assert str(key.path) in warnings[0]
+    store.save("k", _session(60))
+    assert _file_store(path, key, []).load("k") == _session(60)
+    assert set(_sessions(path)) == {"k"}  # what the lost key sealed is dropped
+
+
+def test_plain_text_sessions_of_older_versions_are_dropped(tmp_path: Path,
+                                                           key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_text("")
+    path.chmod(0o600)
+    legacy = Session(id_token="legacy-id-token-123456", id_token_expiry=EXPIRY,
+                     refresh_token="legacy-refresh-token-123456")
+    _write_sessions(path, {"old": legacy.to_json()})
+    store = _file_store(path, key, [])
+    assert store.load("old") is None
+    store.save("k", _session(50))
+    assert set(_sessions(path)) == {"k"}
+    assert_not_stored([path], [legacy.id_token, legacy.refresh_token or ""])
+
+
+def test_malformed_sealed_session_is_a_miss(tmp_path: Path, key: CacheKey) -> None:
+    path = tmp_path / "sessions.json"
+    _write_sessions(path, {"k": key.seal(KIND, "k", json.dumps(_session().to_json()).encode())})
+    assert _file_store(path, key, []).load("k") == _session()  # sealed right, it opens...
+    _write_sessions(path, {"k": key.seal(KIND, "k", b'{"idToken": 5}')})
+    assert _file_store(path, key, []).load("k") is None  # ...so this is refused for its content
+
+
+def test_a_key_that_cannot_be_made_says_what_to_check(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store = FileSessionStore(tmp_path / "sessions.json",
+                             CacheKey(blocker / "pinniped" / "cache.key"), lambda _: None)
+    with pytest.raises(CLIError, match=r"cannot create the cache key .*permissions"):
+        store.save("k", _session())
+    assert not store.path.exists()
+
+
+def test_file_fallback_is_announced_once(tmp_path: Path, key: CacheKey) -> None:
     warnings: list[str] = []
     path = tmp_path / "sessions.json"
-    FileSessionStore(path, warnings.append, reason="no backend").save("a", _session())
-    FileSessionStore(path, warnings.append, reason="no backend").save("b", _session())
+    _file_store(path, key, warnings, reason="no backend").save("a", _session())
+    _file_store(path, key, warnings, reason="no backend").save("b", _session())
     assert len(warnings) == 1
     assert "no working OS keyring (no backend)" in warnings[0]
     assert str(path) in warnings[0]
 
 
-def test_corrupt_session_file_is_replaced(tmp_path: Path) -> None:
+def test_corrupt_session_file_is_replaced(tmp_path: Path, key: CacheKey) -> None:
     path = tmp_path / "sessions.json"
     path.write_text("{{{")
     path.chmod(0o600)
     warnings: list[str] = []
-    store = FileSessionStore(path, warnings.append)
+    store = _file_store(path, key, warnings)
     assert store.load("k") is None
     store.save("k", _session())
     assert store.load("k") == _session()
@@ -97,14 +208,15 @@ def test_tampered_chunk_means_no_session_rather_than_a_wrong_one() -> None:
     assert store.load("k") is None
 
 
-def test_keyring_failure_falls_back_to_the_file(tmp_path: Path) -> None:
+def test_keyring_failure_falls_back_to_the_file(tmp_path: Path, key: CacheKey) -> None:
     ring = FakeKeyring()
     warnings: list[str] = []
-    store = open_store(tmp_path / "sessions.json", warnings.append, load_backend=lambda: ring)
+    store = open_store(tmp_path / "sessions.json", key, warnings.append,
+                       load_backend=lambda: ring)
     ring.fail = True
     store.save("k", _session())
     assert store.load("k") == _session()
-    assert json.loads((tmp_path / "sessions.json").read_text())["sessions"]["k"]
+    assert str(_sessions(tmp_path / "sessions.json")["k"]).startswith("aesgcm1:")
     assert len(warnings) == 1
     assert "the keyring failed: RuntimeError" in warnings[0]
 
@@ -141,27 +253,28 @@ def system_keyring() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("system_keyring")
-def test_real_keyring_api_with_large_tokens(tmp_path: Path) -> None:
+def test_real_keyring_api_with_large_tokens(tmp_path: Path, key: CacheKey) -> None:
     backend = _SmallKeyring()
     keyring.set_keyring(backend)
     warnings: list[str] = []
-    store = open_store(tmp_path / "sessions.json", warnings.append)
+    store = open_store(tmp_path / "sessions.json", key, warnings.append)
     store.save("k", _session(8000))
     assert store.load("k") == _session(8000)
     assert len(backend.data) > 1
     assert warnings == []
     assert not (tmp_path / "sessions.json").exists()
+    assert not key.path.exists()  # the keyring protects its entries itself: nothing sealed
     store.delete("k")
     assert backend.data == {}
 
 
 @pytest.mark.usefixtures("system_keyring")
 @pytest.mark.parametrize("backend", [fail.Keyring(), null.Keyring()])  # type: ignore[no-untyped-call]
-def test_unusable_backends_use_the_file(tmp_path: Path,
+def test_unusable_backends_use_the_file(tmp_path: Path, key: CacheKey,
                                         backend: keyring.backend.KeyringBackend) -> None:
     keyring.set_keyring(backend)
     warnings: list[str] = []
-    store = open_store(tmp_path / "sessions.json", warnings.append)
+    store = open_store(tmp_path / "sessions.json", key, warnings.append)
     assert isinstance(store, FileSessionStore)
     store.save("k", _session())
     assert store.load("k") == _session()
