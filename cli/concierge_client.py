@@ -11,14 +11,12 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from cli.errors import ConciergeError
-from cli.httpclient import describe_transport_error
+from cli.httpclient import describe_transport_error, json_object
 from cli.redact import printable
 from concierge import wire
 
 if TYPE_CHECKING:
     import httpx
-
-MAX_RESPONSE_BYTES = 1 << 20
 
 
 class ConciergeClient:
@@ -67,7 +65,7 @@ class ConciergeClient:
         except httpx.HTTPError as exc:
             raise ConciergeError(describe_transport_error(
                 exc, f"the concierge at {self._endpoint}", "--concierge-ca-bundle")) from exc
-        body = _json_object(response)
+        body = json_object(response)
         status = response.status_code
         if status == 503:
             retry = response.headers.get("Retry-After", "a few")
@@ -89,16 +87,6 @@ class ConciergeClient:
 
 class _Unauthorized(ConciergeError):
     """The concierge did not accept the bearer credential (HTTP 401)."""
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    if len(response.content) > MAX_RESPONSE_BYTES:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _message(body: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from concierge import wire
 from concierge.audit import AuditEvent, AuditLog, token_digest
-from concierge.credential_review import CredentialReviewer
+from concierge.credential_review import CredentialReviewer, ReviewedCredential
 from concierge.errors import Reason, Rejected, ServerError, Unavailable
 from concierge.kubeapi import KubeAPI, counting_calls
 from concierge.login import LoginService
@@ -178,27 +178,19 @@ async def _login(services: Services, request: Request, event: AuditEvent) -> Res
 
 
 async def _whoami(services: Services, request: Request, event: AuditEvent) -> Response:
-    await _expect_kind(services, request, wire.IDENTITY_GROUP, wire.WHOAMI_REQUEST_KIND)
-    token = _bearer(request, event)
-    try:
-        reviewed = await services.reviewer.review(token)
-    except Rejected as exc:
-        return _unauthorized(event, exc)
-    event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
-    event.session = reviewed.session_id
+    reviewed = await _review_caller(services, request, event, wire.IDENTITY_GROUP,
+                                    wire.WHOAMI_REQUEST_KIND)
+    if isinstance(reviewed, Response):
+        return reviewed
     event.outcome, event.reason = "success", Reason.OK
     return _json(wire.whoami_response(reviewed.identity, reviewed.expiration))
 
 
 async def _logout(services: Services, request: Request, event: AuditEvent) -> Response:
-    await _expect_kind(services, request, wire.LOGIN_GROUP, wire.LOGOUT_REQUEST_KIND)
-    token = _bearer(request, event)
-    try:
-        reviewed = await services.reviewer.review(token)
-    except Rejected as exc:
-        return _unauthorized(event, exc)
-    event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
-    event.session = reviewed.session_id
+    reviewed = await _review_caller(services, request, event, wire.LOGIN_GROUP,
+                                    wire.LOGOUT_REQUEST_KIND)
+    if isinstance(reviewed, Response):
+        return reviewed
     ended = False
     if reviewed.session_secret is not None:
         ended = await services.sessions.end(reviewed.session_secret,
@@ -206,6 +198,20 @@ async def _logout(services: Services, request: Request, event: AuditEvent) -> Re
     event.outcome = "success"
     event.reason = Reason.OK if ended else Reason.ALREADY_LOGGED_OUT
     return _json(wire.logout_response(ended))
+
+
+async def _review_caller(services: Services, request: Request, event: AuditEvent, group: str,
+                         kind: str) -> ReviewedCredential | Response:
+    """Who sent this whoami/logout, by the cluster's TokenReview; a 401 response if nobody."""
+    await _expect_kind(services, request, group, kind)
+    token = _bearer(request, event)
+    try:
+        reviewed = await services.reviewer.review(token)
+    except Rejected as exc:
+        return _unauthorized(event, exc)
+    event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
+    event.session = reviewed.session_id
+    return reviewed
 
 
 def _unauthorized(event: AuditEvent, exc: Rejected) -> Response:

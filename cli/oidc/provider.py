@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cli.errors import LoginError
-from cli.httpclient import describe_transport_error
+from cli.httpclient import describe_transport_error, json_object
 from cli.redact import printable
 
 if TYPE_CHECKING:
     import httpx
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
-MAX_RESPONSE_BYTES = 1 << 20
 
 
 class OAuthError(LoginError):
@@ -115,7 +114,7 @@ class Provider:
         except httpx.HTTPError as exc:
             raise LoginError(describe_transport_error(exc, f"the identity provider ({what})",
                                                       "--ca-bundle")) from exc
-        body = _json_object(response)
+        body = json_object(response)
         if response.status_code != 200:
             error = body.get("error")
             if isinstance(error, str) and error:
@@ -150,17 +149,8 @@ class Provider:
         if response.status_code != 200:
             raise LoginError(f"fetching {what} from {url} failed with HTTP "
                              f"{response.status_code}; check --issuer.")
-        body = _json_object(response)
+        body = json_object(response)
         if not body:
             raise LoginError(f"{what} at {url} is not a JSON object; check --issuer.")
         return body
 
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    if len(response.content) > MAX_RESPONSE_BYTES:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -45,6 +45,21 @@ def _unsigned_jwt(claims: dict[str, Any]) -> str:
     return f"{part({'alg': 'RS256', 'kid': 'fake'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
+class ManualClock:
+    """A clock (seconds) that moves only when a test moves it: expiry without sleeping."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
 class FakeKube:
     """Just enough apiserver for the concierge's logic; every call is recorded in `calls`."""
 

@@ -12,23 +12,11 @@ from concierge.kubeapi import Kind, Obj
 from concierge.object_watch import ObjectVersions
 from concierge.sessions import ServiceAccountGone, Sessions
 from concierge.userobjects import UserObjects, UserRef
-from localenv.fixtures_concierge import FakeKube
+from localenv.fixtures_concierge import FakeKube, ManualClock
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs",))
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -42,7 +30,7 @@ def versions(fake_kube: FakeKube) -> ObjectVersions:
 
 
 @pytest.fixture
-def sessions(fake_kube: FakeKube, clock: Clock, versions: ObjectVersions) -> Sessions:
+def sessions(fake_kube: FakeKube, clock: ManualClock, versions: ObjectVersions) -> Sessions:
     fake_kube._clock = clock
     return Sessions(fake_kube, NS, ttl_seconds=900, clock_skew_seconds=30, clock=clock,
                     versions=versions)
@@ -118,7 +106,7 @@ def test_end_checks_the_uid(fake_kube: FakeKube, sessions: Sessions, user: UserR
 
 
 def test_sweep_deletes_expired_sessions_only(fake_kube: FakeKube, sessions: Sessions,
-                                             user: UserRef, clock: Clock) -> None:
+                                             user: UserRef, clock: ManualClock) -> None:
     old = asyncio.run(sessions.start(user))
     clock.now += 600
     fresh = asyncio.run(sessions.start(user))
@@ -129,8 +117,8 @@ def test_sweep_deletes_expired_sessions_only(fake_kube: FakeKube, sessions: Sess
     assert old.id != fresh.id
 
 
-def test_sweep_pages_through_many_sessions(fake_kube: FakeKube, user: UserRef, clock: Clock,
-                                           versions: ObjectVersions) -> None:
+def test_sweep_pages_through_many_sessions(fake_kube: FakeKube, user: UserRef,
+                                           clock: ManualClock, versions: ObjectVersions) -> None:
     fake_kube._clock = clock
     sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=1000,
                         versions=versions)
@@ -181,9 +169,8 @@ def test_a_cancelled_login_leaves_no_secret_behind() -> None:
     assert session_names(kube) == []
 
 
-def test_sessions_per_user_are_bounded_without_extra_calls(fake_kube: FakeKube, clock: Clock,
-                                                          user: UserRef,
-                                                          versions: ObjectVersions) -> None:
+def test_sessions_per_user_are_bounded_without_extra_calls(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef, versions: ObjectVersions) -> None:
     fake_kube._clock = clock
     sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=3, versions=versions)
     bob = asyncio.run(UserObjects(fake_kube, NS, 300).ensure(
@@ -206,7 +193,7 @@ def test_sessions_per_user_are_bounded_without_extra_calls(fake_kube: FakeKube, 
 
 
 def test_while_the_watch_is_down_the_bound_is_kept_by_listing(fake_kube: FakeKube,
-                                                             clock: Clock, user: UserRef,
+                                                             clock: ManualClock, user: UserRef,
                                                              versions: ObjectVersions) -> None:
     fake_kube._clock = clock
     sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2, versions=versions)

@@ -15,23 +15,11 @@ from concierge.errors import Reason, ServerError
 from concierge.kubeapi import Kind
 from concierge.object_watch import ObjectVersions
 from concierge.userobjects import UserObjects, groups_from_rules
-from localenv.fixtures_concierge import FakeKube
+from localenv.fixtures_concierge import FakeKube, ManualClock
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs", "corp:readers"))
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -40,7 +28,7 @@ def versions(fake_kube: FakeKube) -> ObjectVersions:
 
 
 @pytest.fixture
-def objects(fake_kube: FakeKube, versions: ObjectVersions, clock: Clock) -> UserObjects:
+def objects(fake_kube: FakeKube, versions: ObjectVersions, clock: ManualClock) -> UserObjects:
     return UserObjects(fake_kube, NS, cache_ttl_seconds=300, versions=versions, monotonic=clock)
 
 
@@ -122,7 +110,7 @@ def test_changed_groups_rewrite_the_role_in_one_call(fake_kube: FakeKube,
 
 
 def test_after_a_restart_existing_objects_are_adopted_and_corrected(
-        fake_kube: FakeKube, versions: ObjectVersions, clock: Clock) -> None:
+        fake_kube: FakeKube, versions: ObjectVersions, clock: ManualClock) -> None:
     first = UserObjects(fake_kube, NS, 300, versions, monotonic=clock)
     name = ensure(first)
     fake_kube.calls.clear()
@@ -135,7 +123,7 @@ def test_after_a_restart_existing_objects_are_adopted_and_corrected(
     assert "replace ClusterRoleBinding" not in fake_kube.calls
 
 
-def test_the_cache_expires(fake_kube: FakeKube, objects: UserObjects, clock: Clock) -> None:
+def test_the_cache_expires(fake_kube: FakeKube, objects: UserObjects, clock: ManualClock) -> None:
     ensure(objects)
     clock.now += 299
     fake_kube.calls.clear()
@@ -200,7 +188,7 @@ def test_our_own_role_update_keeps_the_cache_warm(fake_kube: FakeKube,
     assert fake_kube.calls == []
 
 
-def test_without_a_watch_there_is_no_cache(fake_kube: FakeKube, clock: Clock) -> None:
+def test_without_a_watch_there_is_no_cache(fake_kube: FakeKube, clock: ManualClock) -> None:
     objects = UserObjects(fake_kube, NS, 300, monotonic=clock)
     ensure(objects)
     fake_kube.calls.clear()
@@ -298,7 +286,7 @@ def test_describe_reads_the_user_back(fake_kube: FakeKube, objects: UserObjects)
 
 
 def test_without_a_cache_every_login_reconciles(fake_kube: FakeKube, versions: ObjectVersions,
-                                               clock: Clock) -> None:
+                                               clock: ManualClock) -> None:
     objects = UserObjects(fake_kube, NS, 0, versions, monotonic=clock)
     ensure(objects)
     fake_kube.calls.clear()
