@@ -7,6 +7,7 @@ imported below the cache check, when a login is really needed.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from cli.credential_cache import Credential, CredentialCache, cache_key
@@ -14,6 +15,8 @@ from cli.securefile import config_dir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cli.concierge_client import ConciergeClient
     from cli.execcredential import ClusterInfo
     from cli.login_options import LoginOptions
@@ -33,9 +36,11 @@ def credential_key(options: LoginOptions, cluster: ClusterInfo | None) -> str:
 
 
 def session_key(options: LoginOptions) -> str:
-    """Sessions are per issuer, client and scopes: one IdP login serves every concierge."""
+    """Sessions are per issuer, client and scopes (and password user): one IdP login serves
+    every concierge."""
     fields = options.identity_fields()
-    return cache_key({k: fields[k] for k in ("issuer", "clientID", "scopes")})
+    return cache_key({k: fields[k] for k in ("issuer", "clientID", "scopes", "passwordUser")
+                      if k in fields})
 
 
 def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | None:
@@ -49,6 +54,24 @@ def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | No
 def lock_path(options: LoginOptions) -> Path:
     anchor = options.credential_cache or options.session_cache
     return anchor.with_name(anchor.name + ".lock")
+
+
+@contextlib.contextmanager
+def session_locked(options: LoginOptions, rt: Runtime, timeout: float) -> Iterator[None]:
+    """Hold the lock of this login's OIDC session, in pinniped's own directory.
+
+    The session (and its refresh token) is shared by every credential cache,
+    so the credential cache's lock is not enough: two logins with different
+    --credential-cache would refresh one rotating refresh token at once, and
+    the IdP revokes the grant when the spent one comes back. Taken after the
+    credential cache's lock, always, so the two never deadlock.
+    """
+    from cli import lock
+
+    path = config_dir(rt.env) / f"session-{session_key(options)[:32]}.lock"
+    with lock.held(path, timeout=timeout,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        yield
 
 
 def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interactive: bool,
@@ -65,7 +88,8 @@ def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interacti
         # Whoever held the lock may just have logged in for us.
         if cache is not None and (hit := cache.get(key, rt.now())) is not None:
             return hit
-        with rt.stdout_to_stderr():
+        with session_locked(options, rt, options.login_timeout + LOCK_GRACE_SECONDS), \
+                rt.stdout_to_stderr():
             credential = _login(options, interactive, rt)
         if cache is not None:
             cache.put(key, credential, rt.now())
@@ -75,22 +99,32 @@ def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interacti
 
 def _login(options: LoginOptions, interactive: bool, rt: Runtime) -> Credential:
     from cli.concierge_client import ConciergeClient
+
+    with contextlib.ExitStack() as stack:
+        session = oidc_session(options, interactive, rt, stack)
+        c_http = stack.enter_context(
+            rt.new_http(options.concierge_ca_bundle.pem("--concierge-ca-bundle")))
+        concierge = ConciergeClient(c_http, options.concierge_endpoint,
+                                    options.concierge_authenticator)
+        return Credential.from_wire(_exchange(session, concierge, options, rt))
+
+
+def oidc_session(options: LoginOptions, interactive: bool, rt: Runtime,
+                 stack: contextlib.ExitStack) -> OIDCSession:
+    """The OIDC session of these options; its IdP client is opened (on `stack`) when first used."""
     from cli.oidc.login import LoginContext, OIDCSession
     from cli.oidc.provider import Provider
+
+    def provider() -> Provider:
+        http = stack.enter_context(rt.new_http(options.ca_bundle.pem("--ca-bundle")))
+        return Provider(http, options.issuer, options.client_id)
 
     store = rt.open_session_store(options.session_cache, rt.cache_key(), rt.say_once)
     ctx = LoginContext(env=rt.env, interactive=interactive, say=rt.say, now=rt.now,
                        open_browser=rt.open_browser, sleep=rt.sleep, clock=rt.clock,
                        command_hint=_command_hint(rt))
-    with rt.new_http(options.ca_bundle.pem("--ca-bundle")) as idp_http, \
-            rt.new_http(options.concierge_ca_bundle.pem("--concierge-ca-bundle")) as c_http:
-        session = OIDCSession(
-            options, store, session_key(options),
-            provider=lambda: Provider(idp_http, options.issuer, options.client_id),
-            ctx=ctx, platform=rt.platform)
-        concierge = ConciergeClient(c_http, options.concierge_endpoint,
-                                    options.concierge_authenticator)
-        return Credential.from_wire(_exchange(session, concierge, options, rt))
+    return OIDCSession(options, store, session_key(options), provider=provider, ctx=ctx,
+                       platform=rt.platform)
 
 
 def _exchange(session: OIDCSession, concierge: ConciergeClient, options: LoginOptions,

@@ -13,9 +13,8 @@ from pathlib import Path
 from cli.cluster_credential import get_credential
 from cli.errors import CLIError, UsageError
 from cli.execcredential import ClusterInfo, ca_fingerprint
-from cli.login_options import CABundle, add_login_flags, options_from_args
+from cli.login_options import CABundle, add_login_flags, options_from_args, require_https
 from cli.runtime import Runtime
-from cli.securefile import write_private
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,19 +28,26 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                          metavar="BASE64", help="base64 PEM CA bundle of the API server")
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--output", default=None, metavar="FILE",
-                        help="write the kubeconfig here (0600) instead of stdout; lets the "
-                             "plugin keep its as-groups current")
+                        help="write the kubeconfig here instead of stdout; lets the plugin "
+                             "keep its as-groups current. A new FILE is 0600. An existing one "
+                             "keeps its mode and its other entries: the cluster, context and "
+                             "user named --name are replaced (or added) and become the current "
+                             "context, as kubectl would do it (under its FILE.lock)")
     output.add_argument("--name", default="pinniped",
                         help="name of the cluster, context and user entries (default: "
                              "%(default)s)")
 
 
 def run(args: argparse.Namespace, rt: Runtime) -> int:
-    from cli.kubeconfig import KubeconfigSpec, render, running_plugin_command
+    from cli.kubeconfig import (
+        KubeconfigSpec,
+        KubeconfigUpdateFailed,
+        render,
+        running_plugin_command,
+        write_kubeconfig,
+    )
 
-    if not args.server.startswith("https://"):
-        raise UsageError("--server must be an https:// URL (kubectl runs exec plugins only "
-                         "for https servers).")
+    require_https(args.server, "--server")  # kubectl runs exec plugins only for https servers
     if not args.name.strip():
         raise UsageError("--name must not be empty.")
     cluster_ca = CABundle(tuple(args.cluster_ca_bundle), tuple(args.cluster_ca_bundle_data))
@@ -72,8 +78,10 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
                "pinniped can keep its groups current.")
         return 0
     try:
-        write_private(output, text.encode())
-    except OSError as exc:
-        raise CLIError(f"cannot write {output} ({exc.strerror}); choose another -o FILE.") from exc
-    rt.say(f"wrote {output} for {identity}. Try: kubectl --kubeconfig {output} auth can-i --list")
+        merged = write_kubeconfig(output, text, args.name)
+    except KubeconfigUpdateFailed as exc:
+        raise CLIError(f"cannot write {output} ({exc}); choose another -o FILE.") from exc
+    kept = f" (its other entries are kept; current context: {args.name})" if merged else ""
+    rt.say(f"wrote {output} for {identity}{kept}. Try: kubectl --kubeconfig {output} auth "
+           "can-i --list")
     return 0

@@ -10,15 +10,15 @@ real login.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 
 from cli.errors import CLIError, ConciergeError
+from cli.kubeconfig import add_kubeconfig_flags
 from cli.runtime import Runtime
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    from cli.cmd_whoami import add_kubeconfig_flags
-
     add_kubeconfig_flags(parser)
 
 
@@ -29,11 +29,11 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
         credential_cache,
         credential_key,
         lock_path,
-        session_key,
+        oidc_session,
+        session_locked,
     )
     from cli.concierge_client import ConciergeClient
     from cli.kubeconfig import resolve_login
-    from cli.oidc.provider import Provider
     from cli.redact import fingerprint
 
     target = resolve_login(args.kubeconfig, args.kubeconfig_context, rt.env)
@@ -63,19 +63,11 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
                 failure = exc
         if cache is not None:
             cache.remove({key})
-        store = rt.open_session_store(options.session_cache, rt.cache_key(), rt.say_once)
-        session = store.load(session_key(options))
-        store.delete(session_key(options))
-        if session is not None and session.refresh_token:
-            try:
-                with rt.new_http(options.ca_bundle.pem("--ca-bundle")) as http:
-                    revoked = Provider(http, options.issuer, options.client_id).revoke(
-                        session.refresh_token, "refresh_token")
-            except CLIError:
-                revoked = False
-            if not revoked:
-                rt.say("could not revoke the refresh token at the identity provider; it was "
-                       "deleted locally and expires on its own.")
+        with session_locked(options, rt, LOCK_GRACE_SECONDS), contextlib.ExitStack() as stack:
+            revoked = oidc_session(options, False, rt, stack).forget()
+        if revoked is False:
+            rt.say("could not revoke the refresh token at the identity provider; it was "
+                   "deleted locally and expires on its own.")
     rt.say("cleared the local credential cache and login session; the next kubectl command "
            "will ask you to log in.")
     if failure is not None:

@@ -11,14 +11,8 @@ import argparse
 import datetime as dt
 import json
 
+from cli.kubeconfig import add_kubeconfig_flags
 from cli.runtime import Runtime
-
-
-def add_kubeconfig_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", default=None, metavar="FILE",
-                        help="kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
-    parser.add_argument("--kubeconfig-context", default=None, metavar="NAME",
-                        help="context to use (default: the current context)")
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

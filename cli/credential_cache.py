@@ -16,7 +16,7 @@ not open (key lost, say at a reboot, or the entry tampered with or moved) is
 a miss, and dropped at the next write; so are entries in plain text from
 older versions.
 
-File format (JSON)::
+File format (JSON, read and written by `cli.sealed_file`)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "CredentialCache",
      "credentials": {"<sha256 of key fields>": "aesgcm1:<sealed JSON entry>"}}
@@ -33,15 +33,14 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cli.sealed_file import SealedMapFile
 from cli.sealing import CacheKey, KeyUnavailable
-from cli.securefile import read_private, write_private
 from concierge.rfc3339 import format_time, parse_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
     from concierge.wire import ClusterCredential, Identity
 
-API_VERSION = "cli.pinniped.dev/v1"
 KIND = "CredentialCache"
 #: Hand out a cached credential only if it outlives this margin, so a kubectl
 #: command that starts now does not see it expire halfway.
@@ -87,12 +86,14 @@ class CredentialCache:
         self.path = path
         self.key = key
         self._warn = warn
-        self._tighten_dir = tighten_dir
+        self._file = SealedMapFile(
+            path, kind=KIND, field="credentials", key=key, warn=warn, what="credential cache",
+            lost="the next kubectl call will log in again.", tighten_dir=tighten_dir)
 
     def get(self, key: str, now: dt.datetime,
             min_remaining: dt.timedelta = MIN_REMAINING) -> Credential | None:
         """The cached credential for `key` if it is still good for `min_remaining`."""
-        credential = self._open(key, self._load().get(key))
+        credential = self._open(key, self._file.read().get(key))
         if credential is None or credential.expiration - now < min_remaining:
             return None
         return credential
@@ -102,60 +103,34 @@ class CredentialCache:
         entries = {k: c for k, c in self.entries().items() if c.expiration > now}
         entries[key] = credential
         try:
-            sealed = {k: self.key.seal(KIND, k, _encode(c)) for k, c in entries.items()}
+            sealed = {k: self._file.seal(k, _encode(c)) for k, c in entries.items()}
         except KeyUnavailable as exc:
             self._warn(f"could not write the credential cache: {exc} Until then, each kubectl "
                        "call asks the concierge for a new credential.")
             return
-        self._store(sealed)
+        self._file.write(sealed)
 
     def entries(self) -> dict[str, Credential]:
         """Every entry that opens with the current key, expired or not."""
-        return {k: c for k, v in self._load().items() if (c := self._open(k, v)) is not None}
+        return {k: c for k, v in self._file.read().items() if (c := self._open(k, v)) is not None}
 
     def remove(self, keys: set[str] | None = None) -> int:
         """Forget `keys` (all entries when None); returns how many were dropped."""
-        entries = self._load()
+        entries = self._file.read()
         kept = {} if keys is None else {k: v for k, v in entries.items() if k not in keys}
         dropped = len(entries) - len(kept)
         if dropped:
-            self._store(kept)
+            self._file.write(kept)
         return dropped
 
     def _open(self, key: str, sealed: str | None) -> Credential | None:
-        plaintext = self.key.open(KIND, key, sealed)
+        plaintext = self._file.open(key, sealed)
         if plaintext is None:
             return None
         try:
             return _parse_entry(json.loads(plaintext))
         except ValueError:
             return None
-
-    def _load(self) -> dict[str, str]:
-        """The sealed entries by key; anything else in the file (plain text included) is dropped."""
-        raw = read_private(self.path)
-        if raw is None:
-            return {}
-        try:
-            doc = json.loads(raw)
-            if (not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION
-                    or not isinstance(doc.get("credentials"), dict)):
-                raise ValueError("unexpected shape")
-        except ValueError:
-            self._warn(f"ignoring the unreadable credential cache {self.path}; "
-                       "it will be replaced after the next login")
-            return {}
-        return {k: v for k, v in doc["credentials"].items() if isinstance(v, str)}
-
-    def _store(self, entries: dict[str, str]) -> None:
-        doc = {"apiVersion": API_VERSION, "kind": KIND, "credentials": entries}
-        try:
-            write_private(self.path, json.dumps(doc, indent=1).encode(),
-                          tighten_dir=self._tighten_dir)
-        except OSError as exc:
-            self._warn(f"could not write the credential cache {self.path} ({exc.strerror}); "
-                       "the next kubectl call will log in again. Check that directory's "
-                       "permissions.")
 
 
 def _encode(credential: Credential) -> bytes:

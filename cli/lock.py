@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +28,7 @@ def held(path: Path, timeout: float, on_wait: Callable[[], None],
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
     """Hold an exclusive lock on `path`; call `on_wait` once if someone else holds it."""
-    ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    fd = _open(path)
     try:
         if not _try_lock(fd):
             on_wait()
@@ -42,6 +42,21 @@ def held(path: Path, timeout: float, on_wait: Callable[[], None],
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _open(path: Path) -> int:
+    """The lock file, refusing a symlink or a file of someone else (who could hold it forever)."""
+    try:
+        ensure_private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    except OSError as exc:
+        raise CLIError(f"cannot open the login lock {path} ({exc.strerror}); check that its "
+                       "directory is yours, and remove the lock if it is a symlink.") from exc
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CLIError(f"the login lock {path} is not a file of yours; remove it and retry.")
+    return fd
 
 
 def _try_lock(fd: int) -> bool:

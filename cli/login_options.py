@@ -10,6 +10,7 @@ Stdlib only: parsing runs on every kubectl call.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 DEFAULT_SCOPES = ("openid", "offline_access", "groups", "email")
 FLOWS = ("browser", "device", "password")
 DEFAULT_LOGIN_TIMEOUT = 300.0
+#: The password flow's credentials (for CI): from the environment, never from flags.
+USERNAME_VAR = "PINNIPED_USERNAME"
+PASSWORD_VAR = "PINNIPED_PASSWORD"
 
 
 class CABundle:
@@ -82,8 +86,8 @@ class LoginOptions:
 
     __slots__ = ("ca_bundle", "client_id", "concierge_authenticator", "concierge_ca_bundle",
                  "concierge_endpoint", "credential_cache", "explicit_paths", "flow", "issuer",
-                 "kubeconfig_user", "listen_port", "login_timeout", "scopes", "session_cache",
-                 "skip_browser", "update_kubeconfig")
+                 "kubeconfig_user", "listen_port", "login_timeout", "password_user", "scopes",
+                 "session_cache", "skip_browser", "update_kubeconfig")
 
     def __init__(self, *, issuer: str, client_id: str, scopes: tuple[str, ...],
                  ca_bundle: CABundle, concierge_endpoint: str, concierge_ca_bundle: CABundle,
@@ -92,7 +96,7 @@ class LoginOptions:
                  listen_port: int | None = None, skip_browser: bool = False,
                  login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
                  update_kubeconfig: Path | None = None, kubeconfig_user: str | None = None,
-                 explicit_paths: tuple[str, ...] = ()) -> None:
+                 explicit_paths: tuple[str, ...] = (), password_user: str | None = None) -> None:
         self.issuer = issuer
         self.client_id = client_id
         self.scopes = scopes
@@ -111,6 +115,8 @@ class LoginOptions:
         self.kubeconfig_user = kubeconfig_user
         #: Cache paths named explicitly on the command line (kept in generated kubeconfigs).
         self.explicit_paths = explicit_paths
+        #: SHA-256 of PINNIPED_USERNAME when the password flow may log in (see password_user).
+        self.password_user = password_user
 
     def replace(self, **changes: object) -> LoginOptions:
         """A copy with `changes` applied (like dataclasses.replace)."""
@@ -123,13 +129,16 @@ class LoginOptions:
 
     def identity_fields(self) -> dict[str, object]:
         """What decides whose credential this is: the key of both caches, nothing else."""
-        return {
+        fields: dict[str, object] = {
             "issuer": self.issuer,
             "clientID": self.client_id,
             "scopes": sorted(self.scopes),
             "conciergeEndpoint": self.concierge_endpoint,
             "authenticator": self.concierge_authenticator,
         }
+        if self.password_user is not None:
+            fields["passwordUser"] = self.password_user
+        return fields
 
     def exec_args(self) -> list[str]:
         """`login oidc` args that reproduce these options, CA bundles inlined as data."""
@@ -172,9 +181,10 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
     oidc.add_argument("--ca-bundle-data", "--oidc-ca-bundle-data", action="append", default=[],
                       metavar="BASE64", help="base64 PEM CA bundle for the issuer (repeatable)")
     oidc.add_argument("--flow", "--oidc-flow", choices=FLOWS, default=None,
-                      help="login flow; default: password when PINNIPED_USERNAME and "
-                           "PINNIPED_PASSWORD are set, browser when interactive with a display, "
-                           "device otherwise")
+                      help=f"login flow; default: password when {USERNAME_VAR} and "
+                           f"{PASSWORD_VAR} are set, browser when interactive with a display, "
+                           "device otherwise. When kubectl runs pinniped without a terminal, "
+                           "only password (and browser, with a display) can log in")
     oidc.add_argument("--listen-port", "--oidc-listen-port", type=_port, default=None,
                       metavar="N", help="loopback port for the browser callback (default: random)")
     oidc.add_argument("--skip-browser", "--oidc-skip-browser", action="store_true",
@@ -213,8 +223,8 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Login
     scopes = tuple(s for s in (part.strip() for part in args.scopes.split(",")) if s)
     if "openid" not in scopes:
         raise UsageError("--scopes must include openid: pinniped logs in with an ID token.")
-    _require_https(args.issuer, "--issuer")
-    _require_https(args.concierge_endpoint, "--concierge-endpoint")
+    require_https(args.issuer, "--issuer")
+    require_https(args.concierge_endpoint, "--concierge-endpoint")
     explicit = []
     base = config_dir(env)
     if args.session_cache is not None:
@@ -247,7 +257,22 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Login
         update_kubeconfig=_abs(update) if update else None,
         kubeconfig_user=user or None,
         explicit_paths=tuple(explicit),
+        password_user=password_user(args.flow, env),
     )
+
+
+def password_user(flow: str | None, env: Mapping[str, str]) -> str | None:
+    """SHA-256 of PINNIPED_USERNAME when the password flow may log in, else None.
+
+    It is part of both cache keys, so CI jobs that share a HOME but log in as
+    different users never get each other's credential or session. Hashed so
+    that no cache key carries a name, and never the password: a new password
+    for the same user keeps the cache.
+    """
+    username = env.get(USERNAME_VAR)
+    if not username or flow not in (None, "password"):
+        return None
+    return hashlib.sha256(username.encode()).hexdigest()
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -269,7 +294,7 @@ def _abs(path: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
-def _require_https(url: str, flag: str) -> None:
+def require_https(url: str, flag: str) -> None:
     """https with a host; a string test, since urllib.parse costs milliseconds per kubectl call."""
     if not url.startswith("https://") or url[len("https://"):].startswith(("/", "?", "#")) \
             or len(url) == len("https://"):

@@ -79,13 +79,25 @@ def read_private(path: Path, private_mode: bool = False) -> bytes | None:
 
 def write_private(path: Path, data: bytes, tighten_dir: bool = False) -> None:
     """Replace `path` atomically with a 0600 file, so readers see the old or the new, never half."""
+    ensure_private_dir(path.parent, tighten=tighten_dir)
+    replace_file(path, data, PRIVATE_FILE)
+
+
+def replace_file(path: Path, data: bytes, mode: int, group: int = -1) -> None:
+    """Replace `path` atomically with a file of `mode` (and `group`, when not -1).
+
+    The data goes to a new file beside it that is renamed over `path`, so a
+    reader sees the old file or the new one, never half of one.
+    """
     import tempfile  # not needed to read, so not loaded on the cached path
 
-    ensure_private_dir(path.parent, tighten=tighten_dir)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, PRIVATE_FILE)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
+            if group != -1:
+                with contextlib.suppress(OSError):  # not one of our groups: keep ours
+                    os.fchown(fd, -1, group)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -16,7 +16,7 @@ not open (the key was lost, say at a reboot, or the entry was tampered with)
 is a miss: the person logs in again, and is told why. The keyring path is not
 sealed: the OS keyring protects its entries itself.
 
-File format (JSON)::
+File format (JSON, read and written by `cli.sealed_file`)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "SessionCache",
      "sessions": {"<key>": "aesgcm1:<sealed JSON session>"}}
@@ -27,6 +27,7 @@ where a sealed session is ``{"idToken": "...", "idTokenExpiry": "...Z",
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -36,11 +37,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from cli.errors import CLIError
+from cli.sealed_file import SealedMapFile
 from cli.sealing import CacheKey, KeyUnavailable
-from cli.securefile import read_private, write_private
 from concierge.rfc3339 import format_time, parse_time
 
-API_VERSION = "cli.pinniped.dev/v1"
 KIND = "SessionCache"
 KEYRING_SERVICE = "pinniped"
 #: Characters per keyring entry; below Windows' 2560-byte UTF-16 blob limit.
@@ -98,9 +98,12 @@ class FileSessionStore:
         self.key = key
         self._warn = warn
         self._reason = reason
+        self._file = SealedMapFile(
+            path, kind=KIND, field="sessions", key=key, warn=warn, what="session cache",
+            lost="your login session was not kept, so the next login asks you again.")
 
     def load(self, key: str) -> Session | None:
-        sealed = self._sessions().get(key)
+        sealed = self._file.read().get(key)
         if sealed is None:
             return None
         session = self._open(key, sealed)
@@ -116,46 +119,28 @@ class FileSessionStore:
                        f"{self.path} (readable only by you, encrypted with a key kept in "
                        f"{self.key.path.parent}). Install a keyring backend to use it instead.")
         # Sessions that no longer open are of no use to anyone: drop them.
-        sessions = {k: v for k, v in self._sessions().items()
+        sessions = {k: v for k, v in self._file.read().items()
                     if k != key and self._open(k, v) is not None}
         plaintext = json.dumps(session.to_json(), separators=(",", ":")).encode()
         try:
-            sessions[key] = self.key.seal(KIND, key, plaintext)
+            sessions[key] = self._file.seal(key, plaintext)
         except KeyUnavailable as exc:
             raise CLIError(f"could not save your login session: {exc}") from exc
-        self._write(sessions)
+        self._file.write(sessions)
 
     def delete(self, key: str) -> None:
-        sessions = self._sessions()
+        sessions = self._file.read()
         if sessions.pop(key, None) is not None:
-            self._write(sessions)
+            self._file.write(sessions)
 
     def _open(self, key: str, sealed: str) -> Session | None:
-        plaintext = self.key.open(KIND, key, sealed)
+        plaintext = self._file.open(key, sealed)
         if plaintext is None:
             return None
         try:
             return Session.from_json(json.loads(plaintext))
         except ValueError:
             return None
-
-    def _sessions(self) -> dict[str, str]:
-        """The sealed sessions by key; anything else (plain text included) is dropped."""
-        raw = read_private(self.path)
-        if raw is None:
-            return {}
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict) or not isinstance(doc.get("sessions"), dict):
-                raise ValueError("unexpected shape")
-        except ValueError:
-            self._warn(f"ignoring the unreadable session cache {self.path}; it will be replaced")
-            return {}
-        return {k: v for k, v in doc["sessions"].items() if isinstance(v, str)}
-
-    def _write(self, sessions: dict[str, str]) -> None:
-        doc = {"apiVersion": API_VERSION, "kind": KIND, "sessions": sessions}
-        write_private(self.path, json.dumps(doc, indent=1).encode())
 
 
 class KeyringSessionStore:
@@ -234,7 +219,13 @@ class KeyringSessionStore:
 
 
 class FallbackSessionStore:
-    """The keyring, switching to the file for the rest of the run if the keyring errors."""
+    """The keyring, switching to the file for the rest of the run if the keyring errors.
+
+    On the switch, the keyring's entry for that session is deleted (best
+    effort): the file is about to hold a newer refresh token, and one left
+    behind in the keyring would be found first by a later run whose keyring
+    works, and replayed; this IdP, like many, then revokes the whole grant.
+    """
 
     def __init__(self, primary: SessionStore, fallback: Callable[[str], SessionStore]) -> None:
         self._store = primary
@@ -242,15 +233,15 @@ class FallbackSessionStore:
         self._fell_back = False
 
     def load(self, key: str) -> Session | None:
-        return self._call(lambda store: store.load(key))
+        return self._call(key, lambda store: store.load(key))
 
     def save(self, key: str, session: Session) -> None:
-        self._call(lambda store: store.save(key, session))
+        self._call(key, lambda store: store.save(key, session))
 
     def delete(self, key: str) -> None:
-        self._call(lambda store: store.delete(key))
+        self._call(key, lambda store: store.delete(key))
 
-    def _call(self, action: Callable[[SessionStore], _T]) -> _T:
+    def _call(self, key: str, action: Callable[[SessionStore], _T]) -> _T:
         try:
             return action(self._store)
         except Exception as exc:
@@ -258,7 +249,9 @@ class FallbackSessionStore:
                 raise
             reason = f"the keyring failed: {type(exc).__name__}"
             self._fell_back = True
-            self._store = self._fallback(reason)
+            failed, self._store = self._store, self._fallback(reason)
+            with contextlib.suppress(Exception):
+                failed.delete(key)
             return action(self._store)
 
 
@@ -282,8 +275,37 @@ def _system_keyring() -> KeyringLike | str:
         backend = keyring.get_keyring()
     except Exception as exc:
         return f"keyring failed to load: {type(exc).__name__}"
-    priority = getattr(backend, "priority", 0)
-    if priority <= 0:
-        return f"{type(backend).__module__}.{type(backend).__name__} stores nothing"
-    result: KeyringLike = backend
+    return usable_backend(backend)
+
+
+#: keyrings.alt modules whose backends keep secrets in a file of their own, in plain text
+#: or behind a password prompt that a kubectl plugin cannot answer.
+_FILE_BACKEND_MODULES = ("keyrings.alt.file", "keyrings.alt.pyfs")
+
+
+def usable_backend(backend: Any) -> KeyringLike | str:
+    """`backend` if it keeps secrets safely, else the reason it is not used.
+
+    Backends that keep secrets readably in a file (keyrings.alt's plaintext or
+    obfuscated ones, or any whose name says plaintext) are worse than the
+    sealed file, so they count as no keyring. keyring's chainer tries its
+    members in turn, so one that holds such a backend is replaced by its best
+    safe member.
+    """
+    cls = type(backend)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    members = getattr(backend, "backends", None)
+    if isinstance(members, list | tuple) and members:
+        safe = [m for m in members if not isinstance(usable_backend(m), str)]
+        if len(safe) == len(members):
+            result: KeyringLike = backend
+            return result
+        return safe[0] if safe else f"{name} chains only unsafe backends"
+    lowered = name.lower()
+    if "plaintext" in lowered or "obfuscat" in lowered \
+            or cls.__module__.startswith(_FILE_BACKEND_MODULES):
+        return f"{name} keeps secrets in a plain file"
+    if getattr(backend, "priority", 0) <= 0:
+        return f"{name} stores nothing"
+    result = backend
     return result

@@ -23,33 +23,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from cli.cluster_credential import credential_key  # noqa: E402
-from cli.credential_cache import Credential, CredentialCache  # noqa: E402
-from cli.execcredential import read_exec_info  # noqa: E402
-from cli.login_options import parse_login_args  # noqa: E402
-from cli.sealing import CacheKey  # noqa: E402
-from localenv.fixtures_cli import TEST_CA_DATA, pinniped_command  # noqa: E402
+from localenv.fixtures_cli import (  # noqa: E402
+    HOT_PATH_LOGIN_ARGS,
+    exec_info,
+    pinniped_command,
+    seed_credential,
+)
 
-LOGIN_ARGS = ["--issuer", "https://idp.bench", "--client-id", "pinniped-cli",
-              "--concierge-endpoint", "https://concierge.bench",
-              "--concierge-authenticator", "corp"]
-EXEC_INFO = json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-                        "spec": {"interactive": False, "cluster": {
-                            "server": "https://k8s.bench:6443",
-                            "certificate-authority-data": TEST_CA_DATA}}})
+LOGIN_ARGS = HOT_PATH_LOGIN_ARGS
 
 
 def seed(home: Path) -> dict[str, str]:
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KUBERNETES_EXEC_INFO": EXEC_INFO,
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KUBERNETES_EXEC_INFO": exec_info(),
            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    options = parse_login_args(LOGIN_ARGS, env)
-    assert options.credential_cache is not None
-    now = dt.datetime.now(dt.UTC)
-    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
-        credential_key(options, read_exec_info(EXEC_INFO, stdin_is_tty=False).cluster),
-        Credential("bench-token", now + dt.timedelta(hours=1), "corp:bench", ("corp:devs",)),
-        now)
+    seed_credential(env, "bench-token", ttl=dt.timedelta(hours=1))
     return env
 
 

@@ -6,6 +6,12 @@ that completes the login by itself would otherwise hit a port nobody is
 listening on. The browser is opened from a daemon thread for the same
 reason (a real browser command may not return until the window closes).
 The URL is printed too, so a person can paste it when no browser opens.
+
+The listener answers each connection in its own thread, with a time limit
+on each: anything can connect to a loopback port, and one idle connection
+must neither hold up the browser's real callback nor keep close() (and so
+the login lock) waiting. Only a callback carrying this login's state counts;
+others (a stale tab, a forged request) get a 403 and the login keeps waiting.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -27,6 +33,10 @@ from cli.oidc.provider import Provider, TokenResponse
 from cli.redact import printable
 
 CALLBACK_PATH = "/callback"
+#: How long one connection to the listener may take to send its request.
+CONNECTION_TIMEOUT = 5.0
+#: How long close() waits for the listener's loop to stop.
+CLOSE_TIMEOUT = 2.0
 
 _DONE_PAGE = (b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pinniped</title></head>"
               b"<body><h1>%s</h1><p>%s</p></body></html>")
@@ -52,12 +62,15 @@ class CallbackListener:
         self._state = state
         self._results: queue.Queue[CallbackResult] = queue.Queue()
         self._answered = threading.Event()
+        self._lock = threading.Lock()
+        self._refused = 0
         try:
-            self._server = HTTPServer(("127.0.0.1", port), self._handler_class())
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         except OSError as exc:
             raise LoginError(f"cannot listen for the browser's callback on 127.0.0.1:{port} "
                              f"({exc.strerror}); pick a free --listen-port or leave it out for "
                              "a random one.") from exc
+        self._server.daemon_threads = True  # a hung connection never delays our exit
         self.port = int(self._server.server_address[1])
         self.redirect_uri = f"http://127.0.0.1:{self.port}{CALLBACK_PATH}"
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -67,33 +80,42 @@ class CallbackListener:
         self._thread.start()
 
     def wait(self, timeout: float) -> str:
-        """The authorization code, or LoginError (timeout, state mismatch, IdP error)."""
+        """The authorization code, or LoginError (timeout, IdP error, no code)."""
         try:
             result = self._results.get(timeout=timeout)
         except queue.Empty:
+            refused = ""
+            if self._refused:
+                refused = (f" ({self._refused} callback(s) with a state that does not match this "
+                           "login, from a stale browser tab or a forged request, were refused.)")
             raise LoginError(
-                f"no browser login finished within {timeout:g}s. Run the command again and "
-                "complete the login in the browser (or open the printed link yourself); on a "
-                "machine without a browser use --flow device.") from None
+                f"no browser login finished within {timeout:g}s.{refused} Run the command again "
+                "and complete the login in the browser (or open the printed link yourself); on "
+                "a machine without a browser use --flow device.") from None
         if result.error is not None:
             raise LoginError(result.error)
         assert result.code is not None
         return result.code
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop listening, waiting at most CLOSE_TIMEOUT for the serving loop."""
+        if self._thread.is_alive():
+            stopper = threading.Thread(target=self._server.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(CLOSE_TIMEOUT)
         self._server.server_close()
 
     def _deliver(self, query: dict[str, str]) -> tuple[int, bytes]:
-        if self._answered.is_set():
-            return 409, _page("Already done", "This login has already finished.")
-        self._answered.set()
         state = query.get("state", "")
         if not hmac.compare_digest(state.encode(), self._state.encode()):
-            self._results.put(CallbackResult(error=(
-                "the browser callback's state does not match this login (a stale browser tab "
-                "or a forged request), so it was refused. Run the command again.")))
-            return 403, _page("Login refused", "The state parameter does not match.")
+            with self._lock:
+                self._refused += 1
+            return 403, _page("Login refused", "This is not the login pinniped is waiting for "
+                              "(the state parameter does not match). Use the newest link.")
+        with self._lock:
+            if self._answered.is_set():
+                return 409, _page("Already done", "This login has already finished.")
+            self._answered.set()
         if "error" in query:
             description = printable(query.get("error_description", ""))
             self._results.put(CallbackResult(error=(
@@ -112,6 +134,8 @@ class CallbackListener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT  # socket timeout: an idle connection is dropped
+
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 if parts.path != CALLBACK_PATH:

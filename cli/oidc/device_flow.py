@@ -2,7 +2,8 @@
 
 The person opens the verification URL on any device and enters the code;
 meanwhile we poll the token endpoint at the interval the IdP asked for,
-slowing down by 5 s whenever it says `slow_down` (RFC 8628 3.5).
+slowing down by 5 s whenever it says `slow_down` (RFC 8628 3.5), and never
+sleeping past --login-timeout.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def login(provider: Provider, *, scopes: tuple[str, ...], timeout: float,
         lines.append(f"(or open {complete} directly)")
     lines.append(f"Waiting up to {min(timeout, expires_in):g}s for you to finish...")
     say("\n".join(lines))
-    while True:
-        sleep(interval)
+    while (left := deadline - clock()) > 0:
+        # Never past the deadline: the last poll comes at it, not an interval after.
+        sleep(min(interval, left))
         try:
             return provider.token_request({"grant_type": GRANT_TYPE, "device_code": device_code},
                                           "device login")
@@ -64,10 +66,8 @@ def login(provider: Provider, *, scopes: tuple[str, ...], timeout: float,
                                  "Run the command again for a new code.") from exc
             else:
                 raise
-        if clock() + interval > deadline:
-            raise LoginError(f"the device login did not finish within "
-                             f"{min(timeout, expires_in):g}s. Run the command again for a new "
-                             "code.")
+    raise LoginError(f"the device login did not finish within {min(timeout, expires_in):g}s. "
+                     "Run the command again for a new code.")
 
 
 def _shows_cleanly(text: str) -> bool:

@@ -6,6 +6,11 @@ would otherwise make us forward (and cache) a token we cannot vouch for.
 Checks: the signature against the issuer's JWKS with an asymmetric-only alg
 allow-list, iss, aud (and azp when there are several audiences), exp, nbf,
 iat, and the nonce of this login when there is one.
+
+The key is the JWKS entry named by the token's `kid`. A token without a kid
+verifies only against a JWKS of exactly one key: against several, joserfc
+does not try each in turn, so it fails (as "no key for kid 'None'"). IdPs
+that publish several keys put a kid in their tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cli.errors import LoginError
+from cli.redact import printable
 
 #: Asymmetric algorithms only: never `none`, never HS* (the JWKS is public).
 ALLOWED_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -96,6 +102,10 @@ def _check_claims(claims: dict[str, Any], *, issuer: str, client_id: str, now: d
 
 
 def _reason(exc: Exception) -> str:
-    """The exception's class and short text; joserfc messages never include the token."""
-    text = getattr(exc, "description", None) or str(exc)
+    """The exception's class and short text, safe for a terminal.
+
+    joserfc's messages never include the whole token, but may quote parts of
+    its header (a kid, an alg), which the IdP or whoever forged the token chose.
+    """
+    text = printable(str(getattr(exc, "description", None) or exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cli.errors import LoginError, UsageError
+from cli.login_options import PASSWORD_VAR, USERNAME_VAR
 from cli.oidc.provider import OAuthError, Provider, TokenResponse
-
-USERNAME_VAR = "PINNIPED_USERNAME"
-PASSWORD_VAR = "PINNIPED_PASSWORD"
 
 
 def credentials_from(env: Mapping[str, str]) -> tuple[str, str] | None:

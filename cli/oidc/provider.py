@@ -42,7 +42,9 @@ class ProviderMetadata:
 
 @dataclass(frozen=True)
 class TokenResponse:
-    id_token: str = field(repr=False)
+    """A token endpoint's answer; the caller checks the ID token (a refresh may omit it)."""
+
+    id_token: str | None = field(repr=False)
     refresh_token: str | None = field(default=None, repr=False)
 
 
@@ -93,17 +95,11 @@ class Provider:
         return self._get_json(self.metadata.jwks_uri, "the issuer's signing keys (JWKS)")
 
     def token_request(self, data: dict[str, str], what: str) -> TokenResponse:
-        """POST a grant to the token endpoint; the answer must carry an ID token."""
+        """POST a grant to the token endpoint; OAuthError when the IdP refuses it."""
         body = self.post_form(self.metadata.token_endpoint, {**data, "client_id": self.client_id},
                               what)
-        id_token = body.get("id_token")
-        if not isinstance(id_token, str) or not id_token:
-            raise LoginError(f"the identity provider's answer to the {what} has no ID token; "
-                             "make sure --scopes includes openid.")
-        refresh = body.get("refresh_token")
-        if not isinstance(refresh, str) or not refresh:
-            refresh = None
-        return TokenResponse(id_token=id_token, refresh_token=refresh)
+        return TokenResponse(id_token=_nonempty(body.get("id_token")),
+                             refresh_token=_nonempty(body.get("refresh_token")))
 
     def post_form(self, url: str, data: dict[str, str], what: str) -> dict[str, Any]:
         """POST a form; OAuth error answers raise OAuthError naming the error code."""
@@ -154,3 +150,6 @@ class Provider:
             raise LoginError(f"{what} at {url} is not a JSON object; check --issuer.")
         return body
 
+
+def _nonempty(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

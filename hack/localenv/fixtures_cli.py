@@ -26,6 +26,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,11 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from cli.cluster_credential import credential_key
 from cli.credential_cache import Credential, CredentialCache
+from cli.execcredential import V1, read_exec_info
+from cli.login_options import parse_login_args
+from cli.redact import fingerprint
 from cli.runtime import Runtime
 from cli.sealing import CacheKey
 from cli.session_cache import FileSessionStore, KeyringSessionStore, Session, SessionStore
@@ -48,12 +53,45 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TEST_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 TEST_CA_DATA = base64.b64encode(TEST_CA_PEM.encode()).decode()
+#: The password flow's variables for the fake IdP's alice.
+PASSWORD_ENV = {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "alice-pw"}
+#: The same CI job with its password gone: whatever still works comes from the caches
+#: (the username is part of the cache keys, the password is not).
+NO_PASSWORD_ENV = {"PINNIPED_USERNAME": "alice"}
+#: `login oidc` flags for the fakes' hosts, as the hot-path tests and the benchmark use them.
+HOT_PATH_LOGIN_ARGS = ["--issuer", "https://idp.test", "--client-id", "pinniped-cli",
+                       "--concierge-endpoint", "https://concierge.test",
+                       "--concierge-authenticator", "corp"]
+TEST_SERVER = "https://k8s.test:6443"
 
 
 def pinniped_command() -> list[str]:
     """How to run the real CLI: the venv's console script when installed, else `-m cli`."""
     script = Path(sys.executable).with_name("pinniped")
     return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+
+
+def exec_info(api_version: str = V1, interactive: bool = False, server: str = TEST_SERVER,
+              ca_data: str = TEST_CA_DATA) -> str:
+    """KUBERNETES_EXEC_INFO as kubectl sets it for a provideClusterInfo exec stanza."""
+    return json.dumps({"apiVersion": api_version, "kind": "ExecCredential", "spec": {
+        "interactive": interactive,
+        "cluster": {"server": server, "certificate-authority-data": ca_data}}})
+
+
+def seed_credential(env: Mapping[str, str], token: str, login_args: list[str] | None = None,
+                    info: str | None = None, ttl: dt.timedelta = dt.timedelta(minutes=10)
+                    ) -> dt.datetime:
+    """Cache a credential where `pinniped login oidc LOGIN_ARGS` run with `env` and `info`
+    (KUBERNETES_EXEC_INFO) looks first; returns its expiry."""
+    options = parse_login_args(login_args or HOT_PATH_LOGIN_ARGS, env)
+    cluster = read_exec_info(info or exec_info(), stdin_is_tty=False).cluster
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    assert options.credential_cache is not None
+    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
+        credential_key(options, cluster),
+        Credential(token, now + ttl, "corp:alice@example.com", ("corp:devs",)), now)
+    return now + ttl
 
 
 class FakeClock:
@@ -116,7 +154,15 @@ class FakeIdP:
         #: Who approves device logins once `device_answers` run out (None: nobody, ever).
         self.device_approver: str | None = None
         self.device_interval: int | None = 2
-        self.fail_refresh = False
+        #: The OAuth error to answer refresh grants with (None: refresh normally).
+        self.refresh_error: str | None = None
+        #: Answer refresh grants without an ID token (OIDC Core 12.2 allows it).
+        self.refresh_without_id_token = False
+        #: Every refresh and access token handed out, rotated-away ones too.
+        self.issued_refresh_tokens: list[str] = []
+        self.issued_access_tokens: list[str] = []
+        #: Called with the grant type before each token request is handled (outside the lock).
+        self.before_token: Callable[[str], None] | None = None
         self._codes: dict[str, dict[str, Any]] = {}
         self._refresh: dict[str, str] = {}
         self._devices: dict[str, str] = {}
@@ -182,6 +228,8 @@ class FakeIdP:
         if path == "/device/auth":
             return self._device_authorization(form)
         if path == "/token":
+            if self.before_token is not None:
+                self.before_token(form.get("grant_type", ""))
             with self._lock:
                 return self._token(form)
         if path == "/token/revocation":
@@ -216,8 +264,12 @@ class FakeIdP:
         elif grant == "refresh_token":
             token = form.get("refresh_token", "")
             username = self._refresh.get(token)
-            if username is None or self.fail_refresh:
+            if username is None:
                 return _oauth_error("invalid_grant", "grant request is invalid")
+            if self.refresh_error is not None:
+                if self.refresh_error == "invalid_grant":
+                    del self._refresh[token]  # the grant is gone
+                return _oauth_error(self.refresh_error, "refresh refused")
             if self.rotate_refresh_tokens:
                 del self._refresh[token]
         elif grant == "authorization_code":
@@ -243,10 +295,14 @@ class FakeIdP:
         else:
             return _oauth_error("unsupported_grant_type")
         refresh = "rt-" + secrets.token_urlsafe(self.refresh_token_bytes)
-        body = {"access_token": "at-" + secrets.token_urlsafe(8), "token_type": "Bearer",
-                "expires_in": 300, "id_token": self.id_token(username, nonce)}
+        access = "at-" + secrets.token_urlsafe(8)
+        self.issued_access_tokens.append(access)
+        body = {"access_token": access, "token_type": "Bearer", "expires_in": 300}
+        if grant != "refresh_token" or not self.refresh_without_id_token:
+            body["id_token"] = self.id_token(username, nonce)
         if grant != "refresh_token" or self.rotate_refresh_tokens:
             self._refresh[refresh] = username
+            self.issued_refresh_tokens.append(refresh)
             body["refresh_token"] = refresh
         return httpx.Response(200, json=body)
 
@@ -274,6 +330,8 @@ class FakeConcierge:
         self.reject_all = False
         self.unavailable = False
         self.sessions: dict[str, wire.ClusterCredential] = {}
+        #: Every cluster token handed out, revoked ones too.
+        self.issued: list[str] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.unavailable:
@@ -317,6 +375,7 @@ class FakeConcierge:
             token="cluster-" + secrets.token_urlsafe(24),
             expiration=self.clock.now() + dt.timedelta(seconds=self.ttl), identity=identity)
         self.sessions[credential.token] = credential
+        self.issued.append(credential.token)
         self.logins.append(identity.username)
         return httpx.Response(200, json=wire.credential_response(request, credential))
 
@@ -347,7 +406,10 @@ class FakeKeyring:
     def __init__(self, max_length: int = 1000) -> None:
         self.max_length = max_length
         self.entries: dict[tuple[str, str], str] = {}
+        #: Fail every read and write (deletes still work, as when a keyring locks up).
         self.fail = False
+        #: Fail writes only.
+        self.fail_writes = False
 
     def get_password(self, service: str, username: str) -> str | None:
         if self.fail:
@@ -355,7 +417,7 @@ class FakeKeyring:
         return self.entries.get((service, username))
 
     def set_password(self, service: str, username: str, password: str) -> None:
-        if self.fail:
+        if self.fail or self.fail_writes:
             raise RuntimeError("keyring is locked")
         if len(password) > self.max_length:
             raise ValueError(f"entry too large ({len(password)} > {self.max_length})")
@@ -415,12 +477,7 @@ class CLIHarness:
                 "--concierge-ca-bundle-data", TEST_CA_DATA,
                 "--concierge-authenticator", self.concierge.authenticator, *extra]
 
-    def exec_info(self, api_version: str = "client.authentication.k8s.io/v1",
-                  interactive: bool = False, server: str = "https://k8s.test:6443",
-                  ca_data: str = TEST_CA_DATA) -> str:
-        return json.dumps({"apiVersion": api_version, "kind": "ExecCredential", "spec": {
-            "interactive": interactive,
-            "cluster": {"server": server, "certificate-authority-data": ca_data}}})
+    exec_info = staticmethod(exec_info)
 
     def open_browser(self, url: str) -> bool:
         self.opened.append(url)
@@ -466,8 +523,9 @@ class CLIHarness:
     def secrets_seen(self) -> list[str]:
         """Every token and password handed out so far (none may ever show in output)."""
         found = [u.password for u in self.idp.users.values()] + self.idp.issued_id_tokens
-        found += list(self.concierge.sessions)
-        found += list(self.idp._refresh)
+        found += self.idp.issued_refresh_tokens + self.idp.issued_access_tokens
+        found += self.concierge.issued
+        assert len(found) > len(self.idp.users), "no token was handed out: nothing to look for"
         return found
 
 
@@ -481,7 +539,8 @@ def make_harness(tmp_path: Path) -> CLIHarness:
 
 
 @pytest.fixture
-def cli_harness(tmp_path: Path) -> CLIHarness:
+def h(tmp_path: Path) -> CLIHarness:
+    """The in-process CLI harness; a short name, as the tests use it on nearly every line."""
     return make_harness(tmp_path)
 
 
@@ -534,6 +593,28 @@ class CLIWorld:
         return {"PINNIPED_USERNAME": username,
                 "PINNIPED_PASSWORD": self.idp.user(username).password}
 
+    def as_ci_job(self, username: str) -> None:
+        """Every command from now on runs as in a CI job logging in as `username`.
+
+        PINNIPED_USERNAME stays set (it is part of the cache keys); the password is
+        passed (`password_env`) only where a login is wanted, so that everything
+        else must come from the caches.
+        """
+        self.env["PINNIPED_USERNAME"] = username
+
+    def secrets_in_use(self) -> list[str]:
+        """The cached cluster tokens and the session's ID and refresh tokens, opened."""
+        found = [str(entry["token"]) for entry in self.cached_credentials().values()]
+        for session in self.stored_sessions().values():
+            found += [session.id_token, session.refresh_token or ""]
+        found = [secret for secret in found if secret]
+        assert found, "nothing cached: nothing to look for"
+        return found
+
+    def idp_log_count(self, needle: str) -> int:
+        """How many lines of the IdP's log hold `needle` (it logs every refused token request)."""
+        return sum(needle in line for line in idp_log_lines(self.idp))
+
     def login_flags(self) -> list[str]:
         return ["--issuer", self.idp.issuer, "--client-id", self.idp.client_id,
                 "--ca-bundle", str(self.idp.ca_file),
@@ -567,6 +648,16 @@ class CLIWorld:
         """The real kubectl with the generated kubeconfig; the plugin inherits `env`."""
         return self.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], env,
                         stdin=stdin)
+
+    def kubectl_fails_fast(self, *args: str) -> str:
+        """kubectl (no terminal) where only a person could log in: it must fail within
+        seconds, saying what to run. Returns its stderr."""
+        started = time.monotonic()
+        refused = self.kubectl(*args)
+        assert refused.returncode != 0
+        assert time.monotonic() - started < 20
+        assert "Log in from a terminal first by running:" in refused.stderr
+        return refused.stderr
 
     def kubeconfig_user(self) -> dict[str, Any]:
         import yaml
@@ -642,8 +733,7 @@ def assert_not_stored(paths: list[Path], secrets: list[str]) -> None:
         data = path.read_bytes()
         for secret in secrets:
             found = [form for form in secret_forms(secret) if form in data]
-            digest = hashlib.sha256(secret.encode()).hexdigest()[:12]
-            assert not found, f"{path} holds secret sha256:{digest} readably"  # never the secret
+            assert not found, f"{path} holds secret {fingerprint(secret)} readably"  # not itself
 
 
 def concierge_logins(concierge: Any) -> int:
@@ -652,9 +742,13 @@ def concierge_logins(concierge: Any) -> int:
                if line.get("request") == "login" and line.get("outcome") == "success")
 
 
+def idp_log_lines(idp: Any) -> list[str]:
+    path = idp.log_path
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
 def idp_password_grants(idp: Any, username: str) -> int:
-    text = idp.log_path.read_text(errors="replace") if idp.log_path.exists() else ""
-    return sum(1 for line in text.splitlines()
+    return sum(1 for line in idp_log_lines(idp)
                if "password grant:" in line and f"user={username} " in line)
 
 

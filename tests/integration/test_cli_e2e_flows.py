@@ -52,6 +52,7 @@ def _assert_acts_as(world: CLIWorld, namespace: str, username: str,
 def test_password_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP,
                        concierge: LocalConcierge) -> None:
     namespace = team_namespace(cluster, "corp:devs")
+    world.as_ci_job("alice")
     result = world.get_kubeconfig(env=world.password_env("alice"))
     assert result.stdout == ""
     assert f"wrote {world.kubeconfig}" in result.stderr
@@ -83,15 +84,19 @@ def test_password_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP,
     assert whoami.returncode == 0, whoami.stderr
     assert "Username: corp:alice@example.com" in whoami.stdout
     assert "corp:devs" in whoami.stdout
-    for secret in (idp.user("alice").password, *world.cached_credentials()):
+    for secret in (idp.user("alice").password, *world.secrets_in_use()):
         assert secret not in result.stderr + whoami.stdout + whoami.stderr
 
 
 def test_device_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP) -> None:
     namespace = team_namespace(cluster, "corp:ops")
+    pending = world.idp_log_count("authorization_pending")
+    # A person at a terminal: without one, --flow device fails fast (nobody could enter a code).
+    leader, follower = pty.openpty()
     process = subprocess.Popen(world.get_kubeconfig_argv("--flow", "device"), env=world.env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stdin=follower, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    os.close(follower)
     lines: list[str] = []
     code_seen = threading.Event()
 
@@ -110,7 +115,11 @@ def test_device_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP) -> N
                           "".join(lines))
         assert match is not None
         assert match.group(1).startswith(idp.issuer)
-        time.sleep(1.5)  # let the CLI poll (and hear "authorization_pending") at least once
+        # The CLI polls before anyone approves, and hears "authorization_pending".
+        deadline = time.monotonic() + 30
+        while world.idp_log_count("authorization_pending") == pending:
+            assert time.monotonic() < deadline, "the CLI never polled the IdP"
+            time.sleep(0.2)
         idp.approve_device(match.group(2), "bob")
         assert process.wait(timeout=60) == 0, "".join(lines)
     finally:
@@ -118,8 +127,15 @@ def test_device_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP) -> N
             process.kill()
             process.wait()
         reader.join(timeout=5)
+        os.close(leader)
     assert world.kubeconfig_user()["as"] == "corp:bob@example.com"
+    assert "--flow" in world.kubeconfig_user()["exec"]["args"]
     _assert_acts_as(world, namespace, "corp:bob@example.com")
+    # kubectl without a terminal runs that kubeconfig's `--flow device` only from the caches;
+    # a new login fails fast, naming the command to run.
+    world.credential_cache.unlink()
+    world.session_file.unlink()
+    assert "--flow device" in world.kubectl_fails_fast("get", "configmaps", "-n", namespace)
 
 
 def _at_a_terminal(world: CLIWorld, argv: list[str], env: dict[str, str]

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cli import kubeconfig as kubeconfig_module
-from localenv.fixtures_cli import TEST_CA_DATA, CLIHarness, make_harness
+from localenv.fixtures_cli import (
+    NO_PASSWORD_ENV,
+    PASSWORD_ENV,
+    TEST_CA_DATA,
+    TEST_SERVER,
+    CLIHarness,
+)
 
-PASSWORD_ENV = {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "alice-pw"}
-SERVER = "https://k8s.test:6443"
+SERVER = TEST_SERVER
+OTHER_UID = 54321
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> CLIHarness:
-    return make_harness(tmp_path)
+@pytest.fixture(autouse=True)
+def _a_ci_job(h: CLIHarness) -> None:
+    """These tests log in with the password flow, as CI does: PINNIPED_USERNAME stays set for
+    every command (it is part of the cache keys), the password only where a login is wanted."""
+    h.env.update(NO_PASSWORD_ENV)
 
 
 def _get_kubeconfig(h: CLIHarness, out: Path | None, *extra: str,
@@ -33,6 +43,13 @@ def _get_kubeconfig(h: CLIHarness, out: Path | None, *extra: str,
 
 def _user(path: Path) -> dict[str, object]:
     user = yaml.safe_load(path.read_text())["users"][0]["user"]
+    assert isinstance(user, dict)
+    return user
+
+
+def _user_named(path: Path, name: str) -> dict[str, object]:
+    users = {e["name"]: e["user"] for e in yaml.safe_load(path.read_text())["users"]}
+    user = users[name]
     assert isinstance(user, dict)
     return user
 
@@ -81,7 +98,8 @@ def test_get_kubeconfig_to_stdout(h: CLIHarness) -> None:
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--server", "http://plain"], "https://"),
+    (["--server", "http://plain"], "--server must be an https:// URL"),
+    (["--server", "https://"], "--server must be an https:// URL"),
     (["--name", " "], "--name"),
 ])
 def test_get_kubeconfig_usage_errors(h: CLIHarness, extra: list[str],
@@ -110,30 +128,131 @@ def test_group_change_updates_the_kubeconfig(h: CLIHarness, tmp_path: Path) -> N
     assert "updated" not in h.last_stderr  # unchanged groups: the file is left alone
 
 
-def test_unwritable_kubeconfig_prints_the_command_that_fixes_it(
-        h: CLIHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _owned_by_someone_else(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.chown(path, OTHER_UID, -1)  # the tests run as root
+
+
+def _unwritable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kubeconfig_module, "replace_file", refuse)
+
+
+def _locked_by_kubectl(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kubeconfig_module, "LOCK_WAIT_SECONDS", 0.2)
+    path.with_name(path.name + ".lock").write_text("")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
+@pytest.mark.parametrize(("obstacle", "reason"), [
+    (_owned_by_someone_else, "belongs to another user"),
+    (_unwritable, "Permission denied"),
+    (_locked_by_kubectl, "is locked"),
+])
+def test_a_kubeconfig_the_plugin_cannot_update_gets_the_command_that_fixes_it(
+        h: CLIHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        obstacle: Callable[[Path, pytest.MonkeyPatch], None], reason: str) -> None:
     out = tmp_path / "kubeconfig"
     _get_kubeconfig(h, out)
     h.idp.users["alice"].groups = ["ops"]
     h.clock.advance(601)
-
-    def refuse(path: Path, data: bytes, tighten_dir: bool = False) -> None:
-        raise PermissionError(13, "Permission denied")
-
+    before = out.read_bytes()
     exec_before = _user(out)["exec"]
-    monkeypatch.setattr(kubeconfig_module, "write_private", refuse)
-    assert _run_plugin(h, out) == 0
-    assert _user(out)["as-groups"] == ["corp:devs"]
+    obstacle(out, monkeypatch)
+    assert _run_plugin(h, out) == 0  # the credential is still handed to kubectl
+    assert out.read_bytes() == before
     assert "could not be updated" in h.last_stderr
-    assert "Permission denied" in h.last_stderr
+    assert reason in h.last_stderr
     command = h.last_stderr.split("run (as someone who can write it):\n\n", 1)[1]
     argv = shlex.split(command.strip().splitlines()[0])
     assert argv[:3] == ["/usr/local/bin/pinniped", "get", "kubeconfig"]
+    # Whoever can write the file runs exactly that command, and it is fixed.
     monkeypatch.undo()
-    # Running exactly that command fixes the file.
+    os.chown(out, os.getuid(), -1)
+    out.with_name(out.name + ".lock").unlink(missing_ok=True)
     assert h.run(argv[1:]) == 0
     assert _user(out)["as-groups"] == ["corp:ops"]
     assert _user(out)["exec"] == exec_before
+
+
+def test_updating_the_kubeconfig_keeps_its_mode_and_honours_kubectls_lock(
+        h: CLIHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "kubeconfig"
+    _get_kubeconfig(h, out)
+    out.chmod(0o640)
+    h.idp.users["alice"].groups = ["ops"]
+    h.clock.advance(601)
+    locks: list[bool] = []
+    from cli.securefile import replace_file as real_replace
+
+
+    def replace_seeing_the_lock(path: Path, data: bytes, mode: int, group: int = -1) -> None:
+        locks.append(out.with_name(out.name + ".lock").exists())
+        real_replace(path, data, mode, group)
+
+    monkeypatch.setattr(kubeconfig_module, "replace_file", replace_seeing_the_lock)
+    assert _run_plugin(h, out) == 0
+    assert _user(out)["as-groups"] == ["corp:ops"]
+    assert locks == [True]  # held while writing...
+    assert not out.with_name(out.name + ".lock").exists()  # ...and removed after
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def _other_kubeconfig(path: Path) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "other", "cluster": {"server": "https://other:6443"}},
+                     {"name": "pinniped", "cluster": {"server": "https://stale:6443"}}],
+        "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
+        "users": [{"name": "other", "user": {"token": "static-token"}}],
+        "preferences": {"colors": True}}
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o644)
+    return doc
+
+
+def test_get_kubeconfig_merges_into_an_existing_kubeconfig(h: CLIHarness,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "kubeconfig"
+    other = _other_kubeconfig(out)
+    for _ in range(2):  # a second run replaces our entries rather than adding more
+        assert _get_kubeconfig(h, out) == 0
+        assert "other entries are kept" in h.last_stderr
+        doc = yaml.safe_load(out.read_text())
+        for section in ("clusters", "contexts", "users"):
+            names = [e["name"] for e in doc[section]]
+            assert sorted(names) == ["other", "pinniped"], section
+        assert doc["current-context"] == "pinniped"
+        assert doc["users"][0] == other["users"][0]  # type: ignore[index]
+        assert doc["preferences"] == {"colors": True}
+        clusters = {e["name"]: e["cluster"] for e in doc["clusters"]}
+        assert clusters["pinniped"]["server"] == SERVER
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert _user_named(out, "pinniped")["as"] == "corp:alice@example.com"
+    before = len(h.router.requests)
+    assert h.run(["whoami", "--kubeconfig", str(out)]) == 0  # the merged file works
+    assert "Username: corp:alice@example.com" in h.last_stdout
+    assert len(h.router.requests) == before + 1  # whoami itself; the login was cached
+
+
+def test_get_kubeconfig_replaces_a_file_of_only_its_own_entries(h: CLIHarness,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "kubeconfig"
+    assert _get_kubeconfig(h, out) == 0
+    assert _get_kubeconfig(h, out) == 0
+    assert "other entries" not in h.last_stderr
+    assert out.read_text().startswith("# Generated by `pinniped get kubeconfig`")
+
+
+def test_get_kubeconfig_will_not_write_over_what_is_not_a_kubeconfig(h: CLIHarness,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "notes.yaml"
+    out.write_text("- shopping\n- list\n")
+    assert _get_kubeconfig(h, out) == 1
+    assert "it is not a kubeconfig" in h.last_stderr
+    assert "choose another -o FILE" in h.last_stderr
+    assert out.read_text() == "- shopping\n- list\n"
 
 
 def test_whoami_asks_the_concierge(h: CLIHarness, tmp_path: Path) -> None:

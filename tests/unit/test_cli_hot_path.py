@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from cli.cluster_credential import credential_key
-from cli.credential_cache import Credential, CredentialCache
-from cli.execcredential import V1, V1BETA1, read_exec_info
-from cli.login_options import parse_login_args
-from cli.sealing import CacheKey
-from localenv.fixtures_cli import TEST_CA_DATA, assert_not_stored, pinniped_command
+from cli.execcredential import V1, V1BETA1
+from localenv.fixtures_cli import (
+    HOT_PATH_LOGIN_ARGS,
+    assert_not_stored,
+    exec_info,
+    pinniped_command,
+    seed_credential,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("httpx", "authlib", "keyring", "kubernetes", "joserfc", "yaml", "fastapi", "ssl",
@@ -36,16 +39,7 @@ HEAVY = ("httpx", "authlib", "keyring", "kubernetes", "joserfc", "yaml", "fastap
          "cryptography.hazmat.primitives.serialization", "cryptography.hazmat.primitives.hashes",
          "cryptography.hazmat.backends", "cryptography.fernet")
 AESGCM_MODULE = "cryptography.hazmat.primitives.ciphers.aead"
-LOGIN_ARGS = ["--issuer", "https://idp.test", "--client-id", "pinniped-cli",
-              "--concierge-endpoint", "https://concierge.test", "--concierge-authenticator",
-              "corp"]
-
-
-def _exec_info(version: str = V1) -> str:
-    return json.dumps({"apiVersion": version, "kind": "ExecCredential", "spec": {
-        "interactive": False,
-        "cluster": {"server": "https://k8s.test:6443",
-                    "certificate-authority-data": TEST_CA_DATA}}})
+LOGIN_ARGS = HOT_PATH_LOGIN_ARGS
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -55,16 +49,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _seed(tmp_path: Path, token: str = "cached-cluster-token", **extra_env: str) -> dt.datetime:
-    env = _env(tmp_path, **extra_env)
-    options = parse_login_args(LOGIN_ARGS, env)
-    info = read_exec_info(_exec_info(), stdin_is_tty=False)
-    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=10)
-    assert options.credential_cache is not None
-    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
-        credential_key(options, info.cluster),
-        Credential(token, expires, "corp:alice@example.com", ("corp:devs",)),
-        dt.datetime.now(dt.UTC))
-    return expires
+    return seed_credential(_env(tmp_path, **extra_env), token)
 
 
 def _imported(stderr: str) -> set[str]:
@@ -78,7 +63,7 @@ def test_cache_hit_prints_the_credential_and_imports_nothing_heavy(tmp_path: Pat
     expires = _seed(tmp_path)
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "cli", "login", "oidc", *LOGIN_ARGS],
-        env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info(version)),
+        env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info(version)),
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     body = json.loads(result.stdout)
@@ -97,7 +82,7 @@ def test_cache_hit_prints_the_credential_and_imports_nothing_heavy(tmp_path: Pat
 def test_console_script_serves_the_cache(tmp_path: Path) -> None:
     _seed(tmp_path, token="via-script")
     result = subprocess.run([*pinniped_command(), "login", "oidc", *LOGIN_ARGS],
-                            env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info()),
+                            env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info()),
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"]["token"] == "via-script"
@@ -110,7 +95,7 @@ def test_key_in_the_runtime_dir_serves_the_cache(tmp_path: Path) -> None:
     _seed(tmp_path, token="runtime-dir-token", XDG_RUNTIME_DIR=str(run))
     result = subprocess.run(
         [sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
-        env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info(), XDG_RUNTIME_DIR=str(run)),
+        env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info(), XDG_RUNTIME_DIR=str(run)),
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"]["token"] == "runtime-dir-token"
@@ -149,7 +134,7 @@ def test_damaged_cache_or_key_is_not_fatal_and_not_trusted(
     damage(tmp_path)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
-                            env=_env(tmp_path, KUBERNETES_EXEC_INFO=_exec_info()),
+                            env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info()),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=30, check=False)
     # Not interactive and no session: it fails fast, saying what to run; stdout stays empty.
@@ -180,8 +165,9 @@ def test_fd1_is_guarded_while_logging_in(tmp_path: Path) -> None:
     assert "python-chatter" in result.stderr
 
 
-def test_python_m_cli_help(tmp_path: Path) -> None:
+def test_python_m_cli_help_lists_every_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "cli", "--help"], env=_env(tmp_path),
                             capture_output=True, text=True, timeout=30, check=True)
-    assert "login" in result.stdout
-    assert "kubeconfig" not in result.stderr
+    listed = re.findall(r"^ {4}(\w+) {2,}\S", result.stdout, flags=re.MULTILINE)
+    assert listed == ["login", "get", "whoami", "logout"]
+    assert result.stderr == ""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +19,11 @@ from cli.kubeconfig import KubeconfigSpec, KubeconfigUpdateFailed, PluginCommand
 from concierge.wire import Identity
 
 CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
-TRICKY_GROUPS = ("corp:devs", "yes", "on", "null", "1.0", "a: b", "#x", "'quoted'", "y")
+TRICKY_GROUPS = ("corp:devs", "yes", "on", "null", "1.0", "a: b", "#x", "'quoted'", "y", "N",
+                 "~", "0o17", "1_000", "0x1F", ".inf", "<<", "=", "- x", "!tag", "&a", "*a",
+                 # Beyond the BMP, and what YAML folds or refuses unescaped:
+                 "team-🚀", "\U0010fffd", "nel\x85x", "ls\u2028x", "ps\u2029x", "del\x7fx",
+                 "bom\ufeffx", "c1\x9bx", "tab\tx", "nul\x00x", "é")
 
 
 def _spec(groups: tuple[str, ...] = ("corp:devs",), name: str = "pinniped") -> KubeconfigSpec:
@@ -49,14 +54,29 @@ def test_render_has_the_exec_stanza_kubectl_needs() -> None:
     }
 
 
-def test_yaml_special_groups_stay_strings_for_kubectl(tmp_path: Path) -> None:
-    path = tmp_path / "config"
-    path.write_text(kubeconfig.render(_spec(TRICKY_GROUPS)))
+def _as_kubectl_reads_it(path: Path) -> dict[str, Any]:
     result = subprocess.run(["kubectl", "--kubeconfig", str(path), "config", "view", "-o",
                              "json"], capture_output=True, text=True, check=True)
     user = json.loads(result.stdout)["users"][0]["user"]
+    assert isinstance(user, dict)
+    return user
+
+
+def test_yaml_special_groups_stay_strings_for_kubectl(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(kubeconfig.render(_spec(TRICKY_GROUPS)), encoding="utf-8")
+    user = _as_kubectl_reads_it(path)
     assert user["as-groups"] == list(TRICKY_GROUPS)
     assert user["exec"]["interactiveMode"] == "IfAvailable"
+    assert "team-🚀" in path.read_text(encoding="utf-8")  # written as itself, not escaped
+
+
+def test_updated_groups_stay_verbatim_for_kubectl(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(kubeconfig.render(_spec()), encoding="utf-8")
+    groups = TRICKY_GROUPS[::-1]
+    assert kubeconfig.update_identity(path, "pinniped", Identity("corp:alice", groups))
+    assert _as_kubectl_reads_it(path)["as-groups"] == list(groups)
 
 
 def test_broken_template_is_caught_at_render(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -52,3 +53,26 @@ def test_released_on_error(tmp_path: Path) -> None:
     with lock.held(path, timeout=1, on_wait=lambda: waited.append(1)):
         pass
     assert waited == []
+
+
+def test_a_symlinked_lock_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("not a lock")
+    path = tmp_path / "l.lock"
+    path.symlink_to(target)
+    with pytest.raises(CLIError, match="remove the lock if it is a symlink"), \
+            lock.held(path, timeout=1, on_wait=lambda: None):
+        pass
+    assert target.read_text() == "not a lock"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
+def test_a_lock_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Someone else's lock file could be held (flocked) by them forever."""
+    path = tmp_path / "l.lock"
+    path.write_text("")
+    os.chown(path, 54321, -1)
+    with pytest.raises(CLIError, match="is not a file of yours"), \
+            lock.held(path, timeout=1, on_wait=lambda: None):
+        pass
+

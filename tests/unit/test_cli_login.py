@@ -5,23 +5,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
+import threading
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
 from cli.errors import HumanStepRequired, UsageError
+from cli.execcredential import V1, V1BETA1
 from cli.login_options import LoginOptions, parse_login_args
+from cli.oidc import browser_flow
 from cli.oidc.login import LoginContext, choose_flow
-from localenv.fixtures_cli import CLIHarness, assert_not_stored, make_harness
-
-V1 = "client.authentication.k8s.io/v1"
-PASSWORD_ENV = {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "alice-pw"}
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> CLIHarness:
-    return make_harness(tmp_path)
+from localenv.fixtures_cli import (
+    NO_PASSWORD_ENV,
+    PASSWORD_ENV,
+    CLIHarness,
+    assert_not_stored,
+)
 
 
 def _login(h: CLIHarness, *extra: str, env: dict[str, str] | None = None,
@@ -29,6 +33,11 @@ def _login(h: CLIHarness, *extra: str, env: dict[str, str] | None = None,
     environment = {"KUBERNETES_EXEC_INFO": exec_info if exec_info is not None else h.exec_info()}
     environment.update(env or {})
     return h.run(h.login_args(*extra), environment)
+
+
+def _with_a_person(h: CLIHarness, *extra: str) -> int:
+    """`_login` as kubectl runs it from a terminal (a person could finish a browser login)."""
+    return _login(h, *extra, exec_info=h.exec_info(interactive=True))
 
 
 def _credential(h: CLIHarness) -> dict[str, object]:
@@ -48,6 +57,13 @@ def _expire_credential(h: CLIHarness) -> None:
     h.clock.advance(601)
 
 
+def _logged_in_then_expired(h: CLIHarness) -> None:
+    """A password login, then time passes: its cluster credential (and, at the fake IdP's
+    default TTL, its ID token) expired, so the next call needs the session."""
+    assert _login(h, env=PASSWORD_ENV) == 0
+    _expire_credential(h)
+
+
 # --- the cached path and the first login -------------------------------------------------
 
 
@@ -65,7 +81,7 @@ def test_second_call_is_served_from_the_cache_without_network(h: CLIHarness) -> 
     first = _credential(h)
     requests = len(h.router.requests)
     h.clock.advance(300)
-    assert _login(h) == 0  # no password in the environment: a login would fail
+    assert _login(h, env=NO_PASSWORD_ENV) == 0  # no password any more: a login would fail
     assert _credential(h) == first
     assert len(h.router.requests) == requests
     assert h.last_stderr == ""
@@ -79,7 +95,7 @@ def test_cache_is_per_cluster(h: CLIHarness) -> None:
     assert h.idp.count("password") == 1
 
 
-@pytest.mark.parametrize("version", [V1, "client.authentication.k8s.io/v1beta1"])
+@pytest.mark.parametrize("version", [V1, V1BETA1])
 def test_speaks_the_requested_version(h: CLIHarness, version: str) -> None:
     assert _login(h, env=PASSWORD_ENV, exec_info=h.exec_info(api_version=version)) == 0
     body = json.loads(h.last_stdout)
@@ -101,42 +117,155 @@ def test_run_by_hand_at_a_terminal_does_not_print_the_token(h: CLIHarness) -> No
 
 def test_expired_credential_reuses_a_valid_id_token(h: CLIHarness) -> None:
     h.idp.id_token_ttl = 3600
-    _login(h, env=PASSWORD_ENV)
-    _expire_credential(h)
-    assert _login(h) == 0
+    _logged_in_then_expired(h)
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
     assert len(h.concierge.logins) == 2
     assert h.idp.grants == ["password"]
 
 
 def test_expired_id_token_is_refreshed_without_a_new_login(h: CLIHarness) -> None:
-    _login(h, env=PASSWORD_ENV)
-    _expire_credential(h)  # the ID token (300 s) is gone too
-    assert _login(h) == 0  # non-interactive, no password: only a refresh can work
+    _logged_in_then_expired(h)  # the ID token (300 s) is gone too
+    assert _login(h, env=NO_PASSWORD_ENV) == 0  # no terminal, no password: only a refresh works
     assert h.idp.grants == ["password", "refresh_token"]
     assert h.opened == []
     _credential(h)
     # The rotated refresh token was stored: the next refresh works too.
     _expire_credential(h)
-    assert _login(h) == 0
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
     assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
     _assert_no_secrets(h)
 
 
 def test_refused_refresh_falls_back_to_a_new_login(h: CLIHarness) -> None:
-    _login(h, env=PASSWORD_ENV)
-    _expire_credential(h)
-    h.idp.fail_refresh = True
+    _logged_in_then_expired(h)
+    h.idp.refresh_error = "invalid_grant"
     assert _login(h, env=PASSWORD_ENV) == 0
     assert h.idp.grants == ["password", "refresh_token", "password"]
     assert "session at the identity provider has ended (invalid_grant" in h.last_stderr
     _assert_no_secrets(h)
 
 
+@pytest.mark.parametrize("error", ["temporarily_unavailable", "server_error", "invalid_client"])
+def test_other_refresh_errors_keep_the_session(h: CLIHarness, error: str) -> None:
+    _logged_in_then_expired(h)
+    h.idp.refresh_error = error
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert f"refused the session refresh ({error}" in h.last_stderr
+    assert "Your login session was kept" in h.last_stderr
+    assert "internal error" not in h.last_stderr
+    assert h.idp.grants == ["password", "refresh_token"]  # no new login over a kept session
+    h.idp.refresh_error = None
+    assert _login(h, env=NO_PASSWORD_ENV) == 0  # the kept session refreshes once the IdP is back
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
+    _assert_no_secrets(h)
+
+
+def test_a_rotated_refresh_token_is_kept_even_when_its_id_token_is_refused(
+        h: CLIHarness) -> None:
+    _logged_in_then_expired(h)
+    h.idp.claim_overrides = {"aud": "someone-else"}  # the refresh rotates, its ID token is bad
+    assert _login(h, env=NO_PASSWORD_ENV) == 1
+    assert "answer to the session refresh was refused" in h.last_stderr
+    assert "Log in from a terminal first" in h.last_stderr  # it fell back to a new login
+    assert h.concierge.logins == ["corp:alice@example.com"]  # the bad token went nowhere
+    h.idp.claim_overrides = {}
+    # The new refresh token was saved, so this is a refresh, not a replay of the spent one
+    # (which the IdP would answer with invalid_grant).
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
+    _assert_no_secrets(h)
+
+
+def test_a_refresh_without_an_id_token_falls_back_to_a_new_login(h: CLIHarness) -> None:
+    _logged_in_then_expired(h)
+    h.idp.refresh_without_id_token = True
+    assert _login(h, env=PASSWORD_ENV) == 0
+    assert h.idp.grants == ["password", "refresh_token", "password"]
+    assert "has no ID token" in h.last_stderr
+    _credential(h)
+
+
+def test_logins_with_different_credential_caches_refresh_the_session_once(
+        h: CLIHarness, tmp_path: Path) -> None:
+    """Two credential caches, one session: its rotating refresh token is spent only once."""
+    from cli.main import main
+
+    _logged_in_then_expired(h)
+    first_refresh, release = threading.Event(), threading.Event()
+
+    def hold_the_first_refresh(grant: str) -> None:
+        if grant == "refresh_token" and not first_refresh.is_set():
+            first_refresh.set()
+            release.wait(10)
+
+    h.idp.before_token = hold_the_first_refresh
+    results: dict[str, tuple[int, str]] = {}
+
+    def kubectl(name: str) -> None:
+        runtime, _, stderr = h.runtime({**NO_PASSWORD_ENV, "KUBERNETES_EXEC_INFO": h.exec_info()})
+        code = main(h.login_args("--credential-cache", str(tmp_path / f"{name}.json")), runtime)
+        results[name] = (code, stderr.getvalue())
+
+    first = threading.Thread(target=kubectl, args=("first",))
+    first.start()
+    assert first_refresh.wait(10)
+    second = threading.Thread(target=kubectl, args=("second",))
+    second.start()
+    deadline = time.monotonic() + 2  # time enough for the second to reach the IdP, unless held
+    while time.monotonic() < deadline and h.idp.count("refresh_token") < 2:
+        time.sleep(0.05)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results["first"][0] == 0, results["first"][1]
+    assert results["second"][0] == 0, results["second"][1]
+    assert h.idp.grants == ["password", "refresh_token"]
+    assert "waiting for another pinniped login" in results["second"][1]
+
+
+def test_ci_jobs_sharing_a_home_do_not_share_credentials(h: CLIHarness) -> None:
+    assert _login(h, env=PASSWORD_ENV) == 0
+    alice = _credential(h)["token"]
+    bob_env = {"PINNIPED_USERNAME": "bob", "PINNIPED_PASSWORD": "bob-pw"}
+    assert _login(h, env=bob_env) == 0
+    bob = _credential(h)["token"]
+    assert bob != alice
+    assert h.concierge.sessions[str(bob)].identity.username == "corp:bob@example.com"
+    assert h.idp.grants == ["password", "password"]  # not alice's session either
+    # Each job keeps being served its own, from the cache.
+    requests = len(h.router.requests)
+    assert _login(h, env={"PINNIPED_USERNAME": "bob"}) == 0
+    assert _credential(h)["token"] == bob
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert _credential(h)["token"] == alice
+    assert len(h.router.requests) == requests
+    _assert_no_secrets(h)
+
+
+def test_the_password_user_is_hashed_into_the_cache_keys() -> None:
+    options = _options(env={"PINNIPED_USERNAME": "bob"})
+    assert "bob" not in json.dumps(options.identity_fields())
+    assert options.identity_fields() != _options().identity_fields()
+    assert _options("browser", env={"PINNIPED_USERNAME": "bob"}).identity_fields() \
+        == _options("browser").identity_fields()  # a browser login is not bob's
+
+
+def test_a_session_file_that_cannot_be_written_is_explained(h: CLIHarness,
+                                                            tmp_path: Path) -> None:
+    h.use_keyring = False
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    assert _login(h, "--session-cache", str(blocker / "sessions.json"), env=PASSWORD_ENV) == 0
+    assert f"could not write the session cache {blocker / 'sessions.json'}" in h.last_stderr
+    assert "internal error" not in h.last_stderr
+    _credential(h)  # the login itself worked
+
+
 def test_cache_files_hold_only_ciphertext_through_login_and_refresh(h: CLIHarness) -> None:
     h.use_keyring = False  # a headless server: the session goes to the file
     assert _login(h, env=PASSWORD_ENV) == 0
     _expire_credential(h)
-    assert _login(h) == 0
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
     assert h.idp.grants == ["password", "refresh_token"]  # the sealed session was usable
     assert h.key_file.parent != h.config_dir
     stored = [h.credential_cache, h.session_file]
@@ -148,13 +277,13 @@ def test_a_lost_key_means_logging_in_again_never_a_crash(h: CLIHarness) -> None:
     h.use_keyring = False
     assert _login(h, env=PASSWORD_ENV) == 0
     h.key_file.unlink()  # the runtime directory was emptied (logout, reboot)
-    assert _login(h) == 1  # kubectl, no terminal: the sealed session cannot be opened
+    assert _login(h, env=NO_PASSWORD_ENV) == 1  # no terminal, and the sealed session won't open
     assert "cannot be opened with the cache key" in h.last_stderr
     assert "Log in from a terminal first" in h.last_stderr
     assert "Traceback" not in h.last_stderr
     assert _login(h, env=PASSWORD_ENV) == 0
     requests = len(h.router.requests)
-    assert _login(h) == 0  # the fresh entries, under the new key, serve the next call
+    assert _login(h, env=NO_PASSWORD_ENV) == 0  # fresh entries, under the new key, serve it
     assert len(h.router.requests) == requests
     _assert_no_secrets(h)
 
@@ -174,8 +303,7 @@ def test_non_interactive_without_a_session_fails_fast(h: CLIHarness) -> None:
 def test_concierge_refusing_a_cached_id_token_gets_one_fresh_token(
         h: CLIHarness) -> None:
     h.idp.id_token_ttl = 3600
-    _login(h, env=PASSWORD_ENV)
-    _expire_credential(h)
+    _logged_in_then_expired(h)
     # Keys rotated: the concierge no longer accepts the cached ID token.
     h.idp.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
     assert _login(h, env=PASSWORD_ENV) == 0
@@ -266,46 +394,104 @@ def test_browser_listen_port_is_honoured(h: CLIHarness) -> None:
     from localenv.procs import free_port
 
     port = free_port()
-    assert _login(h, "--flow", "browser", "--listen-port", str(port)) == 0
+    assert _with_a_person(h, "--flow", "browser", "--listen-port", str(port)) == 0
     assert f"127.0.0.1%3A{port}%2Fcallback" in h.opened[0]
 
 
-def test_browser_state_mismatch_is_refused(h: CLIHarness) -> None:
-    h.tamper_callback = lambda url: re.sub(r"state=[^&]+", "state=forged", url)
-    assert _login(h, "--flow", "browser") == 1
-    assert "state does not match" in h.last_stderr
+def _forged(url: str) -> str:
+    return re.sub(r"state=[^&]+", "state=forged", url)
+
+
+def test_browser_state_mismatch_is_refused_and_the_login_waits_on(h: CLIHarness) -> None:
+    answers: list[int] = []
+
+    def forged_first(url: str) -> str:
+        with httpx.Client(timeout=5) as client:
+            answers.append(client.get(_forged(url)).status_code)  # a stale tab, or an attacker
+            no_state = url.split("?", 1)[0] + "?code=stolen&error=access_denied"
+            answers.append(client.get(no_state).status_code)
+        return url  # then the real redirect
+
+    h.tamper_callback = forged_first
+    assert _with_a_person(h, "--flow", "browser") == 0
+    assert answers == [403, 403]
+    assert h.idp.grants == ["authorization_code"]
+    _credential(h)
+
+
+def test_only_forged_callbacks_time_out_unexchanged(h: CLIHarness) -> None:
+    h.tamper_callback = _forged
+    assert _with_a_person(h, "--flow", "browser", "--login-timeout", "1") == 1
+    assert "no browser login finished within 1s" in h.last_stderr
+    assert "state that does not match" in h.last_stderr
     assert "authorization_code" not in h.idp.grants  # the code was never exchanged
+
+
+def test_an_idle_connection_does_not_block_the_callback(h: CLIHarness) -> None:
+    """Anything may connect to the loopback port; an idle connection must not stall the login."""
+    idle: list[socket.socket] = []
+
+    def connect_idly_first(url: str) -> str:
+        port = urlsplit(url).port
+        assert port is not None
+        idle.append(socket.create_connection(("127.0.0.1", port)))  # and send nothing
+        return url
+
+    h.tamper_callback = connect_idly_first
+    started = time.monotonic()
+    try:
+        assert _with_a_person(h, "--flow", "browser", "--login-timeout", "20") == 0
+    finally:
+        for sock in idle:
+            sock.close()
+    assert len(idle) == 1
+    assert time.monotonic() - started < browser_flow.CONNECTION_TIMEOUT
+    _credential(h)
+
+
+def test_closing_the_listener_is_bounded() -> None:
+    listener = browser_flow.CallbackListener(0, "state")  # never started: nothing will stop it
+    started = time.monotonic()
+    listener.close()
+    assert time.monotonic() - started < 1
 
 
 def test_browser_nonce_mismatch_is_refused(h: CLIHarness) -> None:
     h.idp.claim_overrides = {"nonce": "replayed"}
-    assert _login(h, "--flow", "browser") == 1
+    assert _with_a_person(h, "--flow", "browser") == 1
     assert "nonce does not match" in h.last_stderr
     assert h.concierge.logins == []
 
 
 def test_browser_missing_nonce_is_refused(h: CLIHarness) -> None:
     h.idp.claim_overrides = {"nonce": None}
-    assert _login(h, "--flow", "browser") == 1
+    assert _with_a_person(h, "--flow", "browser") == 1
     assert "nonce does not match" in h.last_stderr
+
+
+def test_idp_error_with_a_forged_state_does_not_end_the_login(h: CLIHarness) -> None:
+    h.tamper_callback = lambda url: _forged(url).split("?")[0] + "?state=forged&error=x"
+    assert _with_a_person(h, "--flow", "browser", "--login-timeout", "1") == 1
+    assert "ended the login" not in h.last_stderr
+    assert "no browser login finished" in h.last_stderr
 
 
 def test_idp_error_in_the_callback_is_reported(h: CLIHarness) -> None:
     h.tamper_callback = lambda url: url.split("?")[0] + "?" + re.search(
         r"state=[^&]+", url).group(0) + "&error=access_denied&error_description=nope"  # type: ignore[union-attr]
-    assert _login(h, "--flow", "browser") == 1
+    assert _with_a_person(h, "--flow", "browser") == 1
     assert "ended the login with access_denied: nope" in h.last_stderr
 
 
 def test_browser_timeout_says_what_to_do(h: CLIHarness) -> None:
     h.browser_user = None  # the browser opens, nobody logs in
-    assert _login(h, "--flow", "browser", "--login-timeout", "0.5") == 1
+    assert _with_a_person(h, "--flow", "browser", "--login-timeout", "0.5") == 1
     assert "no browser login finished within 0.5s" in h.last_stderr
     assert "--flow device" in h.last_stderr
 
 
 def test_skip_browser_only_prints_the_link(h: CLIHarness) -> None:
-    assert _login(h, "--flow", "browser", "--skip-browser", "--login-timeout", "0.3") == 1
+    assert _with_a_person(h, "--flow", "browser", "--skip-browser", "--login-timeout", "0.3") == 1
     assert h.opened == []
     assert "Log in by visiting this link" in h.last_stderr
 
@@ -316,7 +502,7 @@ def test_skip_browser_only_prints_the_link(h: CLIHarness) -> None:
 def test_device_login_polls_and_honours_slow_down(h: CLIHarness) -> None:
     h.idp.device_answers = ["authorization_pending", "slow_down", "authorization_pending"]
     h.idp.device_approver = "bob"
-    assert _login(h, "--flow", "device") == 0
+    assert _with_a_person(h, "--flow", "device") == 0
     assert h.concierge.logins == ["corp:bob@example.com"]
     assert h.clock.sleeps == [2, 2, 7, 7]  # interval 2, then +5 after slow_down
     assert "https://idp.test/device" in h.last_stderr
@@ -326,7 +512,7 @@ def test_device_login_polls_and_honours_slow_down(h: CLIHarness) -> None:
 def test_device_interval_defaults_to_five_seconds(h: CLIHarness) -> None:
     h.idp.device_interval = None
     h.idp.device_approver = "bob"
-    assert _login(h, "--flow", "device") == 0
+    assert _with_a_person(h, "--flow", "device") == 0
     assert h.clock.sleeps == [5]
 
 
@@ -334,13 +520,21 @@ def test_device_interval_defaults_to_five_seconds(h: CLIHarness) -> None:
     ("access_denied", "denied"), ("expired_token", "expired")])
 def test_device_login_ends_clearly(h: CLIHarness, answer: str, needle: str) -> None:
     h.idp.device_answers = [answer]
-    assert _login(h, "--flow", "device") == 1
+    assert _with_a_person(h, "--flow", "device") == 1
     assert needle in h.last_stderr
     assert "Run the command again" in h.last_stderr
 
 
+def test_device_login_never_sleeps_past_the_timeout(h: CLIHarness) -> None:
+    h.idp.device_interval = 4
+    assert _with_a_person(h, "--flow", "device", "--login-timeout", "10") == 1
+    assert h.clock.sleeps == [4, 4, 2]  # the last wait is cut short, and polled at the end
+    assert h.idp.count("urn:ietf:params:oauth:grant-type:device_code") == 3
+    assert "did not finish within 10s" in h.last_stderr
+
+
 def test_device_login_times_out(h: CLIHarness) -> None:
-    assert _login(h, "--flow", "device", "--login-timeout", "10") == 1
+    assert _with_a_person(h, "--flow", "device", "--login-timeout", "10") == 1
     assert "did not finish within 10s" in h.last_stderr
 
 
@@ -354,12 +548,12 @@ def test_interactive_without_a_display_uses_the_device_flow(h: CLIHarness) -> No
 # --- flow selection ----------------------------------------------------------------------
 
 
-def _options(flow: str | None = None) -> LoginOptions:
+def _options(flow: str | None = None, env: dict[str, str] | None = None) -> LoginOptions:
     args = ["--issuer", "https://i.test", "--client-id", "c", "--concierge-endpoint",
             "https://c.test", "--concierge-authenticator", "a"]
     if flow:
         args += ["--flow", flow]
-    return parse_login_args(args, {"HOME": "/nonexistent"})
+    return parse_login_args(args, {"HOME": "/nonexistent", **(env or {})})
 
 
 def _ctx(env: dict[str, str], interactive: bool) -> LoginContext:
@@ -376,17 +570,36 @@ def _ctx(env: dict[str, str], interactive: bool) -> LoginContext:
     (None, {"WAYLAND_DISPLAY": "w"}, True, "linux", "browser"),
     (None, {}, True, "darwin", "browser"),
     (None, {}, True, "linux", "device"),
+    (None, {"DISPLAY": ":0"}, False, "linux", None),
     ("device", {"DISPLAY": ":0"}, True, "linux", "device"),
-    ("browser", {}, False, "linux", "browser"),  # explicit wins, even non-interactive
+    ("device", PASSWORD_ENV, True, "linux", "device"),
+    # Without a terminal, an explicit --flow works only if nobody is needed:
+    ("password", {}, False, "linux", "password"),
+    ("browser", {"BROWSER": "x"}, False, "linux", "browser"),
+    ("browser", {}, False, "darwin", "browser"),
+    ("browser", {}, False, "linux", None),
+    ("device", {"DISPLAY": ":0"}, False, "linux", None),
 ])
 def test_flow_selection(flow: str | None, env: dict[str, str], interactive: bool,
-                        platform: str, expected: str) -> None:
-    assert choose_flow(_options(flow), _ctx(env, interactive), platform) == expected
+                        platform: str, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(HumanStepRequired, match="Log in from a terminal first by running"):
+            choose_flow(_options(flow), _ctx(env, interactive), platform)
+    else:
+        assert choose_flow(_options(flow), _ctx(env, interactive), platform) == expected
 
 
-def test_non_interactive_human_flow_fails_fast() -> None:
-    with pytest.raises(HumanStepRequired, match="pinniped login"):
-        choose_flow(_options(), _ctx({"DISPLAY": ":0"}, False), "linux")
+@pytest.mark.parametrize("flow", ["device", "browser"])
+def test_a_flow_written_into_the_kubeconfig_still_fails_fast_without_a_person(
+        h: CLIHarness, flow: str) -> None:
+    h.browser_user = None
+    assert _login(h, "--flow", flow) == 1
+    assert "without a terminal" in h.last_stderr
+    command = h.last_stderr.split("running:\n\n", 1)[1].split("\n", 1)[0]
+    assert command.strip().endswith(f"--flow {flow}")
+    assert h.opened == []
+    assert not any("/device/auth" in r for r in h.router.requests)
+    assert h.clock.sleeps == []
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -419,7 +632,7 @@ def test_usage_error_type() -> None:
 def test_text_from_outside_cannot_drive_the_terminal(h: CLIHarness) -> None:
     h.tamper_callback = lambda url: url.split("?")[0] + "?" + re.search(  # type: ignore[union-attr]
         r"state=[^&]+", url).group(0) + "&error=x%1B%5D0%3Bpwned%07&error_description=%1B%5B2J"
-    assert _login(h, "--flow", "browser") == 1
+    assert _with_a_person(h, "--flow", "browser") == 1
     assert "ended the login with x?]0;pwned?" in h.last_stderr
     assert "\x1b" not in h.last_stderr
     assert "\x07" not in h.last_stderr

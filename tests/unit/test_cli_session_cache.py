@@ -23,6 +23,7 @@ from cli.session_cache import (
     KeyringSessionStore,
     Session,
     open_store,
+    usable_backend,
 )
 from localenv.fixtures_cli import FakeKeyring, assert_not_stored
 
@@ -208,6 +209,34 @@ def test_tampered_chunk_means_no_session_rather_than_a_wrong_one() -> None:
     assert store.load("k") is None
 
 
+def test_a_session_file_that_cannot_be_written_says_what_to_check(tmp_path: Path,
+                                                                 key: CacheKey) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    warnings: list[str] = []
+    store = _file_store(blocker / "sessions.json", key, warnings)
+    store.save("k", _session())  # not an exception: the login it follows still worked
+    assert len(warnings) == 1
+    assert f"could not write the session cache {blocker / 'sessions.json'}" in warnings[0]
+    assert "permissions of that directory" in warnings[0]
+    assert store.load("k") is None
+
+
+def test_a_keyring_that_fails_leaves_no_stale_session_behind(tmp_path: Path,
+                                                             key: CacheKey) -> None:
+    ring = FakeKeyring()
+    store = open_store(tmp_path / "sessions.json", key, lambda _: None,
+                       load_backend=lambda: ring)
+    store.save("k", _session(40))  # in the keyring
+    ring.fail_writes = True
+    store.save("k", _session(50))  # the keyring refuses: the file takes the newer session
+    assert store.load("k") == _session(50)
+    # A later run with a working keyring must not find (and replay) the older refresh token.
+    assert ring.entries == {}
+    ring.fail_writes = False
+    assert KeyringSessionStore(ring).load("k") is None
+
+
 def test_keyring_failure_falls_back_to_the_file(tmp_path: Path, key: CacheKey) -> None:
     ring = FakeKeyring()
     warnings: list[str] = []
@@ -280,6 +309,51 @@ def test_unusable_backends_use_the_file(tmp_path: Path, key: CacheKey,
     assert store.load("k") == _session()
     assert len(warnings) == 1
     assert "no working OS keyring" in warnings[0]
+
+
+def _backend(module: str, name: str) -> keyring.backend.KeyringBackend:
+    cls = type(name, (_SmallKeyring,), {"__module__": module})
+    backend: keyring.backend.KeyringBackend = cls()
+    return backend
+
+
+@pytest.mark.usefixtures("system_keyring")
+@pytest.mark.parametrize(("module", "name"), [
+    ("keyrings.alt.file", "PlaintextKeyring"),
+    ("keyrings.alt.file", "EncryptedKeyring"),  # asks for a password nobody can type
+    ("keyrings.alt.pyfs", "PlaintextKeyring"),
+    ("some.vendor", "ObfuscatedKeyring"),
+    ("some.plaintext_store", "Keyring"),
+])
+def test_backends_that_keep_secrets_readably_use_the_sealed_file(
+        tmp_path: Path, key: CacheKey, module: str, name: str) -> None:
+    backend = _backend(module, name)
+    keyring.set_keyring(backend)
+    warnings: list[str] = []
+    store = open_store(tmp_path / "sessions.json", key, warnings.append)
+    assert isinstance(store, FileSessionStore)
+    store.save("k", _session())
+    assert backend.data == {}  # type: ignore[attr-defined]
+    assert f"{module}.{name} keeps secrets in a plain file" in warnings[0]
+
+
+class _Chainer:
+    """Like keyring's ChainerBackend: members tried in turn, best first."""
+
+    priority = 10
+
+    def __init__(self, *backends: keyring.backend.KeyringBackend) -> None:
+        self.backends = list(backends)
+
+
+def test_a_chain_holding_a_plaintext_backend_uses_its_best_safe_member() -> None:
+    safe, plain = _SmallKeyring(), _backend("keyrings.alt.file", "PlaintextKeyring")
+    assert usable_backend(_Chainer(safe, plain)) is safe
+    assert usable_backend(_Chainer(plain)) == \
+        f"{__name__}._Chainer chains only unsafe backends"
+    both = _Chainer(safe, _SmallKeyring())
+    assert usable_backend(both) is both  # type: ignore[comparison-overlap]
+    assert usable_backend(safe) is safe
 
 
 def test_session_json_rejects_wrong_shapes() -> None:
