@@ -170,12 +170,24 @@ def show_audit(env: Environment) -> None:
         raise SystemExit("demo failed: no impersonated requests in the audit log")
 
 
+def show_logins(env: Environment) -> None:
+    """Prove the cache claim: kubectl ran the plugin several times, the concierge saw one login."""
+    step("The concierge's audit log: one login served every kubectl call above")
+    logins = [line for line in env.concierge.audit_lines() if line.get("request") == "login"]
+    for line in logins:
+        print(f"  {line['time']} {line['outcome']:<7} {line['username']} {line['groups']} "
+              f"session={line['session']} token={line['tokenHash']}")
+    if len(logins) != 1:
+        raise SystemExit(f"demo failed: expected one concierge login, saw {len(logins)}")
+
+
 def demo(workdir: Path, username: str) -> None:
     with environment(workdir) as env:
         grant_demo_access(env)
         kubeconfig = generate_kubeconfig(env, username)
         act_as_user(env, username, kubeconfig)
         show_audit(env)
+        show_logins(env)
         step("Done: everything started here is being stopped")
 
 
