@@ -13,7 +13,13 @@ from pathlib import Path
 from cli.cluster_credential import get_credential
 from cli.errors import CLIError, UsageError
 from cli.execcredential import ClusterInfo, ca_fingerprint
-from cli.login_options import CABundle, add_login_flags, options_from_args, require_https
+from cli.login_options import (
+    add_ca_bundle_flags,
+    add_login_flags,
+    ca_bundle_from_args,
+    options_from_args,
+    require_https,
+)
 from cli.runtime import Runtime
 
 
@@ -22,10 +28,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument("--server", required=True, metavar="URL",
                          help="the Kubernetes API server URL (https)")
-    cluster.add_argument("--cluster-ca-bundle", action="append", default=[], metavar="FILE",
-                         help="PEM CA bundle of the API server")
-    cluster.add_argument("--cluster-ca-bundle-data", action="append", default=[],
-                         metavar="BASE64", help="base64 PEM CA bundle of the API server")
+    add_ca_bundle_flags(cluster, "--cluster-ca-bundle", "the API server")
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write the kubeconfig here instead of stdout; lets the plugin "
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
     require_https(args.server, "--server")  # kubectl runs exec plugins only for https servers
     if not args.name.strip():
         raise UsageError("--name must not be empty.")
-    cluster_ca = CABundle(tuple(args.cluster_ca_bundle), tuple(args.cluster_ca_bundle_data))
+    cluster_ca = ca_bundle_from_args(args, "--cluster-ca-bundle")
     if not cluster_ca:
         raise UsageError("pass the API server's CA with --cluster-ca-bundle FILE (or "
                          "--cluster-ca-bundle-data BASE64).")

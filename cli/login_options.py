@@ -167,6 +167,25 @@ class LoginOptions:
         return args
 
 
+def add_ca_bundle_flags(group: argparse._ArgumentGroup, flag: str, what: str,
+                        alias: str | None = None) -> None:
+    """`FLAG FILE` and `FLAG-data BASE64`, both repeatable: how every CA is given to us."""
+    names, data_names = [flag], [f"{flag}-data"]
+    if alias:
+        names.append(alias)
+        data_names.append(f"{alias}-data")
+    group.add_argument(*names, action="append", default=[], metavar="FILE",
+                       help=f"PEM CA bundle to trust for {what} (repeatable)")
+    group.add_argument(*data_names, action="append", default=[], metavar="BASE64",
+                       help=f"base64 PEM CA bundle for {what} (repeatable)")
+
+
+def ca_bundle_from_args(args: argparse.Namespace, flag: str) -> CABundle:
+    """The CABundle that `add_ca_bundle_flags(..., flag, ...)` collected."""
+    dest = flag.lstrip("-").replace("-", "_")
+    return CABundle(tuple(getattr(args, dest)), tuple(getattr(args, f"{dest}_data")))
+
+
 def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = False) -> None:
     """Register the login flags on `parser` (`login oidc` and `get kubeconfig` share them)."""
     oidc = parser.add_argument_group("identity provider (OIDC)")
@@ -176,10 +195,7 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
                       help="OAuth client ID registered at the issuer")
     oidc.add_argument("--scopes", "--oidc-scopes", default=",".join(DEFAULT_SCOPES),
                       metavar="LIST", help="comma-separated scopes (default: %(default)s)")
-    oidc.add_argument("--ca-bundle", "--oidc-ca-bundle", action="append", default=[],
-                      metavar="FILE", help="PEM CA bundle to trust for the issuer (repeatable)")
-    oidc.add_argument("--ca-bundle-data", "--oidc-ca-bundle-data", action="append", default=[],
-                      metavar="BASE64", help="base64 PEM CA bundle for the issuer (repeatable)")
+    add_ca_bundle_flags(oidc, "--ca-bundle", "the issuer", alias="--oidc-ca-bundle")
     oidc.add_argument("--flow", "--oidc-flow", choices=FLOWS, default=None,
                       help=f"login flow; default: password when {USERNAME_VAR} and "
                            f"{PASSWORD_VAR} are set, browser when interactive with a display, "
@@ -196,10 +212,7 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
     concierge = parser.add_argument_group("concierge")
     concierge.add_argument("--concierge-endpoint", required=True, metavar="URL",
                            help="concierge base URL (https)")
-    concierge.add_argument("--concierge-ca-bundle", action="append", default=[], metavar="FILE",
-                           help="PEM CA bundle to trust for the concierge (repeatable)")
-    concierge.add_argument("--concierge-ca-bundle-data", action="append", default=[],
-                           metavar="BASE64", help="base64 PEM CA bundle for the concierge")
+    add_ca_bundle_flags(concierge, "--concierge-ca-bundle", "the concierge")
     concierge.add_argument("--concierge-authenticator", "--concierge-authenticator-name",
                            required=True, metavar="NAME",
                            help="name of the concierge's JWT authenticator")
@@ -243,10 +256,9 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Login
         issuer=args.issuer,  # compared exactly with the ID token's iss, so never normalised
         client_id=args.client_id,
         scopes=scopes,
-        ca_bundle=CABundle(tuple(args.ca_bundle), tuple(args.ca_bundle_data)),
+        ca_bundle=ca_bundle_from_args(args, "--ca-bundle"),
         concierge_endpoint=args.concierge_endpoint.rstrip("/"),
-        concierge_ca_bundle=CABundle(tuple(args.concierge_ca_bundle),
-                                     tuple(args.concierge_ca_bundle_data)),
+        concierge_ca_bundle=ca_bundle_from_args(args, "--concierge-ca-bundle"),
         concierge_authenticator=args.concierge_authenticator,
         session_cache=session_cache,
         credential_cache=credential_cache,

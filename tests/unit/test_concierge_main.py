@@ -12,6 +12,20 @@ import pytest
 from concierge.audit import AuditEvent, AuditLog, token_digest
 from concierge.main import main
 
+CORP = """\
+  - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
+"""
+
+
+def _config_with_tls_files(tmp_path: Path, authenticators: str) -> Path:
+    """A config whose TLS files exist but hold no certificate: start-up must stop on them."""
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("not a certificate")
+    path = tmp_path / "concierge.yaml"
+    path.write_text("tls: {certFile: c.pem, keyFile: k.pem}\nnamespace: pinniped\n"
+                    "authenticators:\n" + authenticators)
+    return path
+
 
 def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,15 +38,7 @@ def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path,
 
 def test_unusable_tls_files_are_refused(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("c.pem", "k.pem", "ca.pem"):
-        (tmp_path / name).write_text("not a certificate")
-    path = tmp_path / "concierge.yaml"
-    path.write_text("""
-tls: {certFile: c.pem, keyFile: k.pem}
-namespace: pinniped
-authenticators:
-  - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
-""")
+    path = _config_with_tls_files(tmp_path, CORP)
     assert main(["--config", str(path)]) == 2
     assert "tls: cannot load" in capsys.readouterr().err
 
@@ -60,14 +66,7 @@ def test_the_audit_file_is_private_and_has_one_line_per_event(tmp_path: Path) ->
 
 def test_overlapping_prefixes_stop_the_start_naming_both_authenticators(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("c.pem", "k.pem"):
-        (tmp_path / name).write_text("x")
-    path = tmp_path / "concierge.yaml"
-    path.write_text("""
-tls: {certFile: c.pem, keyFile: k.pem}
-namespace: pinniped
-authenticators:
-  - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
+    path = _config_with_tls_files(tmp_path, CORP + """\
   - {name: partner, issuer: "https://partner", audience: a, usernamePrefix: "c:p-",
      groupsPrefix: "p:"}
 """)
