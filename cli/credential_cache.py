@@ -124,13 +124,7 @@ class CredentialCache:
         return dropped
 
     def _open(self, key: str, sealed: str | None) -> Credential | None:
-        plaintext = self._file.open(key, sealed)
-        if plaintext is None:
-            return None
-        try:
-            return _parse_entry(json.loads(plaintext))
-        except ValueError:
-            return None
+        return _parse_entry(self._file.open(key, sealed))
 
 
 def _encode(credential: Credential) -> bytes:

@@ -67,9 +67,19 @@ class SealedMapFile:
         """`plaintext` sealed for `slot` of this file; raises sealing.KeyUnavailable."""
         return self.key.seal(self.kind, slot, plaintext)
 
-    def open(self, slot: str, sealed: object) -> bytes | None:
-        """The plaintext sealed for `slot` of this file, or None (never an exception)."""
-        return self.key.open(self.kind, slot, sealed)
+    def open(self, slot: str, sealed: object) -> object:
+        """The JSON value sealed for `slot` of this file, or None (never an exception).
+
+        Both caches seal JSON, so an entry that opens but does not parse is a
+        miss here, like one that does not open; callers check the value's shape.
+        """
+        plaintext = self.key.open(self.kind, slot, sealed)
+        if plaintext is None:
+            return None
+        try:
+            return json.loads(plaintext)
+        except ValueError:  # includes UnicodeDecodeError
+            return None
 
     def write(self, values: dict[str, str]) -> bool:
         """Replace the file with `values`; on failure say what to check and return False."""

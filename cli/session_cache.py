@@ -134,13 +134,7 @@ class FileSessionStore:
             self._file.write(sessions)
 
     def _open(self, key: str, sealed: str) -> Session | None:
-        plaintext = self._file.open(key, sealed)
-        if plaintext is None:
-            return None
-        try:
-            return Session.from_json(json.loads(plaintext))
-        except ValueError:
-            return None
+        return Session.from_json(self._file.open(key, sealed))
 
 
 class KeyringSessionStore:
