@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "hack")]
+sys.path[:0] = [str(REPO / "hack")]
 
+from localenv import SOURCE_PATH  # noqa: E402
 from localenv.fixtures_cli import (  # noqa: E402
     HOT_PATH_LOGIN_ARGS,
     exec_info,
@@ -57,12 +58,12 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = seed(Path(tmp))
-        module_env = {**env, "PYTHONPATH": str(REPO)}
+        module_env = {**env, "PYTHONPATH": SOURCE_PATH}
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], env),
             "pinniped (cached)": ([*pinniped_command(), "login", "oidc", *LOGIN_ARGS], env),
-            "python -m cli (cached)": ([sys.executable, "-m", "cli", "login", "oidc",
-                                        *LOGIN_ARGS], module_env),
+            "python -m pinniped_cli (cached)": (
+                [sys.executable, "-m", "pinniped_cli", "login", "oidc", *LOGIN_ARGS], module_env),
         }
         for argv, command_env in list(commands.values())[1:]:
             out = subprocess.run(argv, env=command_env, capture_output=True, text=True,

@@ -38,16 +38,16 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from cli.cluster_credential import credential_key
-from cli.credential_cache import Credential, CredentialCache
-from cli.execcredential import V1, read_exec_info
-from cli.login_options import parse_login_args
-from cli.redact import fingerprint
-from cli.runtime import Runtime
-from cli.sealing import CacheKey
-from cli.session_cache import FileSessionStore, KeyringSessionStore, Session, SessionStore
-from concierge import wire
-from concierge.rfc3339 import format_time
+from pinniped_apis import wire
+from pinniped_apis.rfc3339 import format_time
+from pinniped_cli.cluster_credential import credential_key
+from pinniped_cli.credential_cache import Credential, CredentialCache
+from pinniped_cli.execcredential import V1, read_exec_info
+from pinniped_cli.login_options import parse_login_args
+from pinniped_cli.redact import fingerprint
+from pinniped_cli.runtime import Runtime
+from pinniped_cli.sealing import CacheKey
+from pinniped_cli.session_cache import FileSessionStore, KeyringSessionStore, Session, SessionStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -68,7 +68,7 @@ TEST_SERVER = "https://k8s.test:6443"
 def pinniped_command() -> list[str]:
     """How to run the real CLI: the venv's console script when installed, else `-m cli`."""
     script = Path(sys.executable).with_name("pinniped")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pinniped_cli"]
 
 
 def exec_info(api_version: str = V1, interactive: bool = False, server: str = TEST_SERVER,
@@ -512,7 +512,7 @@ class CLIHarness:
 
     def run(self, args: list[str], env: Mapping[str, str] | None = None) -> int:
         """Run `pinniped ARGS` in-process; stdout/stderr land in last_stdout/last_stderr."""
-        from cli.main import main
+        from pinniped_cli.main import main
 
         runtime, stdout, stderr = self.runtime(env)
         runtime.argv = ["/usr/local/bin/pinniped", *args]

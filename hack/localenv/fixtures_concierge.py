@@ -26,14 +26,14 @@ from typing import Any
 
 import pytest
 
-from concierge import naming
-from concierge.errors import Reason, Unavailable
-from concierge.kubeapi import Conflict, Kind, NotFound, Obj, count_call
-from concierge.object_watch import ObjectVersions
 from localenv import pki
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge, MintingIssuer
 from localenv.idp import LocalIdP
+from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, Unavailable
+from pinniped_concierge.kubeapi import Conflict, Kind, NotFound, Obj, count_call
+from pinniped_concierge.object_watch import ObjectVersions
 
 # --- an in-memory Kubernetes ------------------------------------------------------
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from cli.redact import fingerprint
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge
 from localenv.fixtures_cli import (
@@ -33,6 +32,7 @@ from localenv.fixtures_cli import (
     team_namespace,
 )
 from localenv.idp import LocalIdP, TestUser
+from pinniped_cli.redact import fingerprint
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from concierge import naming, wire
 from localenv import pki
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge, MintingIssuer, TcpProxy
 from localenv.idp import LocalIdP
+from pinniped_apis import wire
+from pinniped_concierge import naming
 
 pytestmark = pytest.mark.integration
 

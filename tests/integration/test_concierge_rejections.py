@@ -22,9 +22,9 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from concierge import wire
 from localenv.concierge import LocalConcierge, MintingIssuer
 from localenv.idp import LocalIdP
+from pinniped_apis import wire
 
 pytestmark = pytest.mark.integration
 

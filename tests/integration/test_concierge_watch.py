@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from concierge import naming
-from concierge.kubeapi import Kind, KubernetesClientAPI
-from concierge.object_watch import ObjectVersions, ObjectWatcher
 from localenv.cluster import LocalCluster, write_kubeconfig
 from localenv.concierge import TcpProxy
+from pinniped_concierge import naming
+from pinniped_concierge.kubeapi import Kind, KubernetesClientAPI
+from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from localenv import SOURCE_PATH
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +48,7 @@ def _inner_pytest(tmp_path: Path, mode: str) -> tuple[list[str], dict[str, str]]
     test_file = tmp_path / f"test_inner_{mode}.py"
     test_file.write_text(INNER_TEST.format(mode=mode))
     env = {**os.environ, "PIDS_FILE": str(tmp_path / "pids"),
-           "PYTHONPATH": f"{REPO_ROOT / 'hack'}{os.pathsep}{REPO_ROOT}"}
+           "PYTHONPATH": f"{REPO_ROOT / 'hack'}{os.pathsep}{SOURCE_PATH}"}
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
             "--rootdir", str(tmp_path), "-p", "localenv.fixtures_cluster", str(test_file)]
     return argv, env

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli import kubeconfig as kubeconfig_module
 from localenv.fixtures_cli import (
     NO_PASSWORD_ENV,
     PASSWORD_ENV,
@@ -20,6 +19,7 @@ from localenv.fixtures_cli import (
     TEST_SERVER,
     CLIHarness,
 )
+from pinniped_cli import kubeconfig as kubeconfig_module
 
 SERVER = TEST_SERVER
 OTHER_UID = 54321
@@ -184,7 +184,7 @@ def test_updating_the_kubeconfig_keeps_its_mode_and_honours_kubectls_lock(
     h.idp.users["alice"].groups = ["ops"]
     h.clock.advance(601)
     locks: list[bool] = []
-    from cli.securefile import replace_file as real_replace
+    from pinniped_cli.securefile import replace_file as real_replace
 
 
     def replace_seeing_the_lock(path: Path, data: bytes, mode: int, group: int = -1) -> None:
@@ -343,7 +343,7 @@ def test_whoami_with_a_non_pinniped_kubeconfig(h: CLIHarness, tmp_path: Path) ->
 
 
 def test_main_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.main import main
+    from pinniped_cli.main import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cli.credential_cache import KIND, MIN_REMAINING, Credential, CredentialCache, cache_key
-from cli.sealing import CacheKey
 from localenv.fixtures_cli import assert_not_stored
+from pinniped_cli.credential_cache import (
+    KIND,
+    MIN_REMAINING,
+    Credential,
+    CredentialCache,
+    cache_key,
+)
+from pinniped_cli.sealing import CacheKey
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 

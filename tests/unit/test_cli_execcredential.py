@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from cli import execcredential
-from cli.errors import UsageError
-from concierge import rfc3339, wire
+from pinniped_apis import rfc3339, wire
+from pinniped_cli import execcredential
+from pinniped_cli.errors import UsageError
 
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.execcredential import V1, V1BETA1
+from localenv import SOURCE_PATH
 from localenv.fixtures_cli import (
     HOT_PATH_LOGIN_ARGS,
     assert_not_stored,
@@ -30,10 +30,11 @@ from localenv.fixtures_cli import (
     pinniped_command,
     seed_credential,
 )
+from pinniped_cli.execcredential import V1, V1BETA1
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("httpx", "authlib", "keyring", "kubernetes", "joserfc", "yaml", "fastapi", "ssl",
-         "dataclasses", "concierge.wire", "cli.oidc", "cli.concierge_client",
+HEAVY = ("httpx", "pydantic", "keyring", "kubernetes", "joserfc", "yaml", "fastapi", "ssl",
+         "dataclasses", "pinniped_apis.wire", "pinniped_cli.oidc", "pinniped_cli.concierge_client",
          # cryptography: AESGCM (and what it imports) only, no X.509, keys or hashes.
          "cryptography.x509", "cryptography.hazmat.primitives.asymmetric",
          "cryptography.hazmat.primitives.serialization", "cryptography.hazmat.primitives.hashes",
@@ -44,7 +45,7 @@ LOGIN_ARGS = HOT_PATH_LOGIN_ARGS
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": SOURCE_PATH,
             "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", **extra}
 
 
@@ -62,7 +63,7 @@ def test_cache_hit_prints_the_credential_and_imports_nothing_heavy(tmp_path: Pat
                                                                    version: str) -> None:
     expires = _seed(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "cli", "login", "oidc", *LOGIN_ARGS],
+        [sys.executable, "-X", "importtime", "-m", "pinniped_cli", "login", "oidc", *LOGIN_ARGS],
         env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info(version)),
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -71,7 +72,7 @@ def test_cache_hit_prints_the_credential_and_imports_nothing_heavy(tmp_path: Pat
     assert body["status"] == {"token": "cached-cluster-token",
                               "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     modules = _imported(result.stderr)
-    assert "cli.credential_cache" in modules  # the listing is real
+    assert "pinniped_cli.credential_cache" in modules  # the listing is real
     assert AESGCM_MODULE in modules  # and the entry really was sealed
     heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert heavy == []
@@ -94,7 +95,7 @@ def test_key_in_the_runtime_dir_serves_the_cache(tmp_path: Path) -> None:
     run.mkdir(mode=0o700)
     _seed(tmp_path, token="runtime-dir-token", XDG_RUNTIME_DIR=str(run))
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
+        [sys.executable, "-m", "pinniped_cli", "login", "oidc", *LOGIN_ARGS],
         env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info(), XDG_RUNTIME_DIR=str(run)),
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
@@ -133,7 +134,7 @@ def test_damaged_cache_or_key_is_not_fatal_and_not_trusted(
     _seed(tmp_path)
     damage(tmp_path)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "cli", "login", "oidc", *LOGIN_ARGS],
+    result = subprocess.run([sys.executable, "-m", "pinniped_cli", "login", "oidc", *LOGIN_ARGS],
                             env=_env(tmp_path, KUBERNETES_EXEC_INFO=exec_info()),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=30, check=False)
@@ -152,7 +153,7 @@ def test_fd1_is_guarded_while_logging_in(tmp_path: Path) -> None:
     """A browser started during login inherits fd 1; its chatter must go to stderr."""
     script = (
         "import os, sys\n"
-        "from cli.runtime import default_runtime\n"
+        "from pinniped_cli.runtime import default_runtime\n"
         "rt = default_runtime()\n"
         "with rt.stdout_to_stderr():\n"
         "    os.system('echo browser-chatter')\n"
@@ -166,7 +167,7 @@ def test_fd1_is_guarded_while_logging_in(tmp_path: Path) -> None:
 
 
 def test_python_m_cli_help_lists_every_command(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "cli", "--help"], env=_env(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "pinniped_cli", "--help"], env=_env(tmp_path),
                             capture_output=True, text=True, timeout=30, check=True)
     listed = re.findall(r"^ {4}(\w+) {2,}\S", result.stdout, flags=re.MULTILINE)
     assert listed == ["login", "get", "whoami", "logout"]

@@ -9,8 +9,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from cli.oidc import idtoken
-from cli.oidc.idtoken import IDTokenInvalid
+from pinniped_cli.oidc import idtoken
+from pinniped_cli.oidc.idtoken import IDTokenInvalid
 
 ISSUER = "https://idp.test"
 CLIENT = "pinniped-cli"

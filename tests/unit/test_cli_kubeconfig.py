@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -13,10 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from cli import kubeconfig
-from cli.errors import CLIError
-from cli.kubeconfig import KubeconfigSpec, KubeconfigUpdateFailed, PluginCommand
-from concierge.wire import Identity
+import pinniped_apis
+from pinniped_apis.wire import Identity
+from pinniped_cli import kubeconfig
+from pinniped_cli.errors import CLIError
+from pinniped_cli.kubeconfig import KubeconfigSpec, KubeconfigUpdateFailed, PluginCommand
 
 CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 TRICKY_GROUPS = ("corp:devs", "yes", "on", "null", "1.0", "a: b", "#x", "'quoted'", "y", "N",
@@ -123,7 +125,7 @@ def test_no_templates_anywhere_says_where_it_looked(tmp_path: Path) -> None:
 
 def test_this_checkout_uses_its_own_templates() -> None:
     assert kubeconfig.find_template_dir() == kubeconfig.REPO_TEMPLATE_DIR
-    assert kubeconfig.REPO_TEMPLATE_DIR.parent == Path(kubeconfig.__file__).resolve().parents[1]
+    assert kubeconfig.REPO_TEMPLATE_DIR.parent == Path(kubeconfig.__file__).resolve().parents[2]
 
 
 def test_the_package_installs_the_templates_where_the_cli_looks() -> None:
@@ -177,10 +179,11 @@ def test_plugin_command_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     assert kubeconfig.running_plugin_command("bin/pinniped").command == str(
         tmp_path / "bin" / "pinniped")
-    module = kubeconfig.running_plugin_command("/src/cli/__main__.py")
+    module = kubeconfig.running_plugin_command("/src/cli/pinniped_cli/__main__.py")
     assert module.command == sys.executable
-    assert module.args == ("-m", "cli")
-    assert module.env == (("PYTHONPATH", str(Path(kubeconfig.__file__).parents[1])),)
+    assert module.args == ("-m", "pinniped_cli")
+    source_dirs = (Path(kubeconfig.__file__).parents[1], Path(pinniped_apis.__file__).parents[1])
+    assert module.env == (("PYTHONPATH", os.pathsep.join(map(str, source_dirs))),)
 
 
 def test_plugin_command_resolves_bare_names_on_path(tmp_path: Path,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import lock
-from cli.errors import CLIError
+from pinniped_cli import lock
+from pinniped_cli.errors import CLIError
 
 
 def test_second_holder_waits_for_the_first(tmp_path: Path) -> None:

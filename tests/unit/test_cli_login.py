@@ -15,17 +15,17 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from cli.errors import HumanStepRequired, UsageError
-from cli.execcredential import V1, V1BETA1
-from cli.login_options import LoginOptions, parse_login_args
-from cli.oidc import browser_flow
-from cli.oidc.login import LoginContext, choose_flow
 from localenv.fixtures_cli import (
     NO_PASSWORD_ENV,
     PASSWORD_ENV,
     CLIHarness,
     assert_not_stored,
 )
+from pinniped_cli.errors import HumanStepRequired, UsageError
+from pinniped_cli.execcredential import V1, V1BETA1
+from pinniped_cli.login_options import LoginOptions, parse_login_args
+from pinniped_cli.oidc import browser_flow
+from pinniped_cli.oidc.login import LoginContext, choose_flow
 
 
 def _login(h: CLIHarness, *extra: str, env: dict[str, str] | None = None,
@@ -188,7 +188,7 @@ def test_a_refresh_without_an_id_token_falls_back_to_a_new_login(h: CLIHarness) 
 def test_logins_with_different_credential_caches_refresh_the_session_once(
         h: CLIHarness, tmp_path: Path) -> None:
     """Two credential caches, one session: its rotating refresh token is spent only once."""
-    from cli.main import main
+    from pinniped_cli.main import main
 
     _logged_in_then_expired(h)
     first_refresh, release = threading.Event(), threading.Event()
@@ -618,7 +618,7 @@ def test_unreadable_ca_bundle_is_named(h: CLIHarness, tmp_path: Path) -> None:
 
 
 def test_missing_required_flag_exits_with_usage() -> None:
-    from cli.main import main
+    from pinniped_cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["login", "oidc", "--issuer", "https://x"])

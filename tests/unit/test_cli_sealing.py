@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import sealing
-from cli.sealing import CacheKey, KeyUnavailable, key_path
 from localenv.fixtures_cli import secret_forms
+from pinniped_cli import sealing
+from pinniped_cli.sealing import CacheKey, KeyUnavailable, key_path
 
 KIND = "CredentialCache"
 SECRET = b'{"token":"sealed-secret-value"}'

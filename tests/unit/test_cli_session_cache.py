@@ -13,10 +13,11 @@ import keyring.backend
 import pytest
 from keyring.backends import fail, null
 
-from cli import session_cache
-from cli.errors import CLIError
-from cli.sealing import CacheKey
-from cli.session_cache import (
+from localenv.fixtures_cli import FakeKeyring, assert_not_stored
+from pinniped_cli import session_cache
+from pinniped_cli.errors import CLIError
+from pinniped_cli.sealing import CacheKey
+from pinniped_cli.session_cache import (
     KEYRING_SERVICE,
     KIND,
     FileSessionStore,
@@ -25,7 +26,6 @@ from cli.session_cache import (
     open_store,
     usable_backend,
 )
-from localenv.fixtures_cli import FakeKeyring, assert_not_stored
 
 EXPIRY = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 

@@ -12,18 +12,19 @@ from typing import Any
 import httpx
 import pytest
 
-from concierge import naming, wire
-from concierge.app import Services, create_app
-from concierge.audit import AuditLog, token_digest
-from concierge.credential_review import CredentialReviewer
-from concierge.errors import Reason, Rejected, ServerError, Unavailable
-from concierge.identity import IdentityMapper
-from concierge.kubeapi import Kind
-from concierge.login import Authenticator, LoginService
-from concierge.object_watch import ObjectVersions
-from concierge.sessions import Sessions
-from concierge.userobjects import UserObjects
 from localenv.fixtures_concierge import FakeKube
+from pinniped_apis import wire
+from pinniped_concierge import naming
+from pinniped_concierge.app import Services, create_app
+from pinniped_concierge.audit import AuditLog, token_digest
+from pinniped_concierge.credential_review import CredentialReviewer
+from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
+from pinniped_concierge.identity import IdentityMapper
+from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.login import Authenticator, LoginService
+from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.sessions import Sessions
+from pinniped_concierge.userobjects import UserObjects
 
 NS = "pinniped-concierge"
 ALICE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.alice-id-token-payload.signature-of-alice"

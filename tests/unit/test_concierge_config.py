@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from concierge import config
-from concierge.config import ConfigError
+from pinniped_concierge import config
+from pinniped_concierge.config import ConfigError
 
 
 @pytest.fixture

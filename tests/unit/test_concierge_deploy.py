@@ -7,13 +7,14 @@ from pathlib import Path
 
 import yaml
 
-from concierge import config, naming, wire
-from concierge.credential_review import CredentialReviewer
-from concierge.kubeapi import Kind
-from concierge.object_watch import ObjectVersions, ObjectWatcher
-from concierge.sessions import Sessions
-from concierge.userobjects import UserObjects
 from localenv.fixtures_concierge import FakeKube
+from pinniped_apis import wire
+from pinniped_concierge import config, naming
+from pinniped_concierge.credential_review import CredentialReviewer
+from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
+from pinniped_concierge.sessions import Sessions
+from pinniped_concierge.userobjects import UserObjects
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NS = "pinniped-concierge"

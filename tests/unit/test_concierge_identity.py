@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from concierge import wire
-from concierge.errors import Reason, Rejected
-from concierge.identity import MAX_GROUPS, IdentityMapper
+from pinniped_apis import wire
+from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.identity import MAX_GROUPS, IdentityMapper
 
 MAPPER = IdentityMapper("email", "groups", "corp:", "corp:")
 

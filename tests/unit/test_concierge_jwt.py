@@ -14,9 +14,9 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from concierge.config import ASYMMETRIC_ALGORITHMS, ClaimsConfig, JWTAuthenticatorConfig
-from concierge.errors import Reason, Rejected, Unavailable
-from concierge.jwt_authenticator import FetchError, HttpsFetcher, JWTAuthenticator
+from pinniped_concierge.config import ASYMMETRIC_ALGORITHMS, ClaimsConfig, JWTAuthenticatorConfig
+from pinniped_concierge.errors import Reason, Rejected, Unavailable
+from pinniped_concierge.jwt_authenticator import FetchError, HttpsFetcher, JWTAuthenticator
 
 ISSUER = "https://idp.example"
 AUDIENCE = "pinniped-cli"

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from concierge.errors import Reason, ServerError, Unavailable
-from concierge.kubeapi import (
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.kubeapi import (
     Conflict,
     Kind,
     KubernetesClientAPI,

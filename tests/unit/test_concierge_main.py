@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from concierge.audit import AuditEvent, AuditLog, token_digest
-from concierge.main import main
+from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
+from pinniped_concierge.main import main
 
 CORP = """\
   - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
@@ -44,8 +44,8 @@ def test_unusable_tls_files_are_refused(tmp_path: Path,
 
 
 def test_python_dash_m_concierge_is_the_same_program() -> None:
-    result = subprocess.run([sys.executable, "-m", "concierge", "--help"], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run([sys.executable, "-m", "pinniped_concierge", "--help"],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "--config" in result.stdout
 

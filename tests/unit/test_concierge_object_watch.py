@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from concierge import naming
-from concierge.kubeapi import Kind
-from concierge.object_watch import ObjectVersions, ObjectWatcher, WatchBroken
+from pinniped_concierge import naming
+from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher, WatchBroken
 
 NS = "pinniped-concierge"
 

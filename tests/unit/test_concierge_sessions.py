@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 
-from concierge import naming, wire
-from concierge.errors import Reason, ServerError, Unavailable
-from concierge.kubeapi import Kind, Obj
-from concierge.object_watch import ObjectVersions
-from concierge.sessions import ServiceAccountGone, Sessions
-from concierge.userobjects import UserObjects, UserRef
 from localenv.fixtures_concierge import FakeKube, ManualClock
+from pinniped_apis import wire
+from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.kubeapi import Kind, Obj
+from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.sessions import ServiceAccountGone, Sessions
+from pinniped_concierge.userobjects import UserObjects, UserRef
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs",))

@@ -10,12 +10,13 @@ import asyncio
 
 import pytest
 
-from concierge import naming, wire
-from concierge.errors import Reason, ServerError
-from concierge.kubeapi import Kind
-from concierge.object_watch import ObjectVersions
-from concierge.userobjects import UserObjects, groups_from_rules
 from localenv.fixtures_concierge import FakeKube, ManualClock
+from pinniped_apis import wire
+from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, ServerError
+from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.userobjects import UserObjects, groups_from_rules
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs", "corp:readers"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from concierge import wire
+from pinniped_apis import wire
 
 
 def _request_body(**spec_overrides: Any) -> dict[str, Any]:

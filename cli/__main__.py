@@ -1,5 +1,0 @@
-"""`python -m cli` runs the same command as the `pinniped` console script."""
-
-from cli.main import main
-
-raise SystemExit(main())

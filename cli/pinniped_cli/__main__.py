@@ -1,0 +1,5 @@
+"""`python -m cli` runs the same command as the `pinniped` console script."""
+
+from pinniped_cli.main import main
+
+raise SystemExit(main())

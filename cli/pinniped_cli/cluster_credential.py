@@ -1,0 +1,205 @@
+"""From login options to a cluster credential: cache, else one locked login, then cache.
+
+This is the path every kubectl call takes. The cache read needs only the
+standard library; the IdP, the concierge, httpx, joserfc and keyring are
+imported below the cache check, when a login is really needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from pinniped_cli.credential_cache import Credential, CredentialCache, cache_key
+from pinniped_cli.securefile import config_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pinniped_apis.wire import ClusterCredential
+    from pinniped_cli.concierge_client import ConciergeClient
+    from pinniped_cli.execcredential import ClusterInfo
+    from pinniped_cli.login_options import LoginOptions
+    from pinniped_cli.oidc.login import OIDCSession
+    from pinniped_cli.runtime import Runtime
+
+#: Extra time a waiting process allows beyond the login timeout of the one holding the lock.
+LOCK_GRACE_SECONDS = 60.0
+
+
+def credential_key(options: LoginOptions, cluster: ClusterInfo | None) -> str:
+    fields = options.identity_fields()
+    fields["cluster"] = None if cluster is None else {"server": cluster.server,
+                                                      "caSHA256": cluster.ca_sha256}
+    return cache_key(fields)
+
+
+def session_key(options: LoginOptions) -> str:
+    """Sessions are per issuer, client and scopes (and password user): one IdP login serves
+    every concierge."""
+    fields = options.identity_fields()
+    return cache_key({k: fields[k] for k in ("issuer", "clientID", "scopes", "passwordUser")
+                      if k in fields})
+
+
+def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | None:
+    if options.credential_cache is None:
+        return None
+    default_dir = options.credential_cache.parent == config_dir(rt.env)
+    return CredentialCache(options.credential_cache, rt.cache_key(), rt.say_once,
+                           tighten_dir=default_dir)
+
+
+def lock_path(options: LoginOptions) -> Path:
+    anchor = options.credential_cache or options.session_cache
+    return anchor.with_name(anchor.name + ".lock")
+
+
+@contextlib.contextmanager
+def session_locked(options: LoginOptions, rt: Runtime, timeout: float) -> Iterator[None]:
+    """Hold the lock of this login's OIDC session, in pinniped's own directory.
+
+    The session (and its refresh token) is shared by every credential cache,
+    so the credential cache's lock is not enough: two logins with different
+    --credential-cache would refresh one rotating refresh token at once, and
+    the IdP revokes the grant when the spent one comes back. Taken after the
+    credential cache's lock, always, so the two never deadlock.
+    """
+    from pinniped_cli import lock
+
+    path = config_dir(rt.env) / f"session-{session_key(options)[:32]}.lock"
+    with lock.held(path, timeout=timeout,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        yield
+
+
+def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interactive: bool,
+                   rt: Runtime) -> Credential:
+    """The cached credential, or a new one from one login held under the lock."""
+    key = credential_key(options, cluster)
+    cache = credential_cache(options, rt)
+    if cache is not None and (hit := cache.get(key, rt.now())) is not None:
+        return hit
+    from pinniped_cli import lock
+
+    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        # Whoever held the lock may just have logged in for us.
+        if cache is not None and (hit := cache.get(key, rt.now())) is not None:
+            return hit
+        with session_locked(options, rt, options.login_timeout + LOCK_GRACE_SECONDS), \
+                rt.stdout_to_stderr():
+            credential = _login(options, interactive, rt)
+        if cache is not None:
+            cache.put(key, credential, rt.now())
+        keep_kubeconfig_current(options, cluster, credential, rt)
+        return credential
+
+
+def _login(options: LoginOptions, interactive: bool, rt: Runtime) -> Credential:
+    from pinniped_cli.concierge_client import ConciergeClient
+
+    with contextlib.ExitStack() as stack:
+        session = oidc_session(options, interactive, rt, stack)
+        c_http = stack.enter_context(
+            rt.new_http(options.concierge_ca_bundle.pem("--concierge-ca-bundle")))
+        concierge = ConciergeClient(c_http, options.concierge_endpoint,
+                                    options.concierge_authenticator)
+        return Credential.from_wire(_exchange(session, concierge, options, rt))
+
+
+def oidc_session(options: LoginOptions, interactive: bool, rt: Runtime,
+                 stack: contextlib.ExitStack) -> OIDCSession:
+    """The OIDC session of these options; its IdP client is opened (on `stack`) when first used."""
+    from pinniped_cli.oidc.login import LoginContext, OIDCSession
+    from pinniped_cli.oidc.provider import Provider
+
+    def provider() -> Provider:
+        http = stack.enter_context(rt.new_http(options.ca_bundle.pem("--ca-bundle")))
+        return Provider(http, options.issuer, options.client_id)
+
+    store = rt.open_session_store(options.session_cache, rt.cache_key(), rt.say_once)
+    ctx = LoginContext(env=rt.env, interactive=interactive, say=rt.say, now=rt.now,
+                       open_browser=rt.open_browser, sleep=rt.sleep, clock=rt.clock,
+                       command_hint=_command_hint(rt))
+    return OIDCSession(options, store, session_key(options), provider=provider, ctx=ctx,
+                       platform=rt.platform)
+
+
+def _exchange(session: OIDCSession, concierge: ConciergeClient, options: LoginOptions,
+              rt: Runtime) -> ClusterCredential:
+    from pinniped_apis.wire import LoginRejected
+    from pinniped_cli.errors import ConciergeError
+    from pinniped_cli.redact import fingerprint
+
+    tokens = session.id_token()
+    try:
+        return concierge.exchange(tokens.id_token)
+    except LoginRejected:
+        if session.last_was_fresh:
+            rejected = tokens.id_token
+        else:
+            # A cached ID token the concierge no longer takes (keys rotated, clock
+            # skew): one fresh token, then give up.
+            rt.say("the concierge did not accept the cached ID token; getting a fresh one")
+            tokens = session.id_token(reuse_cached=False)
+            try:
+                return concierge.exchange(tokens.id_token)
+            except LoginRejected:
+                rejected = tokens.id_token
+    raise ConciergeError(
+        f"the concierge refused your ID token ({fingerprint(rejected)}): authentication "
+        f"failed. Check that its authenticator {options.concierge_authenticator!r} trusts "
+        f"issuer {options.issuer} with audience {options.client_id!r}; the concierge's audit "
+        "log says why. Ask your cluster administrator if this persists.")
+
+
+def keep_kubeconfig_current(options: LoginOptions, cluster: ClusterInfo | None,
+                            credential: Credential, rt: Runtime) -> None:
+    """Bring the generated kubeconfig's as/as-groups in line with this login's identity."""
+    if options.update_kubeconfig is None or options.kubeconfig_user is None:
+        return
+    from pinniped_cli.kubeconfig import KubeconfigUpdateFailed, update_identity
+
+    identity = credential.identity()
+    path, user = options.update_kubeconfig, options.kubeconfig_user
+    try:
+        changed = update_identity(path, user, identity)
+    except KubeconfigUpdateFailed as exc:
+        rt.say(f"you are now {identity.username} in groups {list(identity.groups)}, but "
+               f"{path} could not be updated to match ({exc}). To update it, run (as someone "
+               f"who can write it):\n\n    {regenerate_command(options, cluster, rt)}\n")
+        return
+    if changed:
+        rt.say(f"your identity changed: updated {path} (user {user!r}) to act as "
+               f"{identity.username} in groups {list(identity.groups)}. If this command was "
+               "refused, run it again.")
+
+
+def regenerate_command(options: LoginOptions, cluster: ClusterInfo | None, rt: Runtime) -> str:
+    """The `pinniped get kubeconfig` command that rewrites the kubeconfig of these options."""
+    args = options.exec_args()[2:]  # drop "login oidc"
+    if cluster is not None and cluster.ca_data:
+        cluster_args = ["--server", cluster.server, "--cluster-ca-bundle-data", cluster.ca_data]
+    else:
+        cluster_args = ["--server", "SERVER_URL", "--cluster-ca-bundle", "CLUSTER_CA_FILE"]
+    tail = ["--name", options.kubeconfig_user or "pinniped",
+            "-o", str(options.update_kubeconfig)]
+    return _shell_command(rt, ["get", "kubeconfig", *args, *cluster_args, *tail])
+
+
+def _shell_command(rt: Runtime, args: list[str]) -> str:
+    """`args` run by this same pinniped, as one shell line (env assignments first)."""
+    import shlex
+
+    from pinniped_cli.kubeconfig import running_plugin_command
+
+    plugin = running_plugin_command(rt.argv[0] if rt.argv else None)
+    env = [f"{name}={shlex.quote(value)}" for name, value in plugin.env]
+    return " ".join([*env, shlex.join([plugin.command, *plugin.args, *args])])
+
+
+def _command_hint(rt: Runtime) -> str:
+    """This very command, runnable by hand: what to type when a login needs a person."""
+    return _shell_command(rt, rt.argv[1:])

@@ -1,0 +1,95 @@
+"""The concierge's three calls: trade an ID token for a cluster credential, whoami, logout.
+
+The wire shapes live in `pinniped_apis.wire`, shared with the server. whoami and
+logout carry the cluster credential as the bearer token, so the concierge
+answers about (or revokes) exactly the session that credential belongs to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from pinniped_apis import wire
+from pinniped_cli.errors import ConciergeError
+from pinniped_cli.httpclient import describe_transport_error, json_object
+from pinniped_cli.redact import printable
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class ConciergeClient:
+    def __init__(self, http: httpx.Client, endpoint: str, authenticator: str) -> None:
+        self._http = http
+        self._endpoint = endpoint.rstrip("/")
+        self._authenticator = authenticator
+
+    def exchange(self, id_token: str) -> wire.ClusterCredential:
+        """POST a TokenCredentialRequest; LoginRejected when the concierge says no."""
+        request = wire.TokenCredentialRequest(token=id_token,
+                                              authenticator_name=self._authenticator)
+        body = self._post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire(), None, "login")
+        try:
+            return wire.parse_credential_response(body)
+        except wire.WireError as exc:
+            raise ConciergeError(f"the concierge's answer is malformed ({exc}); check "
+                                 "--concierge-endpoint points at a pinniped concierge.") from exc
+
+    def whoami(self, credential: str) -> tuple[wire.Identity, dt.datetime | None]:
+        body = self._post(wire.WHOAMI_REQUEST_PATH, wire.whoami_request(), credential, "whoami")
+        try:
+            return wire.parse_whoami_response(body)
+        except wire.WireError as exc:
+            raise ConciergeError(f"the concierge's whoami answer is malformed ({exc}).") from exc
+
+    def logout(self, credential: str) -> bool:
+        """End the credential's session; False when it had already ended (or was invalid)."""
+        try:
+            body = self._post(wire.LOGOUT_REQUEST_PATH, wire.logout_request(), credential,
+                              "logout")
+        except _Unauthorized:
+            return False
+        status = body.get("status")
+        return not (isinstance(status, dict) and status.get("sessionEnded") is False)
+
+    def _post(self, path: str, payload: dict[str, Any], bearer: str | None,
+              what: str) -> dict[str, Any]:
+        import httpx
+
+        headers = {"Accept": "application/json"}
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        try:
+            response = self._http.post(self._endpoint + path, json=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ConciergeError(describe_transport_error(
+                exc, f"the concierge at {self._endpoint}", "--concierge-ca-bundle")) from exc
+        body = json_object(response)
+        status = response.status_code
+        if status == 503:
+            retry = response.headers.get("Retry-After", "a few")
+            raise ConciergeError(f"the concierge is temporarily unavailable ({_message(body)}); "
+                                 f"retry in {retry} seconds.")
+        if status == 401:
+            raise _Unauthorized(f"the concierge refused the {what} ({_message(body)}): your "
+                                "cluster credential is no longer valid. Run `pinniped logout`, "
+                                "then run kubectl again to log in.")
+        if status == 404:
+            raise ConciergeError(f"the concierge at {self._endpoint} has no {what} API (HTTP "
+                                 "404); check --concierge-endpoint.")
+        if status >= 400 or not body:
+            raise ConciergeError(f"the concierge answered the {what} with HTTP {status} "
+                                 f"({_message(body)}); check the pinniped flags, or ask the "
+                                 "cluster administrator.")
+        return body
+
+
+class _Unauthorized(ConciergeError):
+    """The concierge did not accept the bearer credential (HTTP 401)."""
+
+
+def _message(body: dict[str, Any]) -> str:
+    """The `message` of a Kubernetes Status (what the concierge sends on errors)."""
+    message = body.get("message")
+    return printable(message, 300) if isinstance(message, str) and message else "no details"

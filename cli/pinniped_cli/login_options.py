@@ -1,0 +1,327 @@
+"""The `login oidc` flags: parsed once, shared by `get kubeconfig`, and turned back into args.
+
+`get kubeconfig` accepts the same flags and writes them into the kubeconfig's
+exec stanza, so both commands register them here and a flag added once works
+everywhere. Flag names follow Pinniped's (`--issuer`, `--concierge-endpoint`,
+...), with the `--oidc-*` spellings of `pinniped get kubeconfig` as aliases.
+Stdlib only: parsing runs on every kubectl call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pinniped_cli.errors import UsageError
+from pinniped_cli.securefile import config_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+DEFAULT_SCOPES = ("openid", "offline_access", "groups", "email")
+FLOWS = ("browser", "device", "password")
+DEFAULT_LOGIN_TIMEOUT = 300.0
+#: The password flow's credentials (for CI): from the environment, never from flags.
+USERNAME_VAR = "PINNIPED_USERNAME"
+PASSWORD_VAR = "PINNIPED_PASSWORD"
+
+
+class CABundle:
+    """CA certificates given as files and/or base64 PEM; neither means the system CAs."""
+
+    __slots__ = ("data", "files")
+
+    def __init__(self, files: tuple[str, ...] = (), data: tuple[str, ...] = ()) -> None:
+        self.files = files
+        self.data = data
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CABundle) and (self.files, self.data) == (other.files, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.files, self.data))
+
+    def pem(self, flag: str) -> str | None:
+        """The concatenated PEM text, or None for the system trust store."""
+        if not self:
+            return None
+        import base64
+        import binascii
+
+        parts = []
+        for name in self.files:
+            try:
+                parts.append(Path(name).read_text())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read {flag} {name}: {exc}. "
+                                 f"Pass a readable PEM file.") from exc
+        for blob in self.data:
+            try:
+                parts.append(base64.b64decode(blob, validate=True).decode())
+            except (binascii.Error, ValueError) as exc:
+                raise UsageError(f"{flag}-data is not base64-encoded PEM; "
+                                 f"encode the file with `base64 -w0 FILE`.") from exc
+        text = "\n".join(parts)
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise UsageError(f"{flag} holds no PEM certificate (-----BEGIN CERTIFICATE-----).")
+        return text
+
+    def as_data(self, flag: str) -> str | None:
+        """The whole bundle as one base64 blob, so a kubeconfig works on another machine."""
+        import base64
+
+        pem = self.pem(flag)
+        return None if pem is None else base64.b64encode(pem.encode()).decode()
+
+
+class LoginOptions:
+    """The validated `login oidc` flags (a plain class: see `pinniped_apis.rfc3339` for why)."""
+
+    __slots__ = ("ca_bundle", "client_id", "concierge_authenticator", "concierge_ca_bundle",
+                 "concierge_endpoint", "credential_cache", "explicit_paths", "flow", "issuer",
+                 "kubeconfig_user", "listen_port", "login_timeout", "password_user", "scopes",
+                 "session_cache", "skip_browser", "update_kubeconfig")
+
+    def __init__(self, *, issuer: str, client_id: str, scopes: tuple[str, ...],
+                 ca_bundle: CABundle, concierge_endpoint: str, concierge_ca_bundle: CABundle,
+                 concierge_authenticator: str, session_cache: Path,
+                 credential_cache: Path | None, flow: str | None = None,
+                 listen_port: int | None = None, skip_browser: bool = False,
+                 login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
+                 update_kubeconfig: Path | None = None, kubeconfig_user: str | None = None,
+                 explicit_paths: tuple[str, ...] = (), password_user: str | None = None) -> None:
+        self.issuer = issuer
+        self.client_id = client_id
+        self.scopes = scopes
+        self.ca_bundle = ca_bundle
+        self.concierge_endpoint = concierge_endpoint
+        self.concierge_ca_bundle = concierge_ca_bundle
+        self.concierge_authenticator = concierge_authenticator
+        self.session_cache = session_cache
+        self.credential_cache = credential_cache
+        self.flow = flow
+        self.listen_port = listen_port
+        self.skip_browser = skip_browser
+        self.login_timeout = login_timeout
+        #: The kubeconfig (and user entry in it) whose as-groups this plugin keeps current.
+        self.update_kubeconfig = update_kubeconfig
+        self.kubeconfig_user = kubeconfig_user
+        #: Cache paths named explicitly on the command line (kept in generated kubeconfigs).
+        self.explicit_paths = explicit_paths
+        #: SHA-256 of PINNIPED_USERNAME when the password flow may log in (see password_user).
+        self.password_user = password_user
+
+    def replace(self, **changes: object) -> LoginOptions:
+        """A copy with `changes` applied (like dataclasses.replace)."""
+        values: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"unknown LoginOptions fields: {sorted(unknown)}")
+        values.update(changes)
+        return LoginOptions(**values)  # type: ignore[arg-type]
+
+    def identity_fields(self) -> dict[str, object]:
+        """What decides whose credential this is: the key of both caches, nothing else."""
+        fields: dict[str, object] = {
+            "issuer": self.issuer,
+            "clientID": self.client_id,
+            "scopes": sorted(self.scopes),
+            "conciergeEndpoint": self.concierge_endpoint,
+            "authenticator": self.concierge_authenticator,
+        }
+        if self.password_user is not None:
+            fields["passwordUser"] = self.password_user
+        return fields
+
+    def exec_args(self) -> list[str]:
+        """`login oidc` args that reproduce these options, CA bundles inlined as data."""
+        args = ["login", "oidc", "--issuer", self.issuer, "--client-id", self.client_id,
+                "--scopes", ",".join(self.scopes)]
+        oidc_ca = self.ca_bundle.as_data("--ca-bundle")
+        if oidc_ca:
+            args += ["--ca-bundle-data", oidc_ca]
+        args += ["--concierge-endpoint", self.concierge_endpoint,
+                 "--concierge-authenticator", self.concierge_authenticator]
+        concierge_ca = self.concierge_ca_bundle.as_data("--concierge-ca-bundle")
+        if concierge_ca:
+            args += ["--concierge-ca-bundle-data", concierge_ca]
+        if self.flow:
+            args += ["--flow", self.flow]
+        if self.listen_port is not None:
+            args += ["--listen-port", str(self.listen_port)]
+        if self.skip_browser:
+            args.append("--skip-browser")
+        if self.login_timeout != DEFAULT_LOGIN_TIMEOUT:
+            args += ["--login-timeout", f"{self.login_timeout:g}"]
+        if "session-cache" in self.explicit_paths:
+            args += ["--session-cache", str(self.session_cache)]
+        if "credential-cache" in self.explicit_paths:
+            args += ["--credential-cache", str(self.credential_cache or "")]
+        return args
+
+
+def add_ca_bundle_flags(group: argparse._ArgumentGroup, flag: str, what: str,
+                        alias: str | None = None) -> None:
+    """`FLAG FILE` and `FLAG-data BASE64`, both repeatable: how every CA is given to us."""
+    names, data_names = [flag], [f"{flag}-data"]
+    if alias:
+        names.append(alias)
+        data_names.append(f"{alias}-data")
+    group.add_argument(*names, action="append", default=[], metavar="FILE",
+                       help=f"PEM CA bundle to trust for {what} (repeatable)")
+    group.add_argument(*data_names, action="append", default=[], metavar="BASE64",
+                       help=f"base64 PEM CA bundle for {what} (repeatable)")
+
+
+def ca_bundle_from_args(args: argparse.Namespace, flag: str) -> CABundle:
+    """The CABundle that `add_ca_bundle_flags(..., flag, ...)` collected."""
+    dest = flag.lstrip("-").replace("-", "_")
+    return CABundle(tuple(getattr(args, dest)), tuple(getattr(args, f"{dest}_data")))
+
+
+def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = False) -> None:
+    """Register the login flags on `parser` (`login oidc` and `get kubeconfig` share them)."""
+    oidc = parser.add_argument_group("identity provider (OIDC)")
+    oidc.add_argument("--issuer", "--oidc-issuer", required=True, metavar="URL",
+                      help="OpenID Connect issuer URL (https)")
+    oidc.add_argument("--client-id", "--oidc-client-id", required=True, metavar="ID",
+                      help="OAuth client ID registered at the issuer")
+    oidc.add_argument("--scopes", "--oidc-scopes", default=",".join(DEFAULT_SCOPES),
+                      metavar="LIST", help="comma-separated scopes (default: %(default)s)")
+    add_ca_bundle_flags(oidc, "--ca-bundle", "the issuer", alias="--oidc-ca-bundle")
+    oidc.add_argument("--flow", "--oidc-flow", choices=FLOWS, default=None,
+                      help=f"login flow; default: password when {USERNAME_VAR} and "
+                           f"{PASSWORD_VAR} are set, browser when interactive with a display, "
+                           "device otherwise. When kubectl runs pinniped without a terminal, "
+                           "only password (and browser, with a display) can log in")
+    oidc.add_argument("--listen-port", "--oidc-listen-port", type=_port, default=None,
+                      metavar="N", help="loopback port for the browser callback (default: random)")
+    oidc.add_argument("--skip-browser", "--oidc-skip-browser", action="store_true",
+                      help="print the login URL instead of opening a browser")
+    oidc.add_argument("--login-timeout", type=_positive_float, default=DEFAULT_LOGIN_TIMEOUT,
+                      metavar="SECONDS",
+                      help="give up on a browser or device login after this long "
+                           "(default: %(default)g)")
+    concierge = parser.add_argument_group("concierge")
+    concierge.add_argument("--concierge-endpoint", required=True, metavar="URL",
+                           help="concierge base URL (https)")
+    add_ca_bundle_flags(concierge, "--concierge-ca-bundle", "the concierge")
+    concierge.add_argument("--concierge-authenticator", "--concierge-authenticator-name",
+                           required=True, metavar="NAME",
+                           help="name of the concierge's JWT authenticator")
+    caches = parser.add_argument_group("caches")
+    caches.add_argument("--session-cache", "--oidc-session-cache", default=None, metavar="PATH",
+                        help="file for the OIDC session when no OS keyring works "
+                             "(default: ~/.config/pinniped/sessions.json)")
+    caches.add_argument("--credential-cache", default=None, metavar="PATH",
+                        help="cluster credential cache; empty to disable "
+                             "(default: ~/.config/pinniped/credentials.json)")
+    if not for_kubeconfig:
+        kube = parser.add_argument_group("kubeconfig upkeep (written by `get kubeconfig`)")
+        kube.add_argument("--update-kubeconfig", default=None, metavar="PATH",
+                          help="kubeconfig whose as-groups to keep in line with your groups")
+        kube.add_argument("--kubeconfig-user", default=None, metavar="NAME",
+                          help="user entry in --update-kubeconfig to keep up to date")
+
+
+def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> LoginOptions:
+    """Validate the parsed flags into LoginOptions; no file is read here (cached path)."""
+    scopes = tuple(s for s in (part.strip() for part in args.scopes.split(",")) if s)
+    if "openid" not in scopes:
+        raise UsageError("--scopes must include openid: pinniped logs in with an ID token.")
+    require_https(args.issuer, "--issuer")
+    require_https(args.concierge_endpoint, "--concierge-endpoint")
+    explicit = []
+    base = config_dir(env)
+    if args.session_cache is not None:
+        explicit.append("session-cache")
+    session_cache = _abs(args.session_cache) if args.session_cache else base / "sessions.json"
+    credential_cache: Path | None = base / "credentials.json"
+    if args.credential_cache is not None:
+        explicit.append("credential-cache")
+        credential_cache = _abs(args.credential_cache) if args.credential_cache else None
+    update = getattr(args, "update_kubeconfig", None)
+    user = getattr(args, "kubeconfig_user", None)
+    if bool(update) != bool(user):
+        raise UsageError("--update-kubeconfig and --kubeconfig-user go together; "
+                         "regenerate the kubeconfig with `pinniped get kubeconfig -o FILE`.")
+    return LoginOptions(
+        issuer=args.issuer,  # compared exactly with the ID token's iss, so never normalised
+        client_id=args.client_id,
+        scopes=scopes,
+        ca_bundle=ca_bundle_from_args(args, "--ca-bundle"),
+        concierge_endpoint=args.concierge_endpoint.rstrip("/"),
+        concierge_ca_bundle=ca_bundle_from_args(args, "--concierge-ca-bundle"),
+        concierge_authenticator=args.concierge_authenticator,
+        session_cache=session_cache,
+        credential_cache=credential_cache,
+        flow=args.flow,
+        listen_port=args.listen_port,
+        skip_browser=args.skip_browser,
+        login_timeout=args.login_timeout,
+        update_kubeconfig=_abs(update) if update else None,
+        kubeconfig_user=user or None,
+        explicit_paths=tuple(explicit),
+        password_user=password_user(args.flow, env),
+    )
+
+
+def password_user(flow: str | None, env: Mapping[str, str]) -> str | None:
+    """SHA-256 of PINNIPED_USERNAME when the password flow may log in, else None.
+
+    It is part of both cache keys, so CI jobs that share a HOME but log in as
+    different users never get each other's credential or session. Hashed so
+    that no cache key carries a name, and never the password: a new password
+    for the same user keeps the cache.
+    """
+    username = env.get(USERNAME_VAR)
+    if not username or flow not in (None, "password"):
+        return None
+    return hashlib.sha256(username.encode()).hexdigest()
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser for args read from a file: errors become UsageError, not an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"the kubeconfig's `login oidc` args are not usable ({message}); "
+                         "regenerate it with `pinniped get kubeconfig`.")
+
+
+def parse_login_args(args: Sequence[str], env: Mapping[str, str]) -> LoginOptions:
+    """LoginOptions from the args after `login oidc` in a kubeconfig's exec stanza."""
+    parser = _RaisingParser(prog="pinniped login oidc", add_help=False)
+    add_login_flags(parser)
+    return options_from_args(parser.parse_args(list(args)), env)
+
+
+def _abs(path: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def require_https(url: str, flag: str) -> None:
+    """https with a host; a string test, since urllib.parse costs milliseconds per kubectl call."""
+    if not url.startswith("https://") or url[len("https://"):].startswith(("/", "?", "#")) \
+            or len(url) == len("https://"):
+        raise UsageError(f"{flag} must be an https:// URL, got {url!r}.")
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number between 0 and 65535")
+    return port
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return number

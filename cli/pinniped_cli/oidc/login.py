@@ -1,0 +1,193 @@
+"""Getting a verified ID token: the cached one, else a refresh, else a new login.
+
+Refresh comes before any new login so that a person sees a browser only when
+the IdP session is really gone. Every token that comes back from the IdP is
+verified before it is stored or used, and a rotated refresh token is stored
+at once: this IdP (like many) revokes the whole grant when an old refresh
+token is replayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pinniped_cli.errors import CLIError, HumanStepRequired, LoginError
+from pinniped_cli.login_options import PASSWORD_VAR, USERNAME_VAR, LoginOptions
+from pinniped_cli.oidc import browser_flow, device_flow, idtoken, password_flow
+from pinniped_cli.oidc.idtoken import IDTokenInvalid
+from pinniped_cli.oidc.provider import OAuthError, Provider, TokenResponse
+from pinniped_cli.redact import fingerprint
+from pinniped_cli.session_cache import Session, SessionStore
+
+#: Use a cached ID token only if it stays valid this long (the concierge checks exp too).
+ID_TOKEN_MIN_REMAINING = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class LoginContext:
+    """What the login needs from the outside world; tests pass fakes."""
+
+    env: Mapping[str, str]
+    interactive: bool
+    say: Callable[[str], None]
+    now: Callable[[], dt.datetime]
+    open_browser: Callable[[str], bool]
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    #: The exact command a person should run when a login needs them but nobody is there.
+    command_hint: str
+
+
+def has_display(env: Mapping[str, str], platform: str) -> bool:
+    """Whether a browser can plausibly open here."""
+    if env.get("BROWSER") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return True
+    return platform in ("darwin", "win32")
+
+
+def choose_flow(options: LoginOptions, ctx: LoginContext, platform: str) -> str:
+    """--flow if given; else password when the variables are set; else browser or device.
+
+    A non-interactive run (kubectl without a terminal) fails fast here instead
+    of waiting minutes for a person who is not there, even when --flow was
+    written into the kubeconfig: only the password flow needs nobody, and a
+    browser login can still finish where a browser opens (BROWSER, a display).
+    """
+    flow = options.flow
+    if flow is None and password_flow.credentials_from(ctx.env):
+        flow = "password"
+    if flow == "password":
+        return flow
+    if not ctx.interactive and not (flow == "browser" and has_display(ctx.env, platform)):
+        no_browser = ", and no browser can open here" if flow == "browser" else ""
+        raise HumanStepRequired(
+            "a new login is needed (no cached session could be used or refreshed), but kubectl "
+            f"is running pinniped without a terminal{no_browser}, so nobody could complete it. "
+            "Log in from a terminal first by running:\n\n"
+            f"    {ctx.command_hint}\n\n"
+            f"then retry. (For CI, set {USERNAME_VAR} and {PASSWORD_VAR}.)")
+    return flow or ("browser" if has_display(ctx.env, platform) else "device")
+
+
+class OIDCSession:
+    def __init__(self, options: LoginOptions, store: SessionStore, key: str, *,
+                 provider: Callable[[], Provider], ctx: LoginContext, platform: str) -> None:
+        self._options = options
+        self._store = store
+        self._key = key
+        self._provider_factory = provider
+        self._provider: Provider | None = None
+        self._ctx = ctx
+        self._platform = platform
+        #: Whether the last id_token() came from the IdP just now (not from the cache).
+        self.last_was_fresh = False
+
+    @property
+    def provider(self) -> Provider:
+        if self._provider is None:
+            self._provider = self._provider_factory()
+        return self._provider
+
+    def id_token(self, reuse_cached: bool = True) -> Session:
+        """A verified, unexpired ID token, logging in only when nothing else works."""
+        session = self._store.load(self._key)
+        now = self._ctx.now()
+        self.last_was_fresh = False
+        if (reuse_cached and session is not None
+                and session.id_token_expiry - now > ID_TOKEN_MIN_REMAINING):
+            return session
+        self.last_was_fresh = True
+        if session is not None and session.refresh_token:
+            refreshed = self._refresh(session, session.refresh_token)
+            if refreshed is not None:
+                return refreshed
+        return self._login()
+
+    def forget(self) -> bool | None:
+        """Drop the local session and revoke its refresh token at the IdP (best effort).
+
+        None when there was no refresh token; else whether the IdP revoked it.
+        """
+        session = self._store.load(self._key)
+        self._store.delete(self._key)
+        if session is None or not session.refresh_token:
+            return None
+        try:
+            return self.provider.revoke(session.refresh_token, "refresh_token")
+        except CLIError:  # an unreachable IdP, an unreadable --ca-bundle: it expires anyway
+            return False
+
+    def _refresh(self, session: Session, refresh_token: str) -> Session | None:
+        """The refreshed session, or None when only a new login can help.
+
+        Only invalid_grant means the session is over; other refusals (the IdP
+        is down or misconfigured) keep it, for the next try. A rotated refresh
+        token is saved the moment it arrives: the old one is spent, and
+        replaying it would make this IdP revoke the whole grant.
+        """
+        try:
+            tokens = self.provider.token_request(
+                {"grant_type": "refresh_token", "refresh_token": refresh_token},
+                "session refresh")
+        except OAuthError as exc:
+            if exc.error != "invalid_grant":
+                raise LoginError(f"{exc}. Your login session was kept: try again in a moment, "
+                                 "and if this persists ask the identity provider's "
+                                 "administrator.") from exc
+            self._ctx.say(f"your session at the identity provider has ended ({exc.error}, "
+                          f"refresh token {fingerprint(refresh_token)}); logging in again.")
+            self._store.delete(self._key)
+            return None
+        # RFC 6749 6: the IdP may keep the old refresh token; then we keep it too.
+        refresh = tokens.refresh_token or refresh_token
+        if refresh != refresh_token:
+            # With an ID token that is not reused, so whatever fails below, the next run
+            # refreshes with the new token.
+            self._store.save(self._key, Session(
+                id_token=session.id_token,
+                id_token_expiry=min(session.id_token_expiry, self._ctx.now()),
+                refresh_token=refresh))
+        try:
+            return self._accept(tokens, nonce=None, refresh_token=refresh)
+        except IDTokenInvalid as exc:
+            self._ctx.say(f"the identity provider's answer to the session refresh was refused "
+                          f"({exc}); logging in again.")
+            return None
+
+    def _login(self) -> Session:
+        flow = choose_flow(self._options, self._ctx, self._platform)
+        opts, ctx = self._options, self._ctx
+        nonce: str | None = None
+        if flow == "password":
+            tokens = password_flow.login(self.provider, scopes=opts.scopes, env=ctx.env)
+        elif flow == "device":
+            tokens = device_flow.login(self.provider, scopes=opts.scopes,
+                                       timeout=opts.login_timeout, say=ctx.say,
+                                       sleep=ctx.sleep, clock=ctx.clock)
+        elif flow == "browser":
+            result = browser_flow.login(self.provider, scopes=opts.scopes,
+                                        listen_port=opts.listen_port,
+                                        skip_browser=opts.skip_browser,
+                                        timeout=opts.login_timeout, say=ctx.say,
+                                        open_browser=ctx.open_browser)
+            tokens, nonce = result.tokens, result.nonce
+        else:  # argparse restricts the choices; this guards programming errors
+            raise LoginError(f"unknown login flow {flow!r}")
+        return self._accept(tokens, nonce=nonce, refresh_token=tokens.refresh_token)
+
+    def _accept(self, tokens: TokenResponse, nonce: str | None,
+                refresh_token: str | None) -> Session:
+        """Verify the answer's ID token, then store and return the session (IDTokenInvalid)."""
+        if tokens.id_token is None:
+            raise IDTokenInvalid("the identity provider's answer has no ID token; make sure "
+                                 "--scopes includes openid.")
+        verified = idtoken.verify(tokens.id_token, self.provider.jwks(),
+                                  issuer=self._options.issuer,
+                                  client_id=self._options.client_id,
+                                  now=self._ctx.now(), nonce=nonce)
+        session = Session(id_token=verified.raw, id_token_expiry=verified.expiry,
+                          refresh_token=refresh_token)
+        self._store.save(self._key, session)
+        return session

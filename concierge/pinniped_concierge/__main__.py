@@ -1,0 +1,7 @@
+"""`python -m concierge` is `pinniped-concierge`."""
+
+import sys
+
+from pinniped_concierge.main import main
+
+sys.exit(main())

@@ -1,0 +1,336 @@
+"""The concierge's HTTP API, built from services handed in (so tests can swap any of them).
+
+    POST TOKEN_CREDENTIAL_REQUEST_PATH  ID token -> cluster credential (always 200 once
+                                        parsed; failures carry only "authentication failed")
+    POST WHOAMI_REQUEST_PATH            bearer cluster credential -> who the cluster sees
+    POST LOGOUT_REQUEST_PATH            bearer cluster credential -> its session Secret deleted
+    GET  /healthz                       the process is alive
+    GET  /readyz                        the Kubernetes API and every issuer's keys are usable
+                                        (answers "ok" or "not ready"; what is missing goes
+                                        to the log; re-checked at most every 5 s)
+
+Requests that cannot be answered get a Kubernetes `Status` object: 400 naming
+the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
+within `requestBodyTimeoutSeconds` (a slow sender must not hold a worker),
+415 for a non-JSON body,
+401 for a missing or rejected bearer credential, 503 with `Retry-After` when
+Kubernetes or an issuer is unreachable, 500 when the concierge itself is
+misconfigured. Every request to the three APIs gets exactly one audit line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from pinniped_apis import wire
+from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
+from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCredential
+from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
+from pinniped_concierge.kubeapi import KubeAPI, counting_calls
+from pinniped_concierge.login import LoginService
+from pinniped_concierge.sessions import Sessions
+
+log = logging.getLogger("concierge.app")
+
+NO_STORE = {"Cache-Control": "no-store"}
+#: Probes and load balancers may poll /readyz often; each check costs an API call.
+READINESS_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class Services:
+    login: LoginService
+    reviewer: CredentialReviewer
+    sessions: Sessions
+    kube: KubeAPI
+    namespace: str
+    audit: AuditLog
+    #: A client must have sent its whole request body within this many seconds.
+    body_timeout_seconds: float = 10.0
+    #: /readyz re-checks its dependencies at most this often.
+    readiness_cache_seconds: float = READINESS_CACHE_SECONDS
+    #: Long-running loops (key refresh, session sweep) started with the server.
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    #: Called once when the server stops (close HTTP clients, the audit file).
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: int, reason: str, message: str, field_path: str | None = None, *,
+                 audit_reason: Reason = Reason.MALFORMED_REQUEST,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.field_path = field_path
+        self.audit_reason = audit_reason
+        self.headers = headers
+
+
+def create_app(services: Services) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(loop()) for loop in services.background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for closer in services.on_shutdown:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    app = FastAPI(title="pinniped concierge", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post(wire.TOKEN_CREDENTIAL_REQUEST_PATH)
+    async def token_credential_request(request: Request) -> Response:
+        return await _audited(services.audit, request, "login",
+                              lambda event: _login(services, request, event))
+
+    @app.post(wire.WHOAMI_REQUEST_PATH)
+    async def whoami(request: Request) -> Response:
+        return await _audited(services.audit, request, "whoami",
+                              lambda event: _whoami(services, request, event))
+
+    @app.post(wire.LOGOUT_REQUEST_PATH)
+    async def logout(request: Request) -> Response:
+        return await _audited(services.audit, request, "logout",
+                              lambda event: _logout(services, request, event))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok")
+
+    readiness = _Readiness(services)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if await readiness.ready():
+            return PlainTextResponse("ok")
+        return PlainTextResponse("not ready\n", status_code=503)
+
+    return app
+
+
+async def _audited(audit: AuditLog, request: Request, kind: str,
+                   handler: Callable[[AuditEvent], Awaitable[Response]]) -> Response:
+    """Run one API request, translate every failure into a response, write one audit line."""
+    client = request.client
+    event = AuditEvent(request=kind, client=f"{client.host}:{client.port}" if client else "")
+    with counting_calls() as calls:
+        try:
+            response = await handler(event)
+        except _BadRequest as exc:
+            event.outcome, event.reason = "error", exc.audit_reason
+            event.extra["detail"] = exc.message
+            response = _status(exc.code, exc.reason, exc.message, exc.field_path,
+                               headers=exc.headers)
+        except Unavailable as exc:
+            event.outcome, event.reason = "error", exc.reason
+            response = _status(503, "ServiceUnavailable", exc.message,
+                               headers={"Retry-After": str(exc.retry_after_seconds)})
+        except ServerError as exc:
+            event.outcome, event.reason = "error", exc.reason
+            event.extra["detail"] = exc.detail
+            log.error("%s request failed: %s: %s", kind, exc.reason, exc.detail)
+            response = _status(500, "InternalError", "the concierge could not complete the "
+                               "request; ask the cluster administrator to check its logs")
+        except Exception as exc:  # never let a traceback (or its locals) reach the client
+            event.outcome, event.reason = "error", Reason.INTERNAL_ERROR
+            log.error("%s request failed: unexpected %s", kind, type(exc).__name__)
+            response = _status(500, "InternalError", "the concierge hit an internal error; "
+                               "ask the cluster administrator to check its logs")
+    event.kube_api_calls = calls.value
+    event.http_status = response.status_code
+    audit.record(event)
+    return response
+
+
+async def _login(services: Services, request: Request, event: AuditEvent) -> Response:
+    body = await _read_json(request, services.body_timeout_seconds, required=True)
+    try:
+        tcr = wire.TokenCredentialRequest.from_wire(body)
+    except wire.WireError as exc:
+        raise _BadRequest(400, "BadRequest", str(exc), exc.field) from None
+    event.token_hash = token_digest(tcr.token)
+    event.authenticator = tcr.authenticator_name
+    try:
+        credential = await services.login.login(tcr, event)
+    except Rejected as exc:
+        event.outcome, event.reason = "failure", exc.reason
+        event.extra["detail"] = exc.detail
+        return _json(wire.failure_response(tcr, wire.AUTHENTICATION_FAILED))
+    event.outcome, event.reason = "success", Reason.OK
+    return _json(wire.credential_response(tcr, credential))
+
+
+async def _whoami(services: Services, request: Request, event: AuditEvent) -> Response:
+    reviewed = await _review_caller(services, request, event, wire.IDENTITY_GROUP,
+                                    wire.WHOAMI_REQUEST_KIND)
+    if isinstance(reviewed, Response):
+        return reviewed
+    event.outcome, event.reason = "success", Reason.OK
+    return _json(wire.whoami_response(reviewed.identity, reviewed.expiration))
+
+
+async def _logout(services: Services, request: Request, event: AuditEvent) -> Response:
+    reviewed = await _review_caller(services, request, event, wire.LOGIN_GROUP,
+                                    wire.LOGOUT_REQUEST_KIND)
+    if isinstance(reviewed, Response):
+        return reviewed
+    ended = False
+    if reviewed.session_secret is not None:
+        ended = await services.sessions.end(reviewed.session_secret,
+                                            reviewed.session_secret_uid)
+    event.outcome = "success"
+    event.reason = Reason.OK if ended else Reason.ALREADY_LOGGED_OUT
+    return _json(wire.logout_response(ended))
+
+
+async def _review_caller(services: Services, request: Request, event: AuditEvent, group: str,
+                         kind: str) -> ReviewedCredential | Response:
+    """Who sent this whoami/logout, by the cluster's TokenReview; a 401 response if nobody."""
+    await _expect_kind(services, request, group, kind)
+    token = _bearer(request, event)
+    try:
+        reviewed = await services.reviewer.review(token)
+    except Rejected as exc:
+        return _unauthorized(event, exc)
+    event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
+    event.session = reviewed.session_id
+    return reviewed
+
+
+def _unauthorized(event: AuditEvent, exc: Rejected) -> Response:
+    event.outcome, event.reason = "failure", exc.reason
+    event.extra["detail"] = exc.detail
+    return _status(401, "Unauthorized", wire.AUTHENTICATION_FAILED,
+                   headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer(request: Request, event: AuditEvent) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise _BadRequest(401, "Unauthorized", "send your cluster credential as "
+                          "'Authorization: Bearer <token>'", audit_reason=Reason.MISSING_CREDENTIAL)
+    event.token_hash = token_digest(token)
+    return token
+
+
+async def _expect_kind(services: Services, request: Request, group: str, kind: str) -> None:
+    """whoami/logout bodies are optional, but if sent they must be the right kind."""
+    body = await _read_json(request, services.body_timeout_seconds, required=False)
+    if body is None:
+        return
+    if not isinstance(body, dict):
+        raise _BadRequest(400, "BadRequest", "body: must be an object", "body")
+    if body.get("apiVersion") != f"{group}/{wire.VERSION}":
+        raise _BadRequest(400, "BadRequest", f"apiVersion: must be {group}/{wire.VERSION}",
+                          "apiVersion")
+    if body.get("kind") != kind:
+        raise _BadRequest(400, "BadRequest", f"kind: must be {kind}", "kind")
+
+
+async def _read_json(request: Request, timeout_seconds: float, *, required: bool) -> Any:
+    content_type = request.headers.get("content-type", "application/json")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise _BadRequest(415, "UnsupportedMediaType", "body: send Content-Type: application/json",
+                          "body")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > wire.MAX_REQUEST_BYTES):
+        raise _too_large()
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > wire.MAX_REQUEST_BYTES:
+                    raise _too_large()
+    except TimeoutError:
+        # The rest of the body may still arrive: the connection cannot be reused.
+        raise _BadRequest(408, "Timeout", f"body: not received within {timeout_seconds:g} s",
+                          "body", audit_reason=Reason.REQUEST_TIMEOUT,
+                          headers={"Connection": "close"}) from None
+    if not body.strip():
+        if required:
+            raise _BadRequest(400, "BadRequest", "body: must be a JSON object", "body")
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise _BadRequest(400, "BadRequest", "body: must be valid JSON", "body") from None
+
+
+def _too_large() -> _BadRequest:
+    return _BadRequest(413, "RequestEntityTooLarge",
+                       f"body: must be at most {wire.MAX_REQUEST_BYTES} bytes", "body",
+                       audit_reason=Reason.REQUEST_TOO_LARGE)
+
+
+class _Readiness:
+    """/readyz's answer, computed at most every few seconds, its details logged not served.
+
+    Details (which issuer, which API error) help an attacker map the
+    deployment and belong in the operator's log, where each change is
+    written once rather than at every probe.
+    """
+
+    def __init__(self, services: Services,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._services = services
+        self._monotonic = monotonic
+        self._checked_at: float | None = None
+        self._problems: list[str] = []
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> bool:
+        async with self._lock:  # concurrent probes share one check
+            now = self._monotonic()
+            if (self._checked_at is None
+                    or now - self._checked_at >= self._services.readiness_cache_seconds):
+                problems = await self._check()
+                if problems != self._problems or self._checked_at is None:
+                    if problems:
+                        log.warning("not ready: %s", "; ".join(problems))
+                    elif self._checked_at is not None:
+                        log.info("ready again")
+                self._problems, self._checked_at = problems, self._monotonic()
+            return not self._problems
+
+    async def _check(self) -> list[str]:
+        services = self._services
+        problems = []
+        try:
+            await services.kube.ping(services.namespace)
+        except (Unavailable, ServerError) as exc:
+            problems.append(f"kubernetes: {exc}")
+        for name, authenticator in services.login.authenticators.items():
+            if not await authenticator.verifier.ready():
+                problems.append(f"authenticator {name}: no usable signing keys (issuer "
+                                "unreachable, or its keys not refreshed for maxKeyAgeSeconds)")
+        return problems
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return JSONResponse(body, headers=NO_STORE)
+
+
+def _status(code: int, reason: str, message: str, field_path: str | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(wire.status_error(code, reason, message, field_path), status_code=code,
+                        headers=NO_STORE | (headers or {}))

@@ -1,0 +1,87 @@
+"""Read a cluster credential we issued back into a user and a session (whoami, logout).
+
+The apiserver is the only judge of the token: a TokenReview must say it is
+authenticated, and only then are its claims read (without re-verifying the
+signature; the apiserver just did). The token must belong to one of our
+per-user ServiceAccounts in our namespace; its `kubernetes.io.secret` claim
+names the session Secret it is bound to, which is what logout deletes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pinniped_apis import wire
+from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.kubeapi import KubeAPI, NotFound
+from pinniped_concierge.userobjects import UserObjects
+
+
+@dataclass(frozen=True)
+class ReviewedCredential:
+    identity: wire.Identity
+    service_account: str
+    expiration: dt.datetime | None
+    session_secret: str | None
+    session_secret_uid: str | None
+
+    @property
+    def session_id(self) -> str | None:
+        return naming.session_id_of(self.session_secret) if self.session_secret else None
+
+
+class CredentialReviewer:
+    def __init__(self, kube: KubeAPI, namespace: str, user_objects: UserObjects) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._user_objects = user_objects
+
+    async def review(self, token: str) -> ReviewedCredential:
+        if len(token) > wire.MAX_TOKEN_BYTES:
+            raise Rejected(Reason.TOKEN_TOO_LARGE, "credential too large")
+        status = await self._kube.review_token(token)
+        if status.get("authenticated") is not True:
+            raise Rejected(Reason.INVALID_CREDENTIAL, "TokenReview did not authenticate it")
+        user = status.get("user")
+        username = user.get("username") if isinstance(user, Mapping) else None
+        prefix = f"system:serviceaccount:{self._namespace}:{naming.USER_OBJECT_PREFIX}"
+        if not isinstance(username, str) or not username.startswith(prefix):
+            raise Rejected(Reason.FOREIGN_CREDENTIAL, "not one of our per-user ServiceAccounts")
+        service_account = username.rsplit(":", 1)[1]
+        try:
+            identity = await self._user_objects.describe(service_account)
+        except NotFound:
+            raise Rejected(Reason.FOREIGN_CREDENTIAL, "ServiceAccount is not ours") from None
+
+        claims = _unverified_claims(token)
+        k8s = claims.get("kubernetes.io")
+        secret = k8s.get("secret") if isinstance(k8s, Mapping) else None
+        secret_name = secret.get("name") if isinstance(secret, Mapping) else None
+        secret_uid = secret.get("uid") if isinstance(secret, Mapping) else None
+        exp = claims.get("exp")
+        expiration = (dt.datetime.fromtimestamp(exp, dt.UTC)
+                      if isinstance(exp, int) and not isinstance(exp, bool) else None)
+        return ReviewedCredential(
+            identity=identity, service_account=service_account, expiration=expiration,
+            session_secret=secret_name if isinstance(secret_name, str) else None,
+            session_secret_uid=secret_uid if isinstance(secret_uid, str) else None,
+        )
+
+
+def _unverified_claims(token: str) -> Mapping[str, object]:
+    """Claims of a JWT the apiserver has just accepted; {} if it is not a JWT at all."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (binascii.Error, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}

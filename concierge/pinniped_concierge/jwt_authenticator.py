@@ -1,0 +1,358 @@
+"""Verify an ID token against one OIDC issuer, the way Pinniped's JWTAuthenticator does.
+
+Order of checks, each with its own audit reason: size, shape, header (`alg`
+on the allow-list of asymmetric algorithms, no `crit`/`b64`), key by `kid`,
+signature, then the registered claims: exact `iss`, `aud` containing our
+audience (and, when `aud` names several parties, `azp` naming us: OIDC Core
+3.1.3.7, so a token minted for another client that merely lists us is not
+ours), `exp`/`nbf`/`iat` with a small clock-skew leeway. The `alg` is
+checked before any key is touched, which is what defeats `none` and the
+HS256-with-the-public-key trick.
+
+Keys come from OIDC discovery (https only, `issuer` in the document must match
+exactly) and are cached. A token signed with a `kid` we have not seen causes a
+refresh, at most once per `keyRefreshMinIntervalSeconds`, so an attacker
+spraying random `kid`s cannot make us hammer the IdP, yet a key rotation is
+picked up at the first login that needs it. A background loop also refreshes
+periodically, and cached keys keep working while the IdP is briefly down,
+but not for ever: keys not refreshed for `maxKeyAgeSeconds` may have been
+revoked at the IdP long ago, so after that the authenticator is not ready and
+logins get 503 (`issuer_keys_expired`) until the IdP answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pinniped_concierge.config import JWTAuthenticatorConfig
+from pinniped_concierge.errors import Reason, Rejected, Unavailable
+
+log = logging.getLogger("concierge.jwt")
+
+#: Discovery documents and key sets are small; anything bigger is refused.
+MAX_DOCUMENT_BYTES = 512 * 1024
+FETCH_TIMEOUT_SECONDS = 5.0
+
+_KEY_TYPE_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+_EC_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_MIN_RSA_BITS = 2048
+
+Fetcher = Callable[[str], Awaitable[object]]
+
+
+class FetchError(Exception):
+    """Discovery or JWKS could not be fetched; the message names the URL, never a secret."""
+
+
+class HttpsFetcher:
+    """GET a JSON document over https, bounded in size and time, trusting one CA file."""
+
+    def __init__(self, ca_file: Path | None) -> None:
+        import httpx
+
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._client = httpx.AsyncClient(verify=context, follow_redirects=False,
+                                         timeout=FETCH_TIMEOUT_SECONDS,
+                                         headers={"Accept": "application/json"})
+
+    async def __call__(self, url: str) -> object:
+        import httpx
+
+        if not url.startswith("https://"):
+            raise FetchError(f"{url}: refusing a non-https URL")
+        try:
+            async with self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise FetchError(f"{url}: HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT_BYTES:
+                        raise FetchError(f"{url}: larger than {MAX_DOCUMENT_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise FetchError(f"{url}: not JSON") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@dataclass(frozen=True)
+class _VerificationKey:
+    kid: str | None
+    key: Any  # a joserfc RSAKey, ECKey or OKPKey
+    key_type: str
+    curve: str | None
+    alg: str | None
+
+    def fits(self, alg: str) -> bool:
+        if self.alg is not None and self.alg != alg:
+            return False
+        if self.key_type != _KEY_TYPE_FOR_ALG.get(alg[:2]):
+            return False
+        return alg not in _EC_CURVE_FOR_ALG or self.curve == _EC_CURVE_FOR_ALG[alg]
+
+
+class JWTAuthenticator:
+    """One configured issuer: token in, verified claims out (or `Rejected`)."""
+
+    def __init__(self, config: JWTAuthenticatorConfig, fetch: Fetcher, *,
+                 clock_skew_seconds: int, min_refresh_interval_seconds: float,
+                 max_key_age_seconds: float = 86400,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        from joserfc.jws import JWSRegistry
+
+        self.config = config
+        self._fetch = fetch
+        self._skew = clock_skew_seconds
+        self._min_refresh = min_refresh_interval_seconds
+        self._max_key_age = max_key_age_seconds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._keys: tuple[_VerificationKey, ...] = ()
+        self._keys_fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._lock = asyncio.Lock()
+        self._registry = JWSRegistry(algorithms=list(config.algorithms),
+                                     strict_check_header=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
+    def _keys_expired(self) -> bool:
+        """Keys were fetched once but not refreshed within `maxKeyAgeSeconds`."""
+        return (self._keys_fetched_at is not None
+                and self._monotonic() - self._keys_fetched_at >= self._max_key_age)
+
+    def _usable(self) -> bool:
+        return bool(self._keys) and not self._keys_expired()
+
+    # --- keys ----------------------------------------------------------------
+
+    async def refresh_keys(self) -> None:
+        """Fetch discovery and JWKS now; on failure keep the cached keys and raise FetchError."""
+        async with self._lock:
+            await self._refresh_locked()
+
+    async def _refresh_locked(self) -> None:
+        self._last_attempt = self._monotonic()
+        issuer = self.config.issuer
+        document = await self._fetch(issuer.rstrip("/") + "/.well-known/openid-configuration")
+        if not isinstance(document, dict) or document.get("issuer") != issuer:
+            raise FetchError(f"{issuer}: discovery document's issuer does not match exactly")
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
+            raise FetchError(f"{issuer}: discovery document has no https jwks_uri")
+        keys = _parse_jwks(await self._fetch(jwks_uri))
+        if not keys:
+            raise FetchError(f"{jwks_uri}: no usable signature keys")
+        if {k.kid for k in keys} != {k.kid for k in self._keys}:
+            log.info("authenticator %s: keys now %s", self.name,
+                     sorted(str(k.kid) for k in keys))
+        self._keys = keys
+        self._keys_fetched_at = self._monotonic()
+
+    async def _refresh_if_allowed(self) -> None:
+        """Refresh unless one was attempted recently (rate limit for unknown `kid`s)."""
+        async with self._lock:
+            recent = (self._last_attempt is not None
+                      and self._monotonic() - self._last_attempt < self._min_refresh)
+            if recent:
+                return
+            try:
+                await self._refresh_locked()
+            except FetchError as exc:
+                log.warning("authenticator %s: key refresh failed: %s", self.name, exc)
+
+    async def ready(self) -> bool:
+        """Keys are cached and not too old, or can be fetched now (rate-limited)."""
+        if not self._usable():
+            await self._refresh_if_allowed()
+        return self._usable()
+
+    async def run_refresh_loop(self, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.refresh_keys()
+            except FetchError as exc:
+                log.warning("authenticator %s: key refresh failed (cached keys stay in use): %s",
+                            self.name, exc)
+            await asyncio.sleep(interval_seconds)
+
+    def _candidates(self, kid: str | None, alg: str) -> list[_VerificationKey]:
+        return [k for k in self._keys if (kid is None or k.kid == kid) and k.fits(alg)]
+
+    # --- tokens --------------------------------------------------------------
+
+    async def verify(self, token: str) -> dict[str, object]:
+        """Return the token's claims if it is valid for this issuer; else raise `Rejected`."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
+        if len(token.encode("utf-8", "surrogatepass")) > self.config.max_token_bytes:
+            raise Rejected(Reason.TOKEN_TOO_LARGE, f"over {self.config.max_token_bytes} bytes")
+        try:
+            compact = jws.extract_compact(token.encode("ascii"), registry=self._registry)
+            header = dict(compact.headers())
+        except (JoseError, ValueError, TypeError, UnicodeError):
+            raise Rejected(Reason.MALFORMED_TOKEN, "not a compact JWS") from None
+
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.config.algorithms:
+            shown = alg[:16] if isinstance(alg, str) else type(alg).__name__
+            raise Rejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {shown!r} is not allowed")
+        if "crit" in header or "b64" in header:
+            raise Rejected(Reason.UNSUPPORTED_HEADER, "crit/b64 header parameters")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise Rejected(Reason.MALFORMED_TOKEN, "kid is not a string")
+
+        if self._keys_expired():
+            await self._refresh_if_allowed()
+            if self._keys_expired():
+                raise Unavailable(Reason.ISSUER_KEYS_EXPIRED,
+                                  "the identity provider's signing keys could not be refreshed "
+                                  "for too long; try again shortly")
+        candidates = self._candidates(kid, alg)
+        if not candidates:
+            await self._refresh_if_allowed()
+            candidates = self._candidates(kid, alg)
+        if not candidates:
+            if not self._keys:
+                raise Unavailable(Reason.ISSUER_UNAVAILABLE,
+                                  "the identity provider's signing keys cannot be fetched; "
+                                  "try again shortly")
+            raise Rejected(Reason.UNKNOWN_KEY, "no key for this kid and alg")
+
+        if not any(self._signature_ok(compact, c.key, alg) for c in candidates):
+            raise Rejected(Reason.BAD_SIGNATURE, "signature does not verify")
+        claims = _parse_claims(compact.payload)
+        self._check_registered_claims(claims)
+        return claims
+
+    def _signature_ok(self, compact: Any, key: Any, alg: str) -> bool:
+        from joserfc import jws
+        from joserfc.errors import JoseError, SecurityWarning
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SecurityWarning)  # EdDSA's "deprecated" note
+                return bool(jws.validate_compact(compact, key, registry=self._registry))
+        except (JoseError, ValueError, TypeError):
+            return False
+
+    def _check_registered_claims(self, claims: Mapping[str, object]) -> None:
+        if claims.get("iss") != self.config.issuer:
+            raise Rejected(Reason.WRONG_ISSUER, "iss is not the configured issuer")
+
+        aud = claims.get("aud")
+        if aud is None:
+            raise Rejected(Reason.MISSING_CLAIM, "no aud claim")
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise Rejected(Reason.BAD_CLAIM_TYPE, "aud is not a string or list of strings")
+        if self.config.audience not in audiences:
+            raise Rejected(Reason.WRONG_AUDIENCE, "aud does not contain the configured audience")
+        if len(set(audiences)) > 1:
+            azp = claims.get("azp")
+            if azp is None:
+                raise Rejected(Reason.MISSING_CLAIM, "aud has several entries but no azp")
+            if not isinstance(azp, str):
+                raise Rejected(Reason.BAD_CLAIM_TYPE, "azp is not a string")
+            if azp != self.config.audience:
+                raise Rejected(Reason.WRONG_AUTHORIZED_PARTY,
+                               "aud has several entries and azp is not the configured audience")
+
+        now = self._clock()
+        exp = _numeric_date(claims, "exp", required=True)
+        assert exp is not None
+        if now >= exp + self._skew:
+            raise Rejected(Reason.EXPIRED, f"expired {int(now - exp)}s ago")
+        nbf = _numeric_date(claims, "nbf", required=False)
+        if nbf is not None and now + self._skew < nbf:
+            raise Rejected(Reason.NOT_YET_VALID, f"nbf is {int(nbf - now)}s in the future")
+        iat = _numeric_date(claims, "iat", required=False)
+        if iat is not None and now + self._skew < iat:
+            raise Rejected(Reason.ISSUED_IN_FUTURE, f"iat is {int(iat - now)}s in the future")
+
+
+def _numeric_date(claims: Mapping[str, object], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise Rejected(Reason.MISSING_CLAIM, f"no {name} claim")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Rejected(Reason.BAD_CLAIM_TYPE, f"{name} is not a number")
+    return float(value)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError("duplicate claim")
+        result[key] = value
+    return result
+
+
+def _parse_claims(payload: bytes | None) -> dict[str, object]:
+    """The payload as a JSON object; duplicate names are refused (parsers disagree on them)."""
+    try:
+        claims = json.loads(payload or b"", object_pairs_hook=_no_duplicates)
+    except ValueError:
+        raise Rejected(Reason.MALFORMED_TOKEN, "payload is not a JSON object") from None
+    if not isinstance(claims, dict):
+        raise Rejected(Reason.MALFORMED_TOKEN, "payload is not a JSON object")
+    return claims
+
+
+def _parse_jwks(document: object) -> tuple[_VerificationKey, ...]:
+    """Public signature keys from a JWKS; anything odd is skipped rather than trusted."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.errors import JoseError
+    from joserfc.jwk import JWKRegistry
+
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise FetchError("key set is not a JWKS document")
+    keys = []
+    for raw in document["keys"]:
+        if not isinstance(raw, dict) or raw.get("kty") not in ("RSA", "EC", "OKP"):
+            continue
+        if raw.get("use", "sig") != "sig" or "d" in raw:
+            continue  # encryption keys, or private material that should never be published
+        kid, alg = raw.get("kid"), raw.get("alg")
+        if (kid is not None and not isinstance(kid, str)) or (
+                alg is not None and not isinstance(alg, str)):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # weak keys are dropped just below
+                key = JWKRegistry.import_key(raw)
+        except (JoseError, ValueError, TypeError):
+            continue
+        public = key.public_key
+        if isinstance(public, rsa.RSAPublicKey) and public.key_size < _MIN_RSA_BITS:
+            continue
+        curve = raw.get("crv") if isinstance(raw.get("crv"), str) else None
+        keys.append(_VerificationKey(kid, key, raw["kty"], curve, alg))
+    return tuple(keys)

@@ -1,0 +1,274 @@
+"""The few Kubernetes API operations the concierge needs, behind one small interface.
+
+Objects go in and out as plain Kubernetes JSON dicts, so the per-user logic can
+be tested against an in-memory fake with the same shapes, and the real
+implementation stays a thin adapter over the official `kubernetes` client.
+
+The official client is blocking; every call runs in a worker thread
+(`asyncio.to_thread`) so a slow apiserver never stalls the event loop and other
+logins keep being served.
+
+Errors are translated at this boundary: `NotFound` and `Conflict` are ordinary
+outcomes the callers handle; an unreachable or overloaded apiserver becomes
+`errors.Unavailable` (HTTP 503); anything else (e.g. our RBAC is missing a
+verb) becomes `errors.ServerError`, with the apiserver's message but never a
+request body, because some of our bodies carry tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+
+Obj = dict[str, Any]
+
+
+class Kind(StrEnum):
+    SERVICE_ACCOUNT = "ServiceAccount"
+    SECRET = "Secret"
+    CLUSTER_ROLE = "ClusterRole"
+    CLUSTER_ROLE_BINDING = "ClusterRoleBinding"
+
+
+class NotFound(Exception):
+    pass
+
+
+class Conflict(Exception):
+    """Already exists, or a precondition (uid, resourceVersion) did not hold."""
+
+
+class KubeAPI(Protocol):
+    async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj: ...
+
+    async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj: ...
+
+    async def replace(self, kind: Kind, name: str, body: Obj,
+                      namespace: str | None = None) -> Obj: ...
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None,
+                     uid: str | None = None) -> None: ...
+
+    async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
+                   continue_token: str | None = None) -> tuple[list[Obj], str | None]: ...
+
+    async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
+        """TokenRequest (serviceaccounts/token); returns the TokenRequest with its status."""
+        ...
+
+    async def review_token(self, token: str) -> Obj:
+        """TokenReview; returns the review's status."""
+        ...
+
+    async def ping(self, namespace: str) -> None:
+        """Raise unless the API is reachable and answers with our own credentials."""
+        ...
+
+
+# --- counting calls per request ----------------------------------------------
+
+
+@dataclass
+class CallCount:
+    value: int = 0
+
+
+_current_count: ContextVar[CallCount | None] = ContextVar("kube_api_calls", default=None)
+
+
+def count_call() -> None:
+    """Note one Kubernetes API call against the request being served (if any)."""
+    current = _current_count.get()
+    if current is not None:
+        current.value += 1
+
+
+@contextlib.contextmanager
+def counting_calls() -> Iterator[CallCount]:
+    """Count the Kubernetes API calls made while serving one request (for the audit log)."""
+    count = CallCount()
+    token = _current_count.set(count)
+    try:
+        yield count
+    finally:
+        _current_count.reset(token)
+
+
+# --- the real thing -------------------------------------------------------------
+
+USER_AGENT = "pinniped-concierge"
+
+_MODELS = {
+    Kind.SERVICE_ACCOUNT: ("V1ServiceAccount", "core", "namespaced_service_account"),
+    Kind.SECRET: ("V1Secret", "core", "namespaced_secret"),
+    Kind.CLUSTER_ROLE: ("V1ClusterRole", "rbac", "cluster_role"),
+    Kind.CLUSTER_ROLE_BINDING: ("V1ClusterRoleBinding", "rbac", "cluster_role_binding"),
+}
+
+
+class KubernetesClientAPI:
+    """`KubeAPI` over the official client; each call is one HTTP request in a worker thread."""
+
+    def __init__(self, api_client: Any, timeout_seconds: float) -> None:
+        from kubernetes import client
+
+        self._client: Any = client  # models are used as plain dict converters
+        self._api_client = api_client
+        api_client.user_agent = USER_AGENT
+        self._core = client.CoreV1Api(api_client)
+        self._rbac = client.RbacAuthorizationV1Api(api_client)
+        self._authn = client.AuthenticationV1Api(api_client)
+        self._timeout = (min(3.0, timeout_seconds), timeout_seconds)
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path | None,
+                        timeout_seconds: float) -> KubernetesClientAPI:
+        """From a kubeconfig file, or from the pod's service account when `kubeconfig` is None."""
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        loader: Any = kube_config  # its loaders are untyped
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            loader.load_incluster_config(client_configuration=configuration)
+        else:
+            loader.load_kube_config(config_file=str(kubeconfig),
+                                    client_configuration=configuration)
+        # One quick retry on a dropped connection; beyond that the caller gets a
+        # 503 and retries itself, which is better than hanging a login.
+        configuration.retries = 1
+        return cls(client.ApiClient(configuration), timeout_seconds)
+
+    def new_api_client(self) -> Any:
+        """Another client with the same server and credentials but its own connection pool."""
+        from kubernetes import client
+
+        return client.ApiClient(self._api_client.configuration)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._api_client.close()
+
+    async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        count_call()
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as exc:
+            raise _translate(exc, what) from None
+
+    def _api(self, kind: Kind) -> tuple[Any, str, Any]:
+        model_name, group, suffix = _MODELS[kind]
+        api = self._core if group == "core" else self._rbac
+        return api, suffix, getattr(self._client, model_name)
+
+    def _plain(self, model: Any) -> Obj:
+        result = self._api_client.sanitize_for_serialization(model)
+        return result if isinstance(result, dict) else {}
+
+    @staticmethod
+    def _where(namespace: str | None) -> dict[str, str]:
+        return {"namespace": namespace} if namespace is not None else {}
+
+    async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj:
+        api, suffix, model = self._api(kind)
+        fn = getattr(api, f"create_{suffix}")
+        result = await self._call(f"create {kind}", lambda: fn(
+            body=model.from_dict(body), _request_timeout=self._timeout, **self._where(namespace)))
+        return self._plain(result)
+
+    async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        api, suffix, _ = self._api(kind)
+        fn = getattr(api, f"read_{suffix}")
+        result = await self._call(f"read {kind}", lambda: fn(
+            name=name, _request_timeout=self._timeout, **self._where(namespace)))
+        return self._plain(result)
+
+    async def replace(self, kind: Kind, name: str, body: Obj,
+                      namespace: str | None = None) -> Obj:
+        api, suffix, model = self._api(kind)
+        fn = getattr(api, f"replace_{suffix}")
+        result = await self._call(f"replace {kind}", lambda: fn(
+            name=name, body=model.from_dict(body), _request_timeout=self._timeout,
+            **self._where(namespace)))
+        return self._plain(result)
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None,
+                     uid: str | None = None) -> None:
+        api, suffix, _ = self._api(kind)
+        fn = getattr(api, f"delete_{suffix}")
+        options = self._client.V1DeleteOptions(
+            preconditions=self._client.V1Preconditions(uid=uid) if uid else None)
+        await self._call(f"delete {kind}", lambda: fn(
+            name=name, body=options, _request_timeout=self._timeout, **self._where(namespace)))
+
+    async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
+                   continue_token: str | None = None) -> tuple[list[Obj], str | None]:
+        api, suffix, _ = self._api(kind)
+        fn = getattr(api, f"list_{suffix}")
+        extra = {"_continue": continue_token} if continue_token else {}
+        result = self._plain(await self._call(f"list {kind}", lambda: fn(
+            namespace=namespace, label_selector=label_selector, limit=limit,
+            _request_timeout=self._timeout, **extra)))
+        items = result.get("items") or []
+        return list(items), (result.get("metadata") or {}).get("continue") or None
+
+    async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
+        request = self._client.AuthenticationV1TokenRequest.from_dict(body)
+        result = await self._call("create TokenRequest", lambda: (
+            self._core.create_namespaced_service_account_token(
+                name=service_account, namespace=namespace, body=request,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def review_token(self, token: str) -> Obj:
+        review = self._client.V1TokenReview(spec=self._client.V1TokenReviewSpec(token=token))
+        result = await self._call("create TokenReview", lambda: self._authn.create_token_review(
+            body=review, _request_timeout=self._timeout))
+        status = self._plain(result).get("status")
+        return status if isinstance(status, dict) else {}
+
+    async def ping(self, namespace: str) -> None:
+        await self.list(Kind.SECRET, namespace, "app.kubernetes.io/managed-by=pinniped-concierge",
+                        limit=1)
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    """Map a client exception to ours, keeping only what is safe to log."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        if status == 404:
+            return NotFound(what)
+        if status == 409:
+            return Conflict(what)
+        if status in {0, 429} or status >= 500:
+            return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
+                               f"the Kubernetes API is unavailable ({what}: HTTP {status}); "
+                               "try again shortly")
+        return ServerError(Reason.KUBERNETES_ERROR,
+                           f"{what}: HTTP {status}: {_status_message(exc.body)}")
+    if isinstance(exc, HTTPError | OSError | TimeoutError):
+        return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
+                           f"the Kubernetes API is unreachable ({what}: {type(exc).__name__}); "
+                           "try again shortly")
+    return ServerError(Reason.KUBERNETES_ERROR, f"{what}: {type(exc).__name__}")
+
+
+def _status_message(body: object) -> str:
+    """The `message` of a Kubernetes Status body; never the raw body."""
+    try:
+        message = json.loads(body)["message"] if isinstance(body, str | bytes) else ""
+    except (ValueError, KeyError, TypeError):
+        return "(no message)"
+    return str(message)[:300]

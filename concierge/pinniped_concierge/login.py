@@ -1,0 +1,71 @@
+"""A TokenCredentialRequest, start to finish: ID token in, cluster credential out.
+
+    verify the ID token (the named authenticator)  ->  claims
+    map claims to an identity (prefixes, no system:) ->  username, groups
+    make the user's objects match that identity      ->  ServiceAccount (cached)
+    start a session                                  ->  bound token
+
+Whatever is learnt along the way is written into the request's audit event,
+so a failure late in the chain is still attributed to a user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from pinniped_apis import wire
+from pinniped_concierge.audit import AuditEvent
+from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.identity import IdentityMapper
+from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
+from pinniped_concierge.userobjects import UserObjects
+
+
+class TokenVerifier(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def verify(self, token: str) -> dict[str, object]: ...
+
+    async def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    verifier: TokenVerifier
+    mapper: IdentityMapper
+
+
+class LoginService:
+    def __init__(self, authenticators: Mapping[str, Authenticator], user_objects: UserObjects,
+                 sessions: Sessions) -> None:
+        self.authenticators = dict(authenticators)
+        self._user_objects = user_objects
+        self._sessions = sessions
+
+    async def login(self, request: wire.TokenCredentialRequest,
+                    event: AuditEvent) -> wire.ClusterCredential:
+        authenticator = self.authenticators.get(request.authenticator_name)
+        if authenticator is None or request.authenticator_kind != wire.JWT_AUTHENTICATOR_KIND:
+            raise Rejected(Reason.UNKNOWN_AUTHENTICATOR, "no such JWTAuthenticator")
+
+        claims = await authenticator.verifier.verify(request.token)
+        identity = authenticator.mapper.map(claims)
+        event.username, event.groups = identity.username, identity.groups
+
+        session = await self._start_session(identity)
+        event.session = session.id
+        return wire.ClusterCredential(token=session.token, expiration=session.expiration,
+                                      identity=identity)
+
+    async def _start_session(self, identity: wire.Identity) -> Session:
+        user = await self._user_objects.ensure(identity)
+        try:
+            return await self._sessions.start(user)
+        except ServiceAccountGone:
+            # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
+            self._user_objects.forget(identity.username)
+            user = await self._user_objects.ensure(identity)
+            return await self._sessions.start(user)

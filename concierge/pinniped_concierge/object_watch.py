@@ -1,0 +1,275 @@
+"""A live view of the concierge's own objects, kept current by Kubernetes watches.
+
+Why: the per-user cache (`userobjects`) lets a returning user skip reading
+their ClusterRole. That is only safe if we learn when anyone else (another
+replica, another concierge in the same namespace, an administrator) changes
+or deletes one of those objects. So for each kind we manage, a background
+thread lists our objects (label selector: managed by a concierge, for this
+namespace; session Secrets by their own label) and then watches them, keeping
+each object's latest `resourceVersion`. A cached user is trusted only while
+each of their objects still has exactly the resourceVersion we last wrote or
+read; any other write changes it.
+
+While a kind's watch is not established (starting, or reconnecting after an
+error) that kind is unknown: the cache is bypassed and every login reconciles
+against the API (slower, never stale). After a normal end of a watch request
+(the server-side timeout) it resumes from the last resourceVersion, so no
+change is missed; after any error, 410 Gone included, it lists again. A read
+timeout a little longer than the server-side one notices a silently dead
+connection. What remains is the watch's own delivery delay (milliseconds): a
+change made by someone else is trusted away at most that long.
+
+The threads use their own API client (their own connection pool, user agent
+`pinniped-concierge-watch`): long-running watches must not hold connections
+the login path needs, and the apiserver's audit log can tell them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pinniped_concierge import naming
+from pinniped_concierge.kubeapi import Kind, Obj
+
+log = logging.getLogger("concierge.watch")
+
+WATCH_USER_AGENT = "pinniped-concierge-watch"
+#: Server-side timeout of one watch request; the watch then resumes where it was.
+WATCH_SECONDS = 60
+#: A watch request silent for longer than this is taken for a dead connection.
+READ_TIMEOUT_SECONDS = WATCH_SECONDS + 15
+LIST_PAGE_SIZE = 500
+RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the watch last reported about one object."""
+
+    resource_version: str
+    uid: str | None
+    user: str | None  # the `naming.USER_LABEL` value
+    created: str  # creationTimestamp (RFC 3339, sorts as text)
+
+    @classmethod
+    def of(cls, obj: Obj) -> Seen | None:
+        version = naming.metadata_field(obj, "resourceVersion")
+        if version is None:
+            return None
+        return cls(version, naming.metadata_field(obj, "uid"),
+                   naming.label(obj, naming.USER_LABEL),
+                   naming.metadata_field(obj, "creationTimestamp") or "")
+
+
+class ObjectVersions:
+    """Thread-safe mirror: kind -> name -> `Seen`, plus which kinds are currently watched."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[Kind, dict[str, Seen]] = {}
+        self._by_user: dict[Kind, dict[str, set[str]]] = {}
+        self._synced: set[Kind] = set()
+
+    # --- fed by the watch ----------------------------------------------------------
+
+    def reset(self, kind: Kind, objects: Iterable[Obj]) -> None:
+        """The complete current set (from a list); from now on the kind is known."""
+        with self._lock:
+            self._objects[kind], self._by_user[kind] = {}, {}
+            for obj in objects:
+                self._put(kind, obj)
+            self._synced.add(kind)
+
+    def apply(self, kind: Kind, event_type: str, obj: Obj) -> None:
+        with self._lock:
+            if kind not in self._synced:
+                return
+            if event_type == "DELETED":
+                self._drop(kind, naming.metadata_field(obj, "name"))
+            else:
+                self._put(kind, obj)
+
+    def lost(self, kind: Kind) -> None:
+        """The watch broke: forget everything about `kind` until the next `reset`."""
+        with self._lock:
+            self._synced.discard(kind)
+            self._objects.pop(kind, None)
+            self._by_user.pop(kind, None)
+
+    def _put(self, kind: Kind, obj: Obj) -> None:
+        name, seen = naming.metadata_field(obj, "name"), Seen.of(obj)
+        if name is None or seen is None:
+            return
+        self._drop(kind, name)
+        self._objects[kind][name] = seen
+        if seen.user is not None:
+            self._by_user[kind].setdefault(seen.user, set()).add(name)
+
+    def _drop(self, kind: Kind, name: str | None) -> None:
+        seen = self._objects[kind].pop(name, None) if name is not None else None
+        if seen is not None and seen.user is not None:
+            names = self._by_user[kind].get(seen.user, set())
+            names.discard(name or "")
+            if not names:
+                self._by_user[kind].pop(seen.user, None)
+
+    # --- read by the login path ---------------------------------------------------
+
+    def synced(self, kind: Kind) -> bool:
+        with self._lock:
+            return kind in self._synced
+
+    def matches(self, expected: Iterable[tuple[Kind, str, str]]) -> bool:
+        """True if every (kind, name, resourceVersion) is known to be current right now."""
+        with self._lock:
+            for kind, name, version in expected:
+                seen = self._objects.get(kind, {}).get(name) if kind in self._synced else None
+                if seen is None or seen.resource_version != version:
+                    return False
+            return True
+
+    def of_user(self, kind: Kind, user: str) -> dict[str, Seen] | None:
+        """The objects of `kind` labelled for `user`; None while `kind` is not watched."""
+        with self._lock:
+            if kind not in self._synced:
+                return None
+            objects = self._objects[kind]
+            return {name: objects[name] for name in self._by_user[kind].get(user, ())}
+
+
+class ObjectWatcher:
+    """One daemon thread per kind, each listing then watching with the official client."""
+
+    def __init__(self, api_client: Any, namespace: str, versions: ObjectVersions,
+                 connect_timeout_seconds: float = 5.0) -> None:
+        from kubernetes import client
+
+        api_client.user_agent = WATCH_USER_AGENT
+        self._api_client = api_client
+        self._namespace = namespace
+        self._versions = versions
+        self._connect_timeout = connect_timeout_seconds
+        core, rbac = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
+        owned = naming.owned_selector(namespace)
+        where = {"namespace": namespace}
+        # kind -> (list function, its fixed arguments, label selector)
+        self._sources: dict[Kind, tuple[Any, dict[str, str], str]] = {
+            Kind.SERVICE_ACCOUNT: (core.list_namespaced_service_account, where, owned),
+            Kind.CLUSTER_ROLE: (rbac.list_cluster_role, {}, owned),
+            Kind.CLUSTER_ROLE_BINDING: (rbac.list_cluster_role_binding, {}, owned),
+            Kind.SECRET: (core.list_namespaced_secret, where, naming.session_selector()),
+        }
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for kind in self._sources:
+            thread = threading.Thread(target=self._run, args=(kind,), daemon=True,
+                                      name=f"watch-{kind}")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop at the next event or read timeout; the threads are daemons, nothing waits."""
+        self._stopping.set()
+        for kind in self._sources:
+            self._versions.lost(kind)
+
+    async def run(self) -> None:
+        """Background task for the app's lifespan: watch until cancelled."""
+        self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stop()
+
+    def _run(self, kind: Kind) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._list_and_watch(kind)
+                failures = 0
+            except Exception as exc:  # any failure: unknown until listed again
+                self._versions.lost(kind)
+                if self._stopping.is_set():
+                    return
+                delay = RETRY_DELAYS_SECONDS[min(failures, len(RETRY_DELAYS_SECONDS) - 1)]
+                failures += 1
+                log.warning("watch of %ss lost (%s); the user cache is bypassed until it is "
+                            "back; retrying in %.1f s", kind, _describe(exc), delay)
+                self._stopping.wait(delay)
+
+    def _list_and_watch(self, kind: Kind) -> None:
+        from kubernetes import watch as kube_watch
+
+        watch: Any = kube_watch  # untyped
+        list_fn, where, selector = self._sources[kind]
+        version = self._list(kind, list_fn, where, selector)
+        log.info("watching %ss (label selector %s)", kind, selector)
+        while not self._stopping.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                    list_fn, **where, label_selector=selector, resource_version=version,
+                    allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+                    _request_timeout=(self._connect_timeout, READ_TIMEOUT_SECONDS)):
+                if self._stopping.is_set():
+                    stream.stop()
+                    return
+                version = self._handle(kind, event) or version
+
+    def _handle(self, kind: Kind, event: object) -> str | None:
+        """Apply one watch event; returns its resourceVersion to resume from.
+
+        The client raises ApiException for ERROR events (410 Gone included);
+        `raw_object` is the object as the apiserver sent it, a plain dict.
+        """
+        if not isinstance(event, dict) or not isinstance(event.get("raw_object"), dict):
+            raise WatchBroken("an event that is not an object")
+        event_type, obj = event.get("type"), event["raw_object"]
+        if event_type in ("ADDED", "MODIFIED", "DELETED"):
+            self._versions.apply(kind, str(event_type), obj)
+        elif event_type != "BOOKMARK":
+            raise WatchBroken(f"unexpected event type {str(event_type)[:20]!r}")
+        return naming.metadata_field(obj, "resourceVersion")
+
+    def _list(self, kind: Kind, list_fn: Any, where: dict[str, str], selector: str) -> str:
+        """List every object (paged, one consistent snapshot); returns its resourceVersion."""
+        items: list[Obj] = []
+        version: str | None = None
+        continue_token: str | None = None
+        while True:
+            extra = {"_continue": continue_token} if continue_token else {}
+            response = list_fn(**where, label_selector=selector, limit=LIST_PAGE_SIZE,
+                               _preload_content=False,
+                               _request_timeout=(self._connect_timeout, READ_TIMEOUT_SECONDS),
+                               **extra)
+            page = json.loads(response.data)
+            metadata = page.get("metadata") or {}
+            version = version or metadata.get("resourceVersion")
+            items += [item for item in page.get("items") or [] if isinstance(item, dict)]
+            continue_token = metadata.get("continue") or None
+            if not continue_token:
+                break
+        if not isinstance(version, str) or not version:
+            raise WatchBroken(f"list of {kind}s has no resourceVersion")
+        self._versions.reset(kind, items)
+        return version
+
+
+class WatchBroken(Exception):
+    pass
+
+
+def _describe(exc: Exception) -> str:
+    """Enough to diagnose, without dumping response bodies or headers into the log."""
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    if status is not None:
+        return f"{type(exc).__name__}: HTTP {status} {str(reason)[:200]}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
