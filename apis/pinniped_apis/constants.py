@@ -6,17 +6,22 @@ APIs, so existing Pinniped tooling recognises them.
 
 from __future__ import annotations
 
-LOGIN_GROUP = "login.concierge.pinniped.dev"
-IDENTITY_GROUP = "identity.concierge.pinniped.dev"
-AUTHENTICATOR_GROUP = "authentication.concierge.pinniped.dev"
-VERSION = "v1alpha1"
-JWT_AUTHENTICATOR_KIND = "JWTAuthenticator"
+from typing import Final
 
-TOKEN_CREDENTIAL_REQUEST_KIND = "TokenCredentialRequest"
+LOGIN_GROUP: Final = "login.concierge.pinniped.dev"
+IDENTITY_GROUP: Final = "identity.concierge.pinniped.dev"
+AUTHENTICATOR_GROUP: Final = "authentication.concierge.pinniped.dev"
+VERSION: Final = "v1alpha1"
+#: Spelled out, not built from the group: the models' Literal types need the literal text.
+LOGIN_API_VERSION: Final = "login.concierge.pinniped.dev/v1alpha1"
+IDENTITY_API_VERSION: Final = "identity.concierge.pinniped.dev/v1alpha1"
+JWT_AUTHENTICATOR_KIND: Final = "JWTAuthenticator"
+
+TOKEN_CREDENTIAL_REQUEST_KIND: Final = "TokenCredentialRequest"
 TOKEN_CREDENTIAL_REQUEST_PATH = f"/apis/{LOGIN_GROUP}/{VERSION}/tokencredentialrequests"
-WHOAMI_REQUEST_KIND = "WhoAmIRequest"
+WHOAMI_REQUEST_KIND: Final = "WhoAmIRequest"
 WHOAMI_REQUEST_PATH = f"/apis/{IDENTITY_GROUP}/{VERSION}/whoamirequests"
-LOGOUT_REQUEST_KIND = "LogoutRequest"
+LOGOUT_REQUEST_KIND: Final = "LogoutRequest"
 LOGOUT_REQUEST_PATH = f"/apis/{LOGIN_GROUP}/{VERSION}/logoutrequests"
 
 #: The one message a client ever sees for a failed login; reasons go to the audit log.
@@ -27,3 +32,6 @@ AUTHENTICATION_FAILED = "authentication failed"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN_BYTES = 32 * 1024
 MAX_NAME_LENGTH = 253
+#: Groups one identity may carry; more is a misconfigured IdP, and every group
+#: costs an impersonation check on every request the user makes.
+MAX_GROUPS = 256

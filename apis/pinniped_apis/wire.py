@@ -1,21 +1,21 @@
-"""Wire types shared by the CLI and the concierge.
+"""Speaking the concierge's API: from the values each side computes with to documents and back.
 
-Both sides import this one module so that a field renamed here breaks both at
-once, in tests, instead of drifting apart in production. It uses only the
-standard library: the CLI imports it and must stay cheap to start.
-
-The shapes follow Pinniped's `login.concierge.pinniped.dev/v1alpha1`
-TokenCredentialRequest, so existing Pinniped tooling recognises them.
+The documents are the models in `pinniped_apis.models`; the values are
+`Identity` and `ClusterCredential`. The functions here are the few
+conversions both sides need, named for what they make, and this module is
+the one import a caller needs: it re-exports the names, limits and values of
+the API beside them. The CLI's cached path imports none of it (pydantic costs
+more than a cached kubectl call); it uses `pinniped_apis.rfc3339` and
+`pinniped_apis.identity` directly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
 from pinniped_apis import rfc3339
-from pinniped_apis.constants import (  # noqa: F401 - re-exported
+from pinniped_apis.constants import (
     AUTHENTICATION_FAILED,
     AUTHENTICATOR_GROUP,
     IDENTITY_GROUP,
@@ -23,6 +23,7 @@ from pinniped_apis.constants import (  # noqa: F401 - re-exported
     LOGIN_GROUP,
     LOGOUT_REQUEST_KIND,
     LOGOUT_REQUEST_PATH,
+    MAX_GROUPS,
     MAX_NAME_LENGTH,
     MAX_REQUEST_BYTES,
     MAX_TOKEN_BYTES,
@@ -32,45 +33,75 @@ from pinniped_apis.constants import (  # noqa: F401 - re-exported
     WHOAMI_REQUEST_KIND,
     WHOAMI_REQUEST_PATH,
 )
+from pinniped_apis.identity import (
+    ClusterCredential,
+    Identity,
+    impersonation_headers,
+)
+from pinniped_apis.models import (
+    LogoutRequest,
+    LogoutRequestResponse,
+    LogoutRequestStatus,
+    Status,
+    TokenCredentialRequest,
+    TokenCredentialRequestResponse,
+    WhoAmIRequest,
+    WhoAmIRequestResponse,
+)
+from pinniped_apis.validation import WireError
 
-
-class WireError(ValueError):
-    """A message that does not have the expected shape; `field` names the culprit."""
-
-    def __init__(self, field_path: str, problem: str) -> None:
-        super().__init__(f"{field_path}: {problem}")
-        self.field = field_path
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Identity:
-    username: str
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClusterCredential:
-    """The short-lived token the cluster accepts, and the identity it may act as."""
-
-    token: str = field(repr=False)
-    expiration: dt.datetime
-    identity: Identity
-
-    @property
-    def impersonation_headers(self) -> dict[str, list[str]]:
-        return impersonation_headers(self.identity)
-
-
-def impersonation_headers(identity: Identity) -> dict[str, list[str]]:
-    headers = {"Impersonate-User": [identity.username]}
-    if identity.groups:
-        headers["Impersonate-Group"] = list(identity.groups)
-    return headers
-
+#: What this module offers: its own conversions, and the API's names and values beside them.
+__all__ = [
+    "AUTHENTICATION_FAILED",
+    "AUTHENTICATOR_GROUP",
+    "IDENTITY_GROUP",
+    "JWT_AUTHENTICATOR_KIND",
+    "LOGIN_GROUP",
+    "LOGOUT_REQUEST_KIND",
+    "LOGOUT_REQUEST_PATH",
+    "MAX_GROUPS",
+    "MAX_NAME_LENGTH",
+    "MAX_REQUEST_BYTES",
+    "MAX_TOKEN_BYTES",
+    "TOKEN_CREDENTIAL_REQUEST_KIND",
+    "TOKEN_CREDENTIAL_REQUEST_PATH",
+    "VERSION",
+    "WHOAMI_REQUEST_KIND",
+    "WHOAMI_REQUEST_PATH",
+    "ClusterCredential",
+    "Identity",
+    "LoginRejected",
+    "LogoutRequest",
+    "LogoutRequestResponse",
+    "LogoutRequestStatus",
+    "Status",
+    "TokenCredentialRequest",
+    "TokenCredentialRequestResponse",
+    "WhoAmIRequest",
+    "WhoAmIRequestResponse",
+    "WireError",
+    "credential_response",
+    "failure_response",
+    "format_time",
+    "impersonation_headers",
+    "is_status_error",
+    "logout_request",
+    "logout_response",
+    "parse_credential_response",
+    "parse_logout_response",
+    "parse_time",
+    "parse_whoami_response",
+    "status_error",
+    "whoami_request",
+    "whoami_response",
+]
 
 #: Timestamps on the wire are RFC 3339 in UTC, written as the CLI's cached path writes them.
 format_time = rfc3339.format_time
+
+
+class LoginRejected(Exception):
+    """The concierge answered, and said no. Carries only the concierge's safe message."""
 
 
 def parse_time(value: object, field_path: str) -> dt.datetime:
@@ -81,188 +112,71 @@ def parse_time(value: object, field_path: str) -> dt.datetime:
     return parsed
 
 
-# --- TokenCredentialRequest ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenCredentialRequest:
-    token: str = field(repr=False)
-    authenticator_name: str
-    authenticator_kind: str = JWT_AUTHENTICATOR_KIND
-    authenticator_group: str = AUTHENTICATOR_GROUP
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{LOGIN_GROUP}/{VERSION}",
-            "kind": TOKEN_CREDENTIAL_REQUEST_KIND,
-            "spec": {
-                "token": self.token,
-                "authenticator": {
-                    "apiGroup": self.authenticator_group,
-                    "kind": self.authenticator_kind,
-                    "name": self.authenticator_name,
-                },
-            },
-        }
-
-    @classmethod
-    def from_wire(cls, body: object) -> TokenCredentialRequest:
-        """Parse a client's request, naming the first field that is wrong."""
-        obj = _expect_object(body, "body")
-        _expect_type_meta(obj, LOGIN_GROUP, TOKEN_CREDENTIAL_REQUEST_KIND)
-        spec = _expect_object(obj.get("spec"), "spec")
-        token = _expect_string(spec.get("token"), "spec.token", MAX_TOKEN_BYTES)
-        auth = _expect_object(spec.get("authenticator"), "spec.authenticator")
-        name = _expect_string(auth.get("name"), "spec.authenticator.name", MAX_NAME_LENGTH)
-        kind = _expect_string(auth.get("kind"), "spec.authenticator.kind", MAX_NAME_LENGTH)
-        group = auth.get("apiGroup", AUTHENTICATOR_GROUP)
-        group = _expect_string(group, "spec.authenticator.apiGroup", MAX_NAME_LENGTH)
-        if group != AUTHENTICATOR_GROUP:
-            raise WireError("spec.authenticator.apiGroup", f"must be {AUTHENTICATOR_GROUP!r}")
-        return cls(token=token, authenticator_name=name, authenticator_kind=kind,
-                   authenticator_group=group)
+# --- TokenCredentialRequest ----------------------------------------------------
 
 
 def credential_response(request: TokenCredentialRequest,
                         credential: ClusterCredential) -> dict[str, Any]:
-    body = request.to_wire()
-    body["spec"]["token"] = ""  # never echo the ID token back
-    body["status"] = {
-        "credential": {
-            "token": credential.token,
-            "expirationTimestamp": format_time(credential.expiration),
-        },
-        "identity": {
-            "username": credential.identity.username,
-            "groups": list(credential.identity.groups),
-        },
-        "impersonationHeaders": credential.impersonation_headers,
-    }
-    return body
+    return TokenCredentialRequestResponse.success(request, credential).to_wire()
 
 
 def failure_response(request: TokenCredentialRequest | None, message: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": f"{LOGIN_GROUP}/{VERSION}", "kind": TOKEN_CREDENTIAL_REQUEST_KIND,
-    }
-    if request is not None:
-        body = request.to_wire()
-        body["spec"]["token"] = ""  # never echo the ID token back
-    body["status"] = {"message": message}
-    return body
-
-
-class LoginRejected(Exception):
-    """The concierge answered, and said no. Carries only the concierge's safe message."""
+    return TokenCredentialRequestResponse.failure(request, message).to_wire()
 
 
 def parse_credential_response(body: object) -> ClusterCredential:
     """Read the concierge's answer; raise LoginRejected when it carries no credential."""
-    obj = _expect_object(body, "body")
-    status = _expect_object(obj.get("status"), "status")
-    if status.get("credential") is None:
-        message = status.get("message")
-        raise LoginRejected(message if isinstance(message, str) else AUTHENTICATION_FAILED)
-    cred = _expect_object(status.get("credential"), "status.credential")
-    token = _expect_string(cred.get("token"), "status.credential.token", MAX_TOKEN_BYTES)
-    expiration = parse_time(cred.get("expirationTimestamp"),
-                            "status.credential.expirationTimestamp")
-    identity = parse_identity(status.get("identity"), "status.identity")
-    return ClusterCredential(token=token, expiration=expiration, identity=identity)
+    status = TokenCredentialRequestResponse.from_wire(body).status
+    if status.credential is None:
+        raise LoginRejected(status.message or AUTHENTICATION_FAILED)
+    if status.identity is None:
+        raise WireError("status.identity", "is required with a credential")
+    return ClusterCredential(token=status.credential.token,
+                             expiration=status.credential.expiration_timestamp,
+                             identity=status.identity.identity())
 
 
-def parse_identity(value: object, field_path: str) -> Identity:
-    obj = _expect_object(value, field_path)
-    username = _expect_string(obj.get("username"), f"{field_path}.username", MAX_NAME_LENGTH)
-    groups_raw = obj.get("groups", [])
-    if not isinstance(groups_raw, list) or not all(isinstance(g, str) for g in groups_raw):
-        raise WireError(f"{field_path}.groups", "must be a list of strings")
-    return Identity(username=username, groups=tuple(groups_raw))
-
-
-# --- WhoAmIRequest and LogoutRequest ---------------------------------------
+# --- WhoAmIRequest and LogoutRequest ---------------------------------------------
 # Both are sent with the cluster credential as the bearer token: the concierge
 # asks the apiserver who that token is, so the answer is the cluster's view.
 
 
 def whoami_request() -> dict[str, Any]:
-    return {"apiVersion": f"{IDENTITY_GROUP}/{VERSION}", "kind": WHOAMI_REQUEST_KIND, "spec": {}}
+    return WhoAmIRequest().to_wire()
 
 
 def whoami_response(identity: Identity, expiration: dt.datetime | None) -> dict[str, Any]:
-    body = whoami_request()
-    status: dict[str, Any] = {
-        "kubernetesUserInfo": {
-            "user": {"username": identity.username, "groups": list(identity.groups)},
-        },
-    }
-    if expiration is not None:
-        status["credentialExpirationTimestamp"] = format_time(expiration)
-    body["status"] = status
-    return body
+    return WhoAmIRequestResponse.of(identity, expiration).to_wire()
 
 
 def parse_whoami_response(body: object) -> tuple[Identity, dt.datetime | None]:
-    obj = _expect_object(body, "body")
-    status = _expect_object(obj.get("status"), "status")
-    info = _expect_object(status.get("kubernetesUserInfo"), "status.kubernetesUserInfo")
-    identity = parse_identity(info.get("user"), "status.kubernetesUserInfo.user")
-    raw_exp = status.get("credentialExpirationTimestamp")
-    if raw_exp is None:
-        return identity, None
-    return identity, parse_time(raw_exp, "status.credentialExpirationTimestamp")
+    status = WhoAmIRequestResponse.from_wire(body).status
+    return (status.kubernetes_user_info.user.identity(),
+            status.credential_expiration_timestamp)
 
 
 def logout_request() -> dict[str, Any]:
-    return {"apiVersion": f"{LOGIN_GROUP}/{VERSION}", "kind": LOGOUT_REQUEST_KIND, "spec": {}}
+    return LogoutRequest().to_wire()
 
 
 def logout_response(session_ended: bool) -> dict[str, Any]:
     """`sessionEnded` is false when the session was already gone (logout is idempotent)."""
-    body = logout_request()
-    body["status"] = {"sessionEnded": session_ended}
-    return body
+    return LogoutRequestResponse(status=LogoutRequestStatus(sessionEnded=session_ended)).to_wire()
 
 
-# --- errors ----------------------------------------------------------------
-# Requests that are not answered at all (malformed, too large, concierge or
-# Kubernetes unavailable) get a Kubernetes `Status` object, as an aggregated
-# API would. Note its top-level `status` is the string "Failure", not an object.
+def parse_logout_response(body: object) -> bool:
+    """Whether the concierge ended a session (False: it had already ended)."""
+    return LogoutRequestResponse.from_wire(body).status.session_ended
+
+
+# --- errors ------------------------------------------------------------------
 
 
 def status_error(code: int, reason: str, message: str,
                  field_path: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                            "message": message, "reason": reason, "code": code}
-    if field_path is not None:
-        body["details"] = {"causes": [{"field": field_path, "message": message}]}
-    return body
+    return Status.failure(code, reason, message, field_path).to_wire()
 
 
 def is_status_error(body: object) -> bool:
     return (isinstance(body, dict) and body.get("kind") == "Status"
             and body.get("status") == "Failure")
-
-
-# --- helpers ---------------------------------------------------------------
-
-
-def _expect_object(value: object, field_path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise WireError(field_path, "must be an object")
-    return value
-
-
-def _expect_string(value: object, field_path: str, max_length: int) -> str:
-    if not isinstance(value, str) or not value:
-        raise WireError(field_path, "must be a non-empty string")
-    if len(value) > max_length:
-        raise WireError(field_path, f"must be at most {max_length} characters")
-    return value
-
-
-def _expect_type_meta(obj: dict[str, Any], group: str, kind: str) -> None:
-    if obj.get("apiVersion") != f"{group}/{VERSION}":
-        raise WireError("apiVersion", f"must be {group}/{VERSION!s}")
-    if obj.get("kind") != kind:
-        raise WireError("kind", f"must be {kind}")

@@ -1,6 +1,7 @@
 """The concierge's three calls: trade an ID token for a cluster credential, whoami, logout.
 
-The wire shapes live in `pinniped_apis.wire`, shared with the server. whoami and
+The wire shapes are the models in `pinniped_apis`, shared with the server, and every
+answer is validated with them before it is used. whoami and
 logout carry the cluster credential as the bearer token, so the concierge
 answers about (or revokes) exactly the session that credential belongs to.
 """
@@ -27,7 +28,7 @@ class ConciergeClient:
 
     def exchange(self, id_token: str) -> wire.ClusterCredential:
         """POST a TokenCredentialRequest; LoginRejected when the concierge says no."""
-        request = wire.TokenCredentialRequest(token=id_token,
+        request = wire.TokenCredentialRequest.create(token=id_token,
                                               authenticator_name=self._authenticator)
         body = self._post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire(), None, "login")
         try:
@@ -50,8 +51,10 @@ class ConciergeClient:
                               "logout")
         except _Unauthorized:
             return False
-        status = body.get("status")
-        return not (isinstance(status, dict) and status.get("sessionEnded") is False)
+        try:
+            return wire.parse_logout_response(body)
+        except wire.WireError as exc:
+            raise ConciergeError(f"the concierge's logout answer is malformed ({exc}).") from exc
 
     def _post(self, path: str, payload: dict[str, Any], bearer: str | None,
               what: str) -> dict[str, Any]:

@@ -29,10 +29,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 
-from pinniped_apis import wire
+from pinniped_apis import models, validation, wire
 from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
 from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCredential
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
@@ -92,37 +94,151 @@ def create_app(services: Services) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await closer()
 
-    app = FastAPI(title="pinniped concierge", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    # The OpenAPI document is public: it says no more than this module's docstring,
+    # and clients in other languages (and fuzzers) are generated from it.
+    app = FastAPI(title="pinniped concierge", version=_version(), lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None,
+                  separate_input_output_schemas=False)
+    app.state.services = services
+    api = APIRouter(route_class=_AuditedRoute)
 
-    @app.post(wire.TOKEN_CREDENTIAL_REQUEST_PATH)
-    async def token_credential_request(request: Request) -> Response:
-        return await _audited(services.audit, request, "login",
-                              lambda event: _login(services, request, event))
+    @api.post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, name="login",
+              summary="Trade an ID token for a short-lived cluster credential",
+              responses=_responses(models.TokenCredentialRequestResponse))
+    async def token_credential_request(body: models.TokenCredentialRequest,
+                                       request: Request) -> Response:
+        return await _login(services, body, _event(request))
 
-    @app.post(wire.WHOAMI_REQUEST_PATH)
-    async def whoami(request: Request) -> Response:
-        return await _audited(services.audit, request, "whoami",
-                              lambda event: _whoami(services, request, event))
+    @api.post(wire.WHOAMI_REQUEST_PATH, name="whoami",
+              summary="Who the bearer cluster credential acts as, and until when",
+              responses=_responses(models.WhoAmIRequestResponse, bearer=True))
+    async def whoami(request: Request, body: models.WhoAmIRequest | None = None) -> Response:
+        return await _whoami(services, request, _event(request))
 
-    @app.post(wire.LOGOUT_REQUEST_PATH)
-    async def logout(request: Request) -> Response:
-        return await _audited(services.audit, request, "logout",
-                              lambda event: _logout(services, request, event))
+    @api.post(wire.LOGOUT_REQUEST_PATH, name="logout",
+              summary="End the session the bearer cluster credential belongs to",
+              responses=_responses(models.LogoutRequestResponse, bearer=True))
+    async def logout(request: Request, body: models.LogoutRequest | None = None) -> Response:
+        return await _logout(services, request, _event(request))
 
-    @app.get("/healthz")
+    app.include_router(api)
+    _publish_only_real_answers(app)
+
+    @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return PlainTextResponse("ok")
 
     readiness = _Readiness(services)
 
-    @app.get("/readyz")
+    @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         if await readiness.ready():
             return PlainTextResponse("ok")
         return PlainTextResponse("not ready\n", status_code=503)
 
     return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pinniped-py")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _publish_only_real_answers(app: FastAPI) -> None:
+    """Drop the 422 FastAPI documents for every route: validation errors here are 400s."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                document["components"]["schemas"].pop(unused, None)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _responses(model: type[models.Tolerant], *, bearer: bool = False) -> dict[int | str, Any]:
+    """The answers an API can give, for the OpenAPI document."""
+    answers: dict[int | str, Any] = {
+        200: {"model": model},
+        400: {"model": models.Status, "description": "Malformed request; names the field"},
+        408: {"model": models.Status, "description": "Body not sent in time"},
+        413: {"model": models.Status, "description": "Body too large"},
+        415: {"model": models.Status, "description": "Body not JSON"},
+        503: {"model": models.Status, "description": "Kubernetes or an issuer unreachable"},
+    }
+    if bearer:
+        answers[401] = {"model": models.Status, "description": "No valid cluster credential"}
+    return answers
+
+
+class _BoundedRequest(Request):
+    """A request whose JSON body was taken in within the size and time limits before FastAPI
+    reads it, so that FastAPI's model validation never waits on, or buffers, more than that."""
+
+    _raw: bytes = b""
+    _parsed: Any = None
+
+    async def read_within(self, timeout_seconds: float) -> None:
+        self._raw = await _read_body(self, timeout_seconds)
+        if self._raw:
+            try:
+                self._parsed = json.loads(self._raw)
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+                raise _BadRequest(400, "BadRequest", "body: must be valid JSON", "body") from None
+
+    async def body(self) -> bytes:
+        return self._raw
+
+    async def json(self) -> Any:
+        return self._parsed
+
+
+class _AuditedRoute(APIRoute):
+    """One of the three APIs: a bounded body, then FastAPI's validation with the models,
+    then the endpoint; every failure becomes a Kubernetes Status, and every request gets
+    exactly one audit line (named by the route's `name`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        validate_and_run = super().get_route_handler()
+        kind = self.name
+
+        async def handler(request: Request) -> Response:
+            services: Services = request.app.state.services
+            bounded = _BoundedRequest(request.scope, request.receive)
+
+            async def run(event: AuditEvent) -> Response:
+                bounded.state.audit_event = event
+                await bounded.read_within(services.body_timeout_seconds)
+                try:
+                    return await validate_and_run(bounded)
+                except RequestValidationError as exc:
+                    raise _invalid(exc) from None
+
+            return await _audited(services.audit, request, kind, run)
+
+        return handler
+
+
+def _invalid(exc: RequestValidationError) -> _BadRequest:
+    """FastAPI's validation error as a 400 naming the field, without quoting any input."""
+    error = exc.errors()[0]
+    loc = error["loc"][1:] if error["loc"][:1] == ("body",) else error["loc"]
+    where = validation.field_path(loc)
+    return _BadRequest(400, "BadRequest", f"{where}: {validation.problem(error)}", where)
+
+
+def _event(request: Request) -> AuditEvent:
+    event: AuditEvent = request.state.audit_event
+    return event
 
 
 async def _audited(audit: AuditLog, request: Request, kind: str,
@@ -159,12 +275,8 @@ async def _audited(audit: AuditLog, request: Request, kind: str,
     return response
 
 
-async def _login(services: Services, request: Request, event: AuditEvent) -> Response:
-    body = await _read_json(request, services.body_timeout_seconds, required=True)
-    try:
-        tcr = wire.TokenCredentialRequest.from_wire(body)
-    except wire.WireError as exc:
-        raise _BadRequest(400, "BadRequest", str(exc), exc.field) from None
+async def _login(services: Services, tcr: models.TokenCredentialRequest,
+                 event: AuditEvent) -> Response:
     event.token_hash = token_digest(tcr.token)
     event.authenticator = tcr.authenticator_name
     try:
@@ -178,8 +290,7 @@ async def _login(services: Services, request: Request, event: AuditEvent) -> Res
 
 
 async def _whoami(services: Services, request: Request, event: AuditEvent) -> Response:
-    reviewed = await _review_caller(services, request, event, wire.IDENTITY_GROUP,
-                                    wire.WHOAMI_REQUEST_KIND)
+    reviewed = await _review_caller(services, request, event)
     if isinstance(reviewed, Response):
         return reviewed
     event.outcome, event.reason = "success", Reason.OK
@@ -187,8 +298,7 @@ async def _whoami(services: Services, request: Request, event: AuditEvent) -> Re
 
 
 async def _logout(services: Services, request: Request, event: AuditEvent) -> Response:
-    reviewed = await _review_caller(services, request, event, wire.LOGIN_GROUP,
-                                    wire.LOGOUT_REQUEST_KIND)
+    reviewed = await _review_caller(services, request, event)
     if isinstance(reviewed, Response):
         return reviewed
     ended = False
@@ -200,10 +310,9 @@ async def _logout(services: Services, request: Request, event: AuditEvent) -> Re
     return _json(wire.logout_response(ended))
 
 
-async def _review_caller(services: Services, request: Request, event: AuditEvent, group: str,
-                         kind: str) -> ReviewedCredential | Response:
+async def _review_caller(services: Services, request: Request,
+                         event: AuditEvent) -> ReviewedCredential | Response:
     """Who sent this whoami/logout, by the cluster's TokenReview; a 401 response if nobody."""
-    await _expect_kind(services, request, group, kind)
     token = _bearer(request, event)
     try:
         reviewed = await services.reviewer.review(token)
@@ -231,26 +340,9 @@ def _bearer(request: Request, event: AuditEvent) -> str:
     return token
 
 
-async def _expect_kind(services: Services, request: Request, group: str, kind: str) -> None:
-    """whoami/logout bodies are optional, but if sent they must be the right kind."""
-    body = await _read_json(request, services.body_timeout_seconds, required=False)
-    if body is None:
-        return
-    if not isinstance(body, dict):
-        raise _BadRequest(400, "BadRequest", "body: must be an object", "body")
-    if body.get("apiVersion") != f"{group}/{wire.VERSION}":
-        raise _BadRequest(400, "BadRequest", f"apiVersion: must be {group}/{wire.VERSION}",
-                          "apiVersion")
-    if body.get("kind") != kind:
-        raise _BadRequest(400, "BadRequest", f"kind: must be {kind}", "kind")
-
-
-async def _read_json(request: Request, timeout_seconds: float, *, required: bool) -> Any:
-    content_type = request.headers.get("content-type", "application/json")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise _BadRequest(415, "UnsupportedMediaType", "body: send Content-Type: application/json",
-                          "body")
+async def _read_body(request: Request, timeout_seconds: float) -> bytes:
+    """The request's body, at most MAX_REQUEST_BYTES of JSON within `timeout_seconds`;
+    empty when there is none (or only white space)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > wire.MAX_REQUEST_BYTES):
         raise _too_large()
@@ -267,13 +359,12 @@ async def _read_json(request: Request, timeout_seconds: float, *, required: bool
                           "body", audit_reason=Reason.REQUEST_TIMEOUT,
                           headers={"Connection": "close"}) from None
     if not body.strip():
-        if required:
-            raise _BadRequest(400, "BadRequest", "body: must be a JSON object", "body")
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise _BadRequest(400, "BadRequest", "body: must be valid JSON", "body") from None
+        return b""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise _BadRequest(415, "UnsupportedMediaType", "body: send Content-Type: application/json",
+                          "body")
+    return bytes(body)
 
 
 def _too_large() -> _BadRequest:

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pinniped_apis import wire
+from pinniped_apis.constants import MAX_GROUPS
 from pinniped_concierge.config import JWTAuthenticatorConfig
 from pinniped_concierge.errors import Reason, Rejected
 
-MAX_GROUPS = 256
 RESERVED_PREFIX = "system:"
 
 

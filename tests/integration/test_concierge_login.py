@@ -45,7 +45,7 @@ def post(concierge: LocalConcierge, path: str, body: dict[str, Any],
 
 def login(concierge: LocalConcierge, id_token: str,
           authenticator: str | None = None) -> wire.ClusterCredential:
-    request = wire.TokenCredentialRequest(
+    request = wire.TokenCredentialRequest.create(
         token=id_token, authenticator_name=authenticator or concierge.authenticator_name)
     response = post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire())
     assert response.status_code == 200, response.text
@@ -273,7 +273,7 @@ def test_kubernetes_unreachable_is_503_with_retry_after(
     proxy = TcpProxy(cluster.server)
     concierge = concierge_factory(idp, kube_server=proxy.url, userCacheTTLSeconds=0)
     proxy.close()
-    request = wire.TokenCredentialRequest(token=idp.password_grant("carol")["id_token"],
+    request = wire.TokenCredentialRequest.create(token=idp.password_grant("carol")["id_token"],
                                           authenticator_name="corp")
     response = post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire())
     assert response.status_code == 503
@@ -500,14 +500,16 @@ def test_keys_not_refreshed_for_max_key_age_are_not_used(
     try:
         concierge = concierge_factory(idp, extra_issuers=[issuer],
                                       keyRefreshIntervalSeconds=10, maxKeyAgeSeconds=60)
-        request = wire.TokenCredentialRequest(token=issuer.mint(), authenticator_name="minted")
+        request = wire.TokenCredentialRequest.create(token=issuer.mint(),
+                                                     authenticator_name="minted")
         assert post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH,
                     request.to_wire()).status_code == 200
     finally:
         issuer.stop()
     went_down = time.monotonic()
     while True:
-        request = wire.TokenCredentialRequest(token=issuer.mint(), authenticator_name="minted")
+        request = wire.TokenCredentialRequest.create(token=issuer.mint(),
+                                                     authenticator_name="minted")
         response = post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire())
         if response.status_code != 200:
             break

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 def send(concierge: LocalConcierge, token: str, authenticator: str,
          kind: str = wire.JWT_AUTHENTICATOR_KIND) -> httpx.Response:
-    request = wire.TokenCredentialRequest(token=token, authenticator_name=authenticator,
-                                          authenticator_kind=kind)
+    request = wire.TokenCredentialRequest.create(token=token, authenticator_name=authenticator,
+                                                 authenticator_kind=kind)
     context = ssl.create_default_context(cafile=str(concierge.ca_file))
     with httpx.Client(verify=context, timeout=30) as http:
         return http.post(concierge.url + wire.TOKEN_CREDENTIAL_REQUEST_PATH,

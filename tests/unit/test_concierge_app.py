@@ -3,100 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import logging
 import time
 from typing import Any
 
-import httpx
 import pytest
 
-from localenv.fixtures_concierge import FakeKube
+from localenv.app_env import ALICE_TOKEN, NS, AppEnv
 from pinniped_apis import wire
 from pinniped_concierge import naming
-from pinniped_concierge.app import Services, create_app
-from pinniped_concierge.audit import AuditLog, token_digest
-from pinniped_concierge.credential_review import CredentialReviewer
-from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
+from pinniped_concierge.audit import token_digest
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.kubeapi import Kind
-from pinniped_concierge.login import Authenticator, LoginService
-from pinniped_concierge.object_watch import ObjectVersions
-from pinniped_concierge.sessions import Sessions
-from pinniped_concierge.userobjects import UserObjects
-
-NS = "pinniped-concierge"
-ALICE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.alice-id-token-payload.signature-of-alice"
-BOB_TOKEN = "eyJhbGciOiJSUzI1NiJ9.bob-id-token-payload.signature-of-bob"
-
-
-class FakeVerifier:
-    """Maps known token strings to claims; anything else is 'expired'."""
-
-    def __init__(self) -> None:
-        self.claims = {
-            ALICE_TOKEN: {"email": "alice@example.com", "groups": ["devs", "readers"]},
-            BOB_TOKEN: {"email": "bob@example.com", "groups": ["ops"]},
-        }
-        self.failure: Exception | None = None
-        self.is_ready = True
-
-    @property
-    def name(self) -> str:
-        return "corp"
-
-    async def verify(self, token: str) -> dict[str, object]:
-        if self.failure is not None:
-            raise self.failure
-        if token not in self.claims:
-            raise Rejected(Reason.EXPIRED, "expired 5s ago")
-        return dict(self.claims[token])
-
-    async def ready(self) -> bool:
-        return self.is_ready
-
-
-class Env:
-    def __init__(self, **settings: Any) -> None:
-        self.kube = FakeKube()
-        self.verifier = FakeVerifier()
-        self.audit_stream = io.StringIO()
-        versions = self.kube.watch(ObjectVersions(), NS)
-        user_objects = UserObjects(self.kube, NS, 300, versions)
-        self.sessions = Sessions(self.kube, NS, 600, 30, versions=versions)
-        mapper = IdentityMapper("email", "groups", "corp:", "corp:")
-        self.services = Services(
-            login=LoginService({"corp": Authenticator(self.verifier, mapper)}, user_objects,
-                               self.sessions),
-            reviewer=CredentialReviewer(self.kube, NS, user_objects),
-            sessions=self.sessions, kube=self.kube, namespace=NS,
-            audit=AuditLog(self.audit_stream), **{"readiness_cache_seconds": 0.0} | settings)
-        self.app = create_app(self.services)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, client=("192.0.2.7", 50123))
-            async with httpx.AsyncClient(transport=transport,
-                                         base_url="https://concierge") as client:
-                return await client.request(method, path, **kwargs)
-
-        return asyncio.run(go())
-
-    def login(self, token: str = ALICE_TOKEN, name: str = "corp", **extra: Any) -> httpx.Response:
-        body = wire.TokenCredentialRequest(token=token, authenticator_name=name).to_wire()
-        return self.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body, **extra)
-
-    def audit(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.audit_stream.getvalue().splitlines()]
+from pinniped_concierge.login import Authenticator
 
 
 @pytest.fixture
-def env() -> Env:
-    return Env()
+def env() -> AppEnv:
+    return AppEnv()
 
 
-def test_a_login_returns_a_credential_and_impersonation_headers(env: Env) -> None:
+def test_a_login_returns_a_credential_and_impersonation_headers(env: AppEnv) -> None:
     response = env.login()
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
@@ -127,7 +55,7 @@ def test_a_login_returns_a_credential_and_impersonation_headers(env: Env) -> Non
     assert env.kube.get(Kind.SECRET, secret_name, NS) is not None
 
 
-def test_a_returning_user_costs_two_api_calls(env: Env) -> None:
+def test_a_returning_user_costs_two_api_calls(env: AppEnv) -> None:
     env.login()
     env.kube.calls.clear()
     assert env.login().status_code == 200
@@ -135,7 +63,7 @@ def test_a_returning_user_costs_two_api_calls(env: Env) -> None:
     assert env.audit()[-1]["kubeApiCalls"] == 2
 
 
-def test_a_vanished_service_account_is_rebuilt_transparently(env: Env) -> None:
+def test_a_vanished_service_account_is_rebuilt_transparently(env: AppEnv) -> None:
     env.login()
     sa = env.kube.names(Kind.SERVICE_ACCOUNT)[0]
     asyncio.run(env.kube.delete(Kind.SERVICE_ACCOUNT, sa, NS))
@@ -150,9 +78,9 @@ def test_a_vanished_service_account_is_rebuilt_transparently(env: Env) -> None:
     (ALICE_TOKEN, "nope", "JWTAuthenticator", "unknown_authenticator"),
     (ALICE_TOKEN, "corp", "WebhookAuthenticator", "unknown_authenticator"),
 ])
-def test_failures_say_only_authentication_failed(env: Env, token: str, name: str, kind: str,
+def test_failures_say_only_authentication_failed(env: AppEnv, token: str, name: str, kind: str,
                                                  reason: str) -> None:
-    body = wire.TokenCredentialRequest(token=token, authenticator_name=name,
+    body = wire.TokenCredentialRequest.create(token=token, authenticator_name=name,
                                        authenticator_kind=kind).to_wire()
     response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body)
     assert response.status_code == 200
@@ -168,7 +96,7 @@ def test_failures_say_only_authentication_failed(env: Env, token: str, name: str
     assert env.kube.calls == []
 
 
-def test_claims_that_map_to_system_names_fail_uniformly(env: Env) -> None:
+def test_claims_that_map_to_system_names_fail_uniformly(env: AppEnv) -> None:
     env.services.login.authenticators["corp"] = Authenticator(
         env.verifier, IdentityMapper("email", "groups", "", ""))
     env.verifier.claims[ALICE_TOKEN] = {"email": "alice", "groups": ["system:masters"]}
@@ -194,7 +122,7 @@ def test_claims_that_map_to_system_names_fail_uniformly(env: Env) -> None:
                "authenticator": {"name": "corp", "kind": "JWTAuthenticator"}}}, "spec.token"),
     ([1, 2, 3], "body"),
 ])
-def test_malformed_requests_get_400_naming_the_field(env: Env, body: Any, field: str) -> None:
+def test_malformed_requests_get_400_naming_the_field(env: AppEnv, body: Any, field: str) -> None:
     response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body)
     assert response.status_code == 400
     status = response.json()
@@ -205,14 +133,14 @@ def test_malformed_requests_get_400_naming_the_field(env: Env, body: Any, field:
 
 
 @pytest.mark.parametrize("content", [b"{nope", b"\xff\xfe", b"[" * 60000])
-def test_invalid_json_is_400(env: Env, content: bytes) -> None:
+def test_invalid_json_is_400(env: AppEnv, content: bytes) -> None:
     response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=content,
                            headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert response.json()["message"] == "body: must be valid JSON"
 
 
-def test_bodies_over_the_limit_are_413(env: Env) -> None:
+def test_bodies_over_the_limit_are_413(env: AppEnv) -> None:
     big = b'{"x": "' + b"a" * wire.MAX_REQUEST_BYTES + b'"}'
     response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=big,
                            headers={"content-type": "application/json"})
@@ -228,13 +156,13 @@ def test_bodies_over_the_limit_are_413(env: Env) -> None:
     assert response.status_code == 413
 
 
-def test_non_json_content_types_are_415(env: Env) -> None:
+def test_non_json_content_types_are_415(env: AppEnv) -> None:
     response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=b"token=x",
                            headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415
 
 
-def test_kubernetes_unreachable_is_503_with_retry_after(env: Env) -> None:
+def test_kubernetes_unreachable_is_503_with_retry_after(env: AppEnv) -> None:
     env.kube.unavailable = True
     response = env.login()
     assert response.status_code == 503
@@ -245,14 +173,14 @@ def test_kubernetes_unreachable_is_503_with_retry_after(env: Env) -> None:
     assert line["username"] == "corp:alice@example.com"
 
 
-def test_issuer_keys_unavailable_is_503(env: Env) -> None:
+def test_issuer_keys_unavailable_is_503(env: AppEnv) -> None:
     env.verifier.failure = Unavailable(Reason.ISSUER_UNAVAILABLE, "keys cannot be fetched")
     response = env.login()
     assert response.status_code == 503
     assert env.audit()[0]["reason"] == "issuer_unavailable"
 
 
-def test_server_errors_are_500_without_details(env: Env) -> None:
+def test_server_errors_are_500_without_details(env: AppEnv) -> None:
     env.verifier.failure = ServerError(Reason.KUBERNETES_ERROR, "create Secret: HTTP 403: no")
     response = env.login()
     assert response.status_code == 500
@@ -260,7 +188,7 @@ def test_server_errors_are_500_without_details(env: Env) -> None:
     assert env.audit()[0]["detail"] == "create Secret: HTTP 403: no"
 
 
-def test_unexpected_errors_are_500_and_do_not_leak(env: Env) -> None:
+def test_unexpected_errors_are_500_and_do_not_leak(env: AppEnv) -> None:
     env.verifier.failure = RuntimeError(f"boom {ALICE_TOKEN}")
     response = env.login()
     assert response.status_code == 500
@@ -269,11 +197,11 @@ def test_unexpected_errors_are_500_and_do_not_leak(env: Env) -> None:
     assert env.audit()[0]["reason"] == "internal_error"
 
 
-def cluster_token(env: Env, token: str = ALICE_TOKEN) -> str:
+def cluster_token(env: AppEnv, token: str = ALICE_TOKEN) -> str:
     return wire.parse_credential_response(env.login(token).json()).token
 
 
-def test_whoami_reports_the_clusters_view_of_the_credential(env: Env) -> None:
+def test_whoami_reports_the_clusters_view_of_the_credential(env: AppEnv) -> None:
     credential = cluster_token(env)
     response = env.request("POST", wire.WHOAMI_REQUEST_PATH, json=wire.whoami_request(),
                            headers={"Authorization": f"Bearer {credential}"})
@@ -287,7 +215,7 @@ def test_whoami_reports_the_clusters_view_of_the_credential(env: Env) -> None:
     assert credential not in env.audit_stream.getvalue()
 
 
-def test_whoami_without_or_with_a_bad_credential_is_401(env: Env) -> None:
+def test_whoami_without_or_with_a_bad_credential_is_401(env: AppEnv) -> None:
     response = env.request("POST", wire.WHOAMI_REQUEST_PATH, json=wire.whoami_request())
     assert response.status_code == 401
     assert env.audit()[-1]["reason"] == "missing_credential"
@@ -298,7 +226,7 @@ def test_whoami_without_or_with_a_bad_credential_is_401(env: Env) -> None:
     assert env.audit()[-1]["reason"] == "invalid_credential"
 
 
-def test_whoami_refuses_other_service_accounts(env: Env) -> None:
+def test_whoami_refuses_other_service_accounts(env: AppEnv) -> None:
     cluster_token(env)
     # a token the apiserver accepts, for an account that is not one of our per-user ones
     asyncio.run(env.kube.create(Kind.SERVICE_ACCOUNT, {"metadata": {"name": "builder"}}, NS))
@@ -312,14 +240,14 @@ def test_whoami_refuses_other_service_accounts(env: Env) -> None:
     assert env.audit()[-1]["reason"] == "foreign_credential"
 
 
-def test_whoami_body_must_be_the_right_kind(env: Env) -> None:
+def test_whoami_body_must_be_the_right_kind(env: AppEnv) -> None:
     response = env.request("POST", wire.WHOAMI_REQUEST_PATH, json=wire.logout_request(),
                            headers={"Authorization": "Bearer x"})
     assert response.status_code == 400
     assert response.json()["details"]["causes"][0]["field"] == "apiVersion"
 
 
-def test_logout_ends_exactly_that_session(env: Env) -> None:
+def test_logout_ends_exactly_that_session(env: AppEnv) -> None:
     laptop, ci = cluster_token(env), cluster_token(env)
     response = env.request("POST", wire.LOGOUT_REQUEST_PATH, json=wire.logout_request(),
                            headers={"Authorization": f"Bearer {laptop}"})
@@ -335,7 +263,7 @@ def test_logout_ends_exactly_that_session(env: Env) -> None:
                        headers={"Authorization": f"Bearer {ci}"}).status_code == 200
 
 
-def test_healthz_and_readyz(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+def test_healthz_and_readyz(env: AppEnv, caplog: pytest.LogCaptureFixture) -> None:
     assert env.request("GET", "/healthz").text == "ok"
     assert env.request("GET", "/readyz").status_code == 200
     env.verifier.is_ready = False
@@ -356,7 +284,7 @@ def test_healthz_and_readyz(env: Env, caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_readyz_checks_at_most_every_few_seconds() -> None:
-    env = Env(readiness_cache_seconds=5.0)
+    env = AppEnv(readiness_cache_seconds=5.0)
     for _ in range(5):
         assert env.request("GET", "/readyz").status_code == 200
     assert env.kube.calls.count("ping") == 1
@@ -365,7 +293,7 @@ def test_readyz_checks_at_most_every_few_seconds() -> None:
 
 
 def test_a_slow_sender_gets_408() -> None:
-    env = Env(body_timeout_seconds=0.3)
+    env = AppEnv(body_timeout_seconds=0.3)
 
     async def trickle() -> Any:
         yield b'{"apiVersion": '
@@ -380,7 +308,7 @@ def test_a_slow_sender_gets_408() -> None:
     assert env.audit()[-1]["reason"] == "request_timeout"
 
 
-def test_no_docs_or_other_routes_are_exposed(env: Env) -> None:
-    for path in ("/docs", "/openapi.json", "/redoc"):
+def test_no_docs_ui_or_other_routes_are_exposed(env: AppEnv) -> None:
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         assert env.request("GET", path).status_code == 404
     assert env.request("GET", wire.TOKEN_CREDENTIAL_REQUEST_PATH).status_code == 405

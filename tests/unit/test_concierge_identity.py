@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from pinniped_apis import wire
+from pinniped_apis.constants import MAX_GROUPS
 from pinniped_concierge.errors import Reason, Rejected
-from pinniped_concierge.identity import MAX_GROUPS, IdentityMapper
+from pinniped_concierge.identity import IdentityMapper
 
 MAPPER = IdentityMapper("email", "groups", "corp:", "corp:")
 

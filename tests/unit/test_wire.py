@@ -11,7 +11,8 @@ from pinniped_apis import wire
 
 
 def _request_body(**spec_overrides: Any) -> dict[str, Any]:
-    body = wire.TokenCredentialRequest(token="id.token.value", authenticator_name="corp").to_wire()
+    body = wire.TokenCredentialRequest.create(token="id.token.value",
+                                              authenticator_name="corp").to_wire()
     body["spec"].update(spec_overrides)
     return body
 
@@ -49,7 +50,7 @@ def test_request_errors_name_the_field(mutate: Any, field: str) -> None:
 
 
 def test_response_round_trips_without_echoing_the_id_token() -> None:
-    request = wire.TokenCredentialRequest(token="id.token.value", authenticator_name="corp")
+    request = wire.TokenCredentialRequest.create(token="id.token.value", authenticator_name="corp")
     expiry = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     credential = wire.ClusterCredential(
         token="cluster-token", expiration=expiry,
@@ -81,3 +82,89 @@ def test_whoami_round_trips() -> None:
     expiry = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     assert wire.parse_whoami_response(wire.whoami_response(identity, expiry)) == (identity, expiry)
     assert wire.parse_whoami_response(wire.whoami_response(identity, None)) == (identity, None)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda b: b["spec"].update(token=""), "spec.token: must not be empty"),
+    (lambda b: b["spec"].update(token=7), "spec.token: must be a string"),
+    (lambda b: b["spec"].update(token="x" * (wire.MAX_TOKEN_BYTES + 1)),
+     f"spec.token: must have at most {wire.MAX_TOKEN_BYTES} characters"),
+    (lambda b: b["spec"]["authenticator"].update(apiGroup="evil.io"),
+     "spec.authenticator.apiGroup: must be 'authentication.concierge.pinniped.dev'"),
+    (lambda b: b["spec"].pop("authenticator"), "spec.authenticator: is required"),
+    (lambda b: b["spec"].update(tokn="x"), "spec.tokn: is not a known field (check the spelling)"),
+    (lambda b: b.update(spec=[]), "spec: must be an object"),
+])
+def test_request_errors_say_what_is_accepted(mutate: Any, message: str) -> None:
+    body = _request_body()
+    mutate(body)
+    with pytest.raises(wire.WireError) as caught:
+        wire.TokenCredentialRequest.from_wire(body)
+    assert str(caught.value) == message
+
+
+def test_errors_never_quote_the_input() -> None:
+    """pydantic's own error text includes the input, which here is the ID token."""
+    secret = "eyJ.secret-id-token." + "s" * 40
+    for body in (_request_body(token=secret, extra=1), {"spec": secret},
+                 _request_body(token=[secret])):
+        with pytest.raises(wire.WireError) as caught:
+            wire.TokenCredentialRequest.from_wire(body)
+        assert secret not in str(caught.value)
+        assert secret not in repr(caught.value)
+
+
+def test_the_models_spell_the_api_names_as_the_constants_do() -> None:
+    request = wire.TokenCredentialRequest.create(token="t", authenticator_name="corp").to_wire()
+    assert request["apiVersion"] == f"{wire.LOGIN_GROUP}/{wire.VERSION}"
+    assert request["kind"] == wire.TOKEN_CREDENTIAL_REQUEST_KIND
+    assert request["spec"]["authenticator"]["apiGroup"] == wire.AUTHENTICATOR_GROUP
+    assert wire.whoami_request()["apiVersion"] == f"{wire.IDENTITY_GROUP}/{wire.VERSION}"
+    assert wire.whoami_request()["kind"] == wire.WHOAMI_REQUEST_KIND
+    assert wire.logout_request()["apiVersion"] == f"{wire.LOGIN_GROUP}/{wire.VERSION}"
+    assert wire.logout_request()["kind"] == wire.LOGOUT_REQUEST_KIND
+
+
+def test_requests_refuse_unknown_fields_but_answers_tolerate_them() -> None:
+    """A typo in a request is an error; a field a newer concierge adds is not."""
+    with pytest.raises(wire.WireError, match=r"^surprise: is not a known field"):
+        wire.TokenCredentialRequest.from_wire({**_request_body(), "surprise": 1})
+    identity = wire.Identity("corp:alice", ("corp:devs",))
+    answer = wire.whoami_response(identity, None)
+    answer["status"]["newerField"] = {"anything": True}
+    answer["status"]["kubernetesUserInfo"]["user"]["extra"] = {"k": ["v"]}
+    assert wire.parse_whoami_response(answer) == (identity, None)
+
+
+def test_pinniped_clients_metadata_and_empty_status_are_accepted() -> None:
+    body = {**_request_body(), "metadata": {"creationTimestamp": None}, "status": {}}
+    assert wire.TokenCredentialRequest.from_wire(body).token == "id.token.value"
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda s: s["identity"].update(groups=[f"g{i}" for i in range(wire.MAX_GROUPS + 1)]),
+     "status.identity.groups"),
+    (lambda s: s["identity"].update(groups=["ok", 5]), "status.identity.groups[1]"),
+    (lambda s: s["credential"].update(token=""), "status.credential.token"),
+    (lambda s: s["credential"].update(expirationTimestamp="tomorrow"),
+     "status.credential.expirationTimestamp"),
+    (lambda s: s.pop("identity"), "status.identity"),
+])
+def test_the_cli_refuses_malformed_answers(mutate: Any, field: str) -> None:
+    request = wire.TokenCredentialRequest.create(token="id.token.value", authenticator_name="c")
+    credential = wire.ClusterCredential(token="cluster-token",
+                                        expiration=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+                                        identity=wire.Identity("corp:alice", ("corp:devs",)))
+    body = wire.credential_response(request, credential)
+    mutate(body["status"])
+    with pytest.raises(wire.WireError) as caught:
+        wire.parse_credential_response(body)
+    assert caught.value.field == field
+    assert "cluster-token" not in str(caught.value)
+
+
+def test_logout_answers_round_trip() -> None:
+    assert wire.parse_logout_response(wire.logout_response(True)) is True
+    assert wire.parse_logout_response(wire.logout_response(False)) is False
+    with pytest.raises(wire.WireError, match=r"status\.sessionEnded: must be true or false"):
+        wire.parse_logout_response({**wire.logout_request(), "status": {"sessionEnded": "no"}})

@@ -1,0 +1,94 @@
+"""/openapi.json describes the three APIs with the very models that validate them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import jsonschema
+import pytest
+
+from localenv.app_env import ALICE_TOKEN, AppEnv
+from pinniped_apis import wire
+
+API_PATHS = (wire.TOKEN_CREDENTIAL_REQUEST_PATH, wire.WHOAMI_REQUEST_PATH,
+             wire.LOGOUT_REQUEST_PATH)
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    response = AppEnv().request("GET", "/openapi.json")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def validator(document: dict[str, Any], schema_name: str) -> jsonschema.Draft202012Validator:
+    """A JSON Schema validator for one component, resolving its `$ref`s in the document."""
+    assert document["openapi"].startswith("3.1")  # OpenAPI 3.1 schemas are JSON Schema 2020-12
+    root = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(root)
+
+
+def request_schema_name(document: dict[str, Any], path: str) -> str:
+    content = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    schema = content["schema"]
+    refs = [schema] if "$ref" in schema else schema.get("anyOf", [])
+    (ref,) = [r["$ref"] for r in refs if "$ref" in r]
+    return str(ref.rsplit("/", 1)[1])
+
+
+def test_the_document_describes_exactly_the_three_apis(document: dict[str, Any]) -> None:
+    assert sorted(document["paths"]) == sorted(API_PATHS)
+    assert [request_schema_name(document, p) for p in API_PATHS] == [
+        "TokenCredentialRequest", "WhoAmIRequest", "LogoutRequest"]
+    login = document["paths"][wire.TOKEN_CREDENTIAL_REQUEST_PATH]["post"]
+    assert login["requestBody"]["required"] is True
+    ok = login["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok.endswith("/TokenCredentialRequestResponse")
+    assert set(login["responses"]) == {"200", "400", "408", "413", "415", "503"}
+    whoami = document["paths"][wire.WHOAMI_REQUEST_PATH]["post"]
+    assert "required" not in whoami["requestBody"]  # the body is optional
+    assert "401" in whoami["responses"]
+    assert "HTTPValidationError" not in document["components"]["schemas"]  # no 422s here
+
+
+def test_a_real_request_matches_the_published_schema(document: dict[str, Any]) -> None:
+    schema = validator(document, "TokenCredentialRequest")
+    request = wire.TokenCredentialRequest.create(token=ALICE_TOKEN, authenticator_name="corp")
+    schema.validate(request.to_wire())
+    # What Pinniped's own Go client sends, metadata and empty status included.
+    schema.validate({**request.to_wire(), "metadata": {"creationTimestamp": None}, "status": {}})
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b["spec"].update(token=7),
+    lambda b: b["spec"].update(token=""),
+    lambda b: b["spec"].update(token="x" * (wire.MAX_TOKEN_BYTES + 1)),
+    lambda b: b["spec"].pop("authenticator"),
+    lambda b: b["spec"]["authenticator"].update(apiGroup="evil.example.com"),
+    lambda b: b.update(kind="Pod"),
+    lambda b: b.update(surprise=True),
+])
+def test_the_schema_refuses_what_the_concierge_refuses(document: dict[str, Any],
+                                                       mutate: Any) -> None:
+    body = wire.TokenCredentialRequest.create(token=ALICE_TOKEN,
+                                              authenticator_name="corp").to_wire()
+    mutate(body)
+    with pytest.raises(jsonschema.ValidationError):
+        validator(document, "TokenCredentialRequest").validate(body)
+    response = AppEnv().request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body)
+    assert response.status_code == 400
+
+
+def test_real_answers_match_the_published_response_schemas(document: dict[str, Any]) -> None:
+    env = AppEnv()
+    validator(document, "TokenCredentialRequestResponse").validate(env.login().json())
+    validator(document, "TokenCredentialRequestResponse").validate(
+        env.login(token="not-a-valid-token").json())
+    error = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json={"kind": "Pod"})
+    validator(document, "Status").validate(error.json())
+    whoami = wire.whoami_response(wire.Identity("corp:alice", ("corp:devs",)),
+                                  dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    validator(document, "WhoAmIRequestResponse").validate(whoami)
+    validator(document, "LogoutRequestResponse").validate(wire.logout_response(True))
