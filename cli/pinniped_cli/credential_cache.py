@@ -39,7 +39,7 @@ from pinniped_cli.sealing import CacheKey, KeyUnavailable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
-    from pinniped_apis.wire import ClusterCredential, Identity
+    from pinniped_apis.identity import ClusterCredential, Identity
 
 KIND = "CredentialCache"
 #: Hand out a cached credential only if it outlives this margin, so a kubectl
@@ -65,7 +65,7 @@ class Credential:
                    tuple(credential.identity.groups))
 
     def identity(self) -> Identity:
-        from pinniped_apis.wire import Identity
+        from pinniped_apis.identity import Identity
 
         return Identity(username=self.username, groups=self.groups)
 

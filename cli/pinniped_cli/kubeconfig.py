@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pinniped_apis.wire import Identity
+from pinniped_apis.identity import Identity
 from pinniped_cli.errors import CLIError
 from pinniped_cli.execcredential import ClusterInfo, ca_fingerprint
 from pinniped_cli.login_options import LoginOptions, parse_login_args

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 from localenv.app_env import ALICE_TOKEN, AppEnv
+from localenv.openapi_schema import component_validator
 from pinniped_apis import wire
 
 API_PATHS = (wire.TOKEN_CREDENTIAL_REQUEST_PATH, wire.WHOAMI_REQUEST_PATH,
@@ -21,13 +22,6 @@ def document() -> dict[str, Any]:
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
-
-
-def validator(document: dict[str, Any], schema_name: str) -> jsonschema.Draft202012Validator:
-    """A JSON Schema validator for one component, resolving its `$ref`s in the document."""
-    assert document["openapi"].startswith("3.1")  # OpenAPI 3.1 schemas are JSON Schema 2020-12
-    root = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
-    return jsonschema.Draft202012Validator(root)
 
 
 def request_schema_name(document: dict[str, Any], path: str) -> str:
@@ -54,7 +48,7 @@ def test_the_document_describes_exactly_the_three_apis(document: dict[str, Any])
 
 
 def test_a_real_request_matches_the_published_schema(document: dict[str, Any]) -> None:
-    schema = validator(document, "TokenCredentialRequest")
+    schema = component_validator(document, "TokenCredentialRequest")
     request = wire.TokenCredentialRequest.create(token=ALICE_TOKEN, authenticator_name="corp")
     schema.validate(request.to_wire())
     # What Pinniped's own Go client sends, metadata and empty status included.
@@ -76,19 +70,19 @@ def test_the_schema_refuses_what_the_concierge_refuses(document: dict[str, Any],
                                               authenticator_name="corp").to_wire()
     mutate(body)
     with pytest.raises(jsonschema.ValidationError):
-        validator(document, "TokenCredentialRequest").validate(body)
+        component_validator(document, "TokenCredentialRequest").validate(body)
     response = AppEnv().request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body)
     assert response.status_code == 400
 
 
 def test_real_answers_match_the_published_response_schemas(document: dict[str, Any]) -> None:
     env = AppEnv()
-    validator(document, "TokenCredentialRequestResponse").validate(env.login().json())
-    validator(document, "TokenCredentialRequestResponse").validate(
+    component_validator(document, "TokenCredentialRequestResponse").validate(env.login().json())
+    component_validator(document, "TokenCredentialRequestResponse").validate(
         env.login(token="not-a-valid-token").json())
     error = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json={"kind": "Pod"})
-    validator(document, "Status").validate(error.json())
+    component_validator(document, "Status").validate(error.json())
     whoami = wire.whoami_response(wire.Identity("corp:alice", ("corp:devs",)),
                                   dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
-    validator(document, "WhoAmIRequestResponse").validate(whoami)
-    validator(document, "LogoutRequestResponse").validate(wire.logout_response(True))
+    component_validator(document, "WhoAmIRequestResponse").validate(whoami)
+    component_validator(document, "LogoutRequestResponse").validate(wire.logout_response(True))
