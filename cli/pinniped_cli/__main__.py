@@ -1,4 +1,4 @@
-"""`python -m cli` runs the same command as the `pinniped` console script."""
+"""`python -m pinniped_cli` runs the same command as the `pinniped` console script."""
 
 from pinniped_cli.main import main
 

@@ -7,7 +7,7 @@ or corrupt file is treated as empty and replaced on the next write: a cache
 must never be the reason a login fails. Stdlib only apart from AESGCM, and no
 dataclasses (see `pinniped_apis.rfc3339` for why).
 
-Each entry is sealed whole (token, expiry and identity) with `cli.sealing`,
+Each entry is sealed whole (token, expiry and identity) with `pinniped_cli.sealing`,
 so the file holds no token in plain text: a backup, a synced dotfile or an
 accidental `cat` shows only ciphertext, while the key stays in the runtime
 (memory-backed) directory when there is one. Sealing the identity as well
@@ -16,7 +16,7 @@ not open (key lost, say at a reboot, or the entry tampered with or moved) is
 a miss, and dropped at the next write; so are entries in plain text from
 older versions.
 
-File format (JSON, read and written by `cli.sealed_file`)::
+File format (JSON, read and written by `pinniped_cli.sealed_file`)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "CredentialCache",
      "credentials": {"<sha256 of key fields>": "aesgcm1:<sealed JSON entry>"}}

@@ -5,7 +5,7 @@ kind of file, so they share this one reader and writer (and one set of rules):
 an unreadable, foreign or corrupt file is empty (said once) and replaced on
 the next write; anything in it but a sealed string (plain text from older
 versions, say) is dropped; a write that fails says what to check instead of
-failing the login. Stdlib only apart from what `cli.sealing` loads to open a
+failing the login. Stdlib only apart from what `pinniped_cli.sealing` loads to open a
 value: the credential cache is read on every kubectl call.
 
 Format::

@@ -16,7 +16,7 @@ The key is 32 random bytes in a 0600 file in a 0700 directory. It is
 published with link(2), which like O_EXCL fails when the file exists but only
 ever exposes a complete key, so processes racing to create it agree on one:
 the loser reads the winner's. Symlinks and files or directories of other users
-are refused (see `cli.securefile`).
+are refused (see `pinniped_cli.securefile`).
 
 Each value gets a fresh random 96-bit nonce, and the associated data names
 the file kind and the entry's key, so ciphertext copied into another entry or

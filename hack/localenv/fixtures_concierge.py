@@ -1,10 +1,10 @@
 """pytest fixtures for the concierge: a fake Kubernetes for unit tests, real parts for the rest.
 
-Unit tests get `fake_kube`, a `concierge.kubeapi.KubeAPI` that keeps objects
+Unit tests get `fake_kube`, a `pinniped_concierge.kubeapi.KubeAPI` that keeps objects
 in dicts and behaves like the apiserver where the concierge depends on it
 (409 on create of an existing name, 404 on missing, uid preconditions, bound
 tokens that stop reviewing once their Secret is gone, a new resourceVersion
-on every write). `FakeKube.watch` feeds a `concierge.object_watch.ObjectVersions`
+on every write). `FakeKube.watch` feeds a `pinniped_concierge.object_watch.ObjectVersions`
 the way the real watch does, but instantly.
 
 Integration tests get `concierge` (one real `pinniped-concierge` process per

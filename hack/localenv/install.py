@@ -9,6 +9,7 @@ checkout and install it into throwaway venvs, with or without extras.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,11 +22,19 @@ from localenv import REPO_ROOT
 PIP_TIMEOUT_SECONDS = 600
 
 
+#: What a wheel build never needs from the checkout (and must not write build/ into).
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "node_modules", "build", "*.egg-info",
+                                      "__pycache__", ".mypy_cache", ".ruff_cache")
+
+
 def build_wheel(out_dir: Path) -> Path:
-    """A wheel of the checkout in `out_dir`, built the way pip builds one for a user."""
+    """A wheel of the checkout as it is (uncommitted changes too) in `out_dir`, built the
+    way pip builds one for a user, from a copy so that no build/ lands in the checkout."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    source = out_dir / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=_NOT_SOURCES)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-          "-w", str(out_dir), str(REPO_ROOT)])
+          "-w", str(out_dir), str(source)])
     (wheel,) = out_dir.glob("pinniped_py-*.whl")
     return wheel
 
