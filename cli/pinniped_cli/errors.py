@@ -26,7 +26,7 @@ class LoginError(CLIError):
 
 
 class HumanStepRequired(LoginError):
-    """A login needs a person, but kubectl said nobody is at the terminal."""
+    """A login needs a person who could not finish it here; the message says what to run instead."""
 
 
 class ConciergeError(CLIError):

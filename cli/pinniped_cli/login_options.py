@@ -198,9 +198,12 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
     add_ca_bundle_flags(oidc, "--ca-bundle", "the issuer", alias="--oidc-ca-bundle")
     oidc.add_argument("--flow", "--oidc-flow", choices=FLOWS, default=None,
                       help=f"login flow; default: password when {USERNAME_VAR} and "
-                           f"{PASSWORD_VAR} are set, browser when interactive with a display, "
-                           "device otherwise. When kubectl runs pinniped without a terminal, "
-                           "only password (and browser, with a display) can log in")
+                           f"{PASSWORD_VAR} are set, else browser when one can open here "
+                           "(BROWSER, a display), else device. When kubectl runs pinniped "
+                           "without a terminal, only password (and --flow browser, where one "
+                           "can open) can log in. Run by hand, device needs no terminal, only "
+                           "someone who reads its link and code on stderr; browser needs a "
+                           "terminal or a browser that opens here")
     oidc.add_argument("--listen-port", "--oidc-listen-port", type=_port, default=None,
                       metavar="N", help="loopback port for the browser callback (default: random)")
     oidc.add_argument("--skip-browser", "--oidc-skip-browser", action="store_true",

@@ -91,7 +91,7 @@ def test_password_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP,
 def test_device_flow(world: CLIWorld, cluster: LocalCluster, idp: LocalIdP) -> None:
     namespace = team_namespace(cluster, "corp:ops")
     pending = world.idp_log_count("authorization_pending")
-    # A person at a terminal: without one, --flow device fails fast (nobody could enter a code).
+    # A person at a terminal, as most are (test_cli_device_by_hand covers the run without one).
     leader, follower = pty.openpty()
     process = subprocess.Popen(world.get_kubeconfig_argv("--flow", "device"), env=world.env,
                                stdin=follower, stdout=subprocess.PIPE,

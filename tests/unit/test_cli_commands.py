@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 from collections.abc import Callable
@@ -255,6 +256,56 @@ def test_get_kubeconfig_will_not_write_over_what_is_not_a_kubeconfig(h: CLIHarne
     assert out.read_text() == "- shopping\n- list\n"
 
 
+# --- run by hand without a terminal: the device flow goes ahead, the browser flow says why not --
+
+
+def _device_login_by(h: CLIHarness, username: str) -> None:
+    """The fake IdP approves the next device login as `username`, after one pending poll."""
+    h.idp.device_answers = ["authorization_pending"]
+    h.idp.device_approver = username
+
+
+def _assert_device_link_shown(h: CLIHarness) -> None:
+    assert "open https://idp.test/device on any device and enter the code:" in h.last_stderr
+    assert "without a terminal" not in h.last_stderr  # (its last line suggests a kubectl call)
+
+
+def test_get_kubeconfig_by_hand_without_a_terminal_logs_in_with_the_device_flow(
+        h: CLIHarness, tmp_path: Path) -> None:
+    out = tmp_path / "kubeconfig"
+    _device_login_by(h, "bob")
+    assert not h.stdin_is_tty
+    assert _get_kubeconfig(h, out, "--flow", "device", env={}) == 0
+    _assert_device_link_shown(h)
+    assert _user(out)["as"] == "corp:bob@example.com"
+    assert h.concierge.logins == ["corp:bob@example.com"]
+
+
+def test_get_kubeconfig_by_hand_without_a_terminal_or_browser_refuses_the_browser_flow(
+        h: CLIHarness, tmp_path: Path) -> None:
+    out = tmp_path / "kubeconfig"
+    assert _get_kubeconfig(h, out, "--flow", "browser", env={}) == 1
+    assert "no browser can open here" in h.last_stderr
+    assert "--flow device" in h.last_stderr
+    assert "kubectl" not in h.last_stderr.lower()
+    assert not out.exists()
+    assert h.opened == []
+
+
+def test_whoami_by_hand_without_a_terminal_logs_in_with_the_device_flow(
+        h: CLIHarness, tmp_path: Path) -> None:
+    out = tmp_path / "kubeconfig"
+    _device_login_by(h, "alice")
+    assert _get_kubeconfig(h, out, "--flow", "device", env={}) == 0
+    h.credential_cache.unlink()
+    h.keyring.entries.clear()  # the session is gone too: only a new login can help
+    _device_login_by(h, "alice")
+    assert h.run(["whoami", "--kubeconfig", str(out)], {}) == 0
+    assert "Username: corp:alice@example.com" in h.last_stdout
+    _assert_device_link_shown(h)
+    assert h.idp.count("urn:ietf:params:oauth:grant-type:device_code") == 4  # 2 per login
+
+
 def test_whoami_asks_the_concierge(h: CLIHarness, tmp_path: Path) -> None:
     out = tmp_path / "kubeconfig"
     _get_kubeconfig(h, out)
@@ -348,5 +399,5 @@ def test_main_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("login", "get", "whoami", "logout"):
-        assert command in out
+    listed = re.findall(r"^ {4}(\w+) {2,}\S", out, flags=re.MULTILINE)  # help on its line
+    assert listed == ["login", "get", "whoami", "logout", "version", "completion"]

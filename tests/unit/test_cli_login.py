@@ -20,6 +20,7 @@ from localenv.fixtures_cli import (
     PASSWORD_ENV,
     CLIHarness,
     assert_not_stored,
+    exec_info,
 )
 from pinniped_cli.errors import HumanStepRequired, UsageError
 from pinniped_cli.execcredential import V1, V1BETA1
@@ -556,37 +557,92 @@ def _options(flow: str | None = None, env: dict[str, str] | None = None) -> Logi
     return parse_login_args(args, {"HOME": "/nonexistent", **(env or {})})
 
 
-def _ctx(env: dict[str, str], interactive: bool) -> LoginContext:
-    return LoginContext(env=env, interactive=interactive, say=print,
+#: Who runs the login: kubectl (saying whether a person is at its terminal), or a person
+#: by hand (with or without a terminal on stdin).
+KUBECTL_TTY, KUBECTL_NO_TTY = "kubectl, interactive", "kubectl, not interactive"
+HAND_TTY, HAND_NO_TTY = "by hand at a terminal", "by hand without a terminal"
+#: What choose_flow refuses with, by the case it is in.
+KUBECTL_REFUSES, HAND_REFUSES = "refused (kubectl)", "refused (by hand)"
+
+
+def _ctx(env: dict[str, str], who: str) -> LoginContext:
+    """A LoginContext as `who` runs pinniped: kubectl always sets KUBERNETES_EXEC_INFO."""
+    if who in (KUBECTL_TTY, KUBECTL_NO_TTY):
+        env = {**env, "KUBERNETES_EXEC_INFO": exec_info(interactive=who == KUBECTL_TTY)}
+    return LoginContext(env=env, interactive=who in (KUBECTL_TTY, HAND_TTY), say=print,
                         now=lambda: dt.datetime.now(dt.UTC), open_browser=lambda u: True,
                         sleep=lambda s: None, clock=lambda: 0.0, command_hint="pinniped login")
 
 
-@pytest.mark.parametrize(("flow", "env", "interactive", "platform", "expected"), [
-    (None, PASSWORD_ENV, False, "linux", "password"),
-    (None, PASSWORD_ENV, True, "linux", "password"),
-    (None, {"BROWSER": "x"}, True, "linux", "browser"),
-    (None, {"DISPLAY": ":0"}, True, "linux", "browser"),
-    (None, {"WAYLAND_DISPLAY": "w"}, True, "linux", "browser"),
-    (None, {}, True, "darwin", "browser"),
-    (None, {}, True, "linux", "device"),
-    (None, {"DISPLAY": ":0"}, False, "linux", None),
-    ("device", {"DISPLAY": ":0"}, True, "linux", "device"),
-    ("device", PASSWORD_ENV, True, "linux", "device"),
-    # Without a terminal, an explicit --flow works only if nobody is needed:
-    ("password", {}, False, "linux", "password"),
-    ("browser", {"BROWSER": "x"}, False, "linux", "browser"),
-    ("browser", {}, False, "darwin", "browser"),
-    ("browser", {}, False, "linux", None),
-    ("device", {"DISPLAY": ":0"}, False, "linux", None),
+def _assert_kubectl_refusal(message: str) -> None:
+    """kubectl's case: it names kubectl and spec.interactive, and the command to run by hand."""
+    assert "kubectl ran pinniped without a terminal" in message
+    assert "spec.interactive: false" in message
+    assert "Log in from a terminal first by running:\n\n    pinniped login\n\nthen retry" \
+        in message
+
+
+def _assert_by_hand_refusal(message: str) -> None:
+    """A person ran it: kubectl is not involved, so the message never mentions it."""
+    assert "kubectl" not in message.lower()
+    assert "no browser can open here" in message
+    assert "stdin is not a terminal" in message
+    assert "--flow device" in message
+
+
+@pytest.mark.parametrize(("flow", "env", "who", "platform", "expected"), [
+    (None, PASSWORD_ENV, KUBECTL_NO_TTY, "linux", "password"),
+    (None, PASSWORD_ENV, KUBECTL_TTY, "linux", "password"),
+    (None, {"BROWSER": "x"}, KUBECTL_TTY, "linux", "browser"),
+    (None, {"DISPLAY": ":0"}, KUBECTL_TTY, "linux", "browser"),
+    (None, {"WAYLAND_DISPLAY": "w"}, KUBECTL_TTY, "linux", "browser"),
+    (None, {}, KUBECTL_TTY, "darwin", "browser"),
+    (None, {}, KUBECTL_TTY, "linux", "device"),
+    (None, {"DISPLAY": ":0"}, KUBECTL_NO_TTY, "linux", KUBECTL_REFUSES),
+    (None, {}, KUBECTL_NO_TTY, "linux", KUBECTL_REFUSES),
+    ("device", {"DISPLAY": ":0"}, KUBECTL_TTY, "linux", "device"),
+    ("device", PASSWORD_ENV, KUBECTL_TTY, "linux", "device"),
+    ("browser", {}, KUBECTL_TTY, "linux", "browser"),
+    # kubectl without a terminal: an explicit --flow works only if nobody is needed.
+    ("password", {}, KUBECTL_NO_TTY, "linux", "password"),
+    ("browser", {"BROWSER": "x"}, KUBECTL_NO_TTY, "linux", "browser"),
+    ("browser", {}, KUBECTL_NO_TTY, "darwin", "browser"),
+    ("browser", {}, KUBECTL_NO_TTY, "linux", KUBECTL_REFUSES),
+    ("device", {"DISPLAY": ":0"}, KUBECTL_NO_TTY, "linux", KUBECTL_REFUSES),
+    ("device", {}, KUBECTL_NO_TTY, "linux", KUBECTL_REFUSES),
+    # By hand, the device flow needs no terminal: someone reads its link and code on stderr.
+    ("device", {}, HAND_NO_TTY, "linux", "device"),
+    ("device", {}, HAND_TTY, "linux", "device"),
+    ("device", {"DISPLAY": ":0"}, HAND_NO_TTY, "linux", "device"),
+    (None, {}, HAND_NO_TTY, "linux", "device"),
+    (None, {}, HAND_TTY, "linux", "device"),
+    (None, {"DISPLAY": ":0"}, HAND_NO_TTY, "linux", "browser"),
+    (None, {"DISPLAY": ":0"}, HAND_TTY, "linux", "browser"),
+    (None, PASSWORD_ENV, HAND_NO_TTY, "linux", "password"),
+    ("password", {}, HAND_NO_TTY, "linux", "password"),
+    # ...and the browser flow needs a terminal or a browser that opens here.
+    ("browser", {}, HAND_TTY, "linux", "browser"),
+    ("browser", {"BROWSER": "x"}, HAND_NO_TTY, "linux", "browser"),
+    ("browser", {}, HAND_NO_TTY, "darwin", "browser"),
+    ("browser", {}, HAND_NO_TTY, "linux", HAND_REFUSES),
 ])
-def test_flow_selection(flow: str | None, env: dict[str, str], interactive: bool,
-                        platform: str, expected: str | None) -> None:
-    if expected is None:
-        with pytest.raises(HumanStepRequired, match="Log in from a terminal first by running"):
-            choose_flow(_options(flow), _ctx(env, interactive), platform)
+def test_flow_selection(flow: str | None, env: dict[str, str], who: str,
+                        platform: str, expected: str) -> None:
+    ctx = _ctx(env, who)
+    if expected in (KUBECTL_REFUSES, HAND_REFUSES):
+        with pytest.raises(HumanStepRequired) as refused:
+            choose_flow(_options(flow), ctx, platform)
+        check = _assert_kubectl_refusal if expected == KUBECTL_REFUSES else _assert_by_hand_refusal
+        check(str(refused.value))
     else:
-        assert choose_flow(_options(flow), _ctx(env, interactive), platform) == expected
+        assert choose_flow(_options(flow), ctx, platform) == expected
+
+
+def test_an_empty_exec_info_means_by_hand() -> None:
+    """read_exec_info takes an empty KUBERNETES_EXEC_INFO for a run by hand; so does the login."""
+    ctx = _ctx({"KUBERNETES_EXEC_INFO": " "}, HAND_NO_TTY)
+    assert not ctx.from_kubectl
+    assert choose_flow(_options("device"), ctx, "linux") == "device"
 
 
 @pytest.mark.parametrize("flow", ["device", "browser"])
@@ -594,12 +650,52 @@ def test_a_flow_written_into_the_kubeconfig_still_fails_fast_without_a_person(
         h: CLIHarness, flow: str) -> None:
     h.browser_user = None
     assert _login(h, "--flow", flow) == 1
-    assert "without a terminal" in h.last_stderr
+    assert "kubectl ran pinniped without a terminal" in h.last_stderr
     command = h.last_stderr.split("running:\n\n", 1)[1].split("\n", 1)[0]
     assert command.strip().endswith(f"--flow {flow}")
     assert h.opened == []
     assert not any("/device/auth" in r for r in h.router.requests)
     assert h.clock.sleeps == []
+
+
+# --- run by hand, without a terminal (a CI log, `ssh host cmd`, an editor's task runner) ------
+
+
+def _by_hand(h: CLIHarness, *extra: str, env: dict[str, str] | None = None) -> int:
+    """`pinniped login oidc` typed by a person: no KUBERNETES_EXEC_INFO, stdin no terminal."""
+    assert not h.stdin_is_tty
+    return _login(h, *extra, env=env, exec_info="")
+
+
+@pytest.mark.parametrize("extra", [("--flow", "device"), ()])
+def test_by_hand_a_device_login_needs_no_terminal(h: CLIHarness, extra: tuple[str, ...]) -> None:
+    h.idp.device_answers = ["authorization_pending"]
+    h.idp.device_approver = "bob"
+    assert _by_hand(h, *extra) == 0
+    assert h.concierge.logins == ["corp:bob@example.com"]
+    assert re.search(r"open https://idp\.test/device on any device and enter the code: \d{8}",
+                     h.last_stderr)
+    assert "kubectl" not in h.last_stderr.lower()
+    assert _credential(h)["token"] in h.concierge.sessions  # stdout is no terminal: printed
+    _assert_no_secrets(h)
+
+
+def test_by_hand_a_browser_login_without_terminal_or_browser_fails_fast(h: CLIHarness) -> None:
+    assert _by_hand(h, "--flow", "browser") == 1
+    assert h.last_stdout == ""
+    message = h.last_stderr.removeprefix("pinniped: error: ")
+    _assert_by_hand_refusal(message)
+    assert h.opened == []
+    assert h.router.requests == []  # not even the IdP's discovery: it failed before starting
+    assert h.clock.sleeps == []
+
+
+def test_by_hand_a_browser_login_without_terminal_goes_ahead_where_a_browser_opens(
+        h: CLIHarness) -> None:
+    assert _by_hand(h, "--flow", "browser", env={"BROWSER": "firefox"}) == 0
+    assert len(h.opened) == 1
+    assert h.idp.grants == ["authorization_code"]
+    assert "kubectl" not in h.last_stderr.lower()
 
 
 @pytest.mark.parametrize(("args", "needle"), [

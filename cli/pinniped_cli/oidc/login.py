@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pinniped_cli.errors import CLIError, HumanStepRequired, LoginError
+from pinniped_cli.execcredential import ENV_VAR as EXEC_INFO_VAR
 from pinniped_cli.login_options import PASSWORD_VAR, USERNAME_VAR, LoginOptions
 from pinniped_cli.oidc import browser_flow, device_flow, idtoken, password_flow
 from pinniped_cli.oidc.idtoken import IDTokenInvalid
@@ -23,6 +24,7 @@ from pinniped_cli.session_cache import Session, SessionStore
 
 #: Use a cached ID token only if it stays valid this long (the concierge checks exp too).
 ID_TOKEN_MIN_REMAINING = dt.timedelta(seconds=60)
+NEW_LOGIN_NEEDED = "a new login is needed (no cached session could be used or refreshed)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class LoginContext:
     #: The exact command a person should run when a login needs them but nobody is there.
     command_hint: str
 
+    @property
+    def from_kubectl(self) -> bool:
+        """Whether kubectl runs us as its exec plugin (it always sets KUBERNETES_EXEC_INFO).
+
+        Then `interactive` is kubectl's spec.interactive; run by hand, it says
+        whether stdin is a terminal. An empty variable counts as unset, as in
+        `execcredential.read_exec_info`.
+        """
+        return bool(self.env.get(EXEC_INFO_VAR, "").strip())
+
 
 def has_display(env: Mapping[str, str], platform: str) -> bool:
     """Whether a browser can plausibly open here."""
@@ -50,25 +62,49 @@ def has_display(env: Mapping[str, str], platform: str) -> bool:
 def choose_flow(options: LoginOptions, ctx: LoginContext, platform: str) -> str:
     """--flow if given; else password when the variables are set; else browser or device.
 
-    A non-interactive run (kubectl without a terminal) fails fast here instead
-    of waiting minutes for a person who is not there, even when --flow was
-    written into the kubeconfig: only the password flow needs nobody, and a
-    browser login can still finish where a browser opens (BROWSER, a display).
+    Who could finish the login decides whether it starts, so that nobody waits
+    minutes for a person who is not there:
+
+    * kubectl says nobody is at the terminal (`spec.interactive: false`): only
+      what needs nobody, the password flow or a browser that opens here by
+      itself (BROWSER, a display), even when --flow was written into the
+      kubeconfig. Anything else fails at once, naming the command to run by hand.
+    * kubectl with a terminal, or a person who ran pinniped by hand: the device
+      flow needs no terminal, only someone who reads its link and code on
+      stderr (a CI log, `ssh host cmd`, an editor's task runner). The browser
+      flow by hand without a terminal needs a browser that opens here: its
+      redirect goes to this machine's loopback, so a link printed into a log
+      or a remote session could not be finished where it is read. It fails
+      at once, pointing at the device flow. (At a terminal it goes ahead as
+      always: the person who typed the command sees the link, can open it
+      here or through a forwarded --listen-port, and can press Ctrl-C.)
     """
     flow = options.flow
     if flow is None and password_flow.credentials_from(ctx.env):
         flow = "password"
     if flow == "password":
         return flow
-    if not ctx.interactive and not (flow == "browser" and has_display(ctx.env, platform)):
+    display = has_display(ctx.env, platform)
+    if ctx.from_kubectl and not ctx.interactive:
+        if flow == "browser" and display:
+            return flow
         no_browser = ", and no browser can open here" if flow == "browser" else ""
         raise HumanStepRequired(
-            "a new login is needed (no cached session could be used or refreshed), but kubectl "
-            f"is running pinniped without a terminal{no_browser}, so nobody could complete it. "
-            "Log in from a terminal first by running:\n\n"
+            f"{NEW_LOGIN_NEEDED}, but kubectl ran pinniped without a terminal (its "
+            f"{EXEC_INFO_VAR} says spec.interactive: false){no_browser}, so nobody could "
+            "complete it. Log in from a terminal first by running:\n\n"
             f"    {ctx.command_hint}\n\n"
             f"then retry. (For CI, set {USERNAME_VAR} and {PASSWORD_VAR}.)")
-    return flow or ("browser" if has_display(ctx.env, platform) else "device")
+    flow = flow or ("browser" if display else "device")
+    if flow == "browser" and not display and not ctx.interactive:
+        raise HumanStepRequired(
+            f"{NEW_LOGIN_NEEDED}, and this login uses the browser flow, but no browser can "
+            "open here (no BROWSER, DISPLAY or WAYLAND_DISPLAY) and stdin is not a terminal, "
+            "so its link would wait unanswered. Log in with --flow device instead (it needs "
+            "only someone who reads these messages), set BROWSER to a command that opens "
+            f"URLs, or run pinniped from a terminal. (For CI, set {USERNAME_VAR} and "
+            f"{PASSWORD_VAR}.)")
+    return flow
 
 
 class OIDCSession:
