@@ -1,4 +1,4 @@
-"""`python -m concierge` is `pinniped-concierge`."""
+"""`python -m pinniped_concierge` is `pinniped-concierge`."""
 
 import sys
 

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 
 from pinniped_apis import models, validation, wire
+from pinniped_apis.version import version
 from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
 from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCredential
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
@@ -96,7 +97,7 @@ def create_app(services: Services) -> FastAPI:
 
     # The OpenAPI document is public: it says no more than this module's docstring,
     # and clients in other languages (and fuzzers) are generated from it.
-    app = FastAPI(title="pinniped concierge", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="pinniped concierge", version=version(), lifespan=lifespan,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None,
                   separate_input_output_schemas=False)
     app.state.services = services
@@ -137,15 +138,6 @@ def create_app(services: Services) -> FastAPI:
         return PlainTextResponse("not ready\n", status_code=503)
 
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pinniped-py")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _publish_only_real_answers(app: FastAPI) -> None:

@@ -1,79 +1,66 @@
-"""The concierge's configuration file: read strictly, refused loudly.
+"""The concierge's configuration file, as pydantic models: read strictly, refused loudly.
 
 A typo in a security setting (say `usernamePrefx`) must not silently fall back
 to a default, so unknown keys, duplicate keys, wrong types and out-of-range
-values all stop the concierge at start with a message naming the key.
+values all stop the concierge at start with a message naming the key path.
 Relative file paths are resolved against the directory of the config file, so
 a config and its certificates can be moved together.
 
-Keys (camelCase, like Kubernetes):
-
-    listen:                     {host: 127.0.0.1, port: 8443}
-    tls:                        {certFile: FILE, keyFile: FILE}          # required
-    kubernetes:                 {kubeconfig: FILE, requestTimeoutSeconds: 10}
-                                # kubeconfig omitted: in-cluster service account
-    namespace: NAME                                                      # required
-    credentialTTLSeconds: 600   # lifetime of minted tokens; 600 (TokenRequest's minimum)..86400
-    clockSkewSeconds: 30        # leeway for exp/nbf/iat; 0..300
-    auditLog: FILE              # omitted or "-": standard output
-    sessionSweepIntervalSeconds: 300   # how often expired session Secrets are deleted
-    userCacheTTLSeconds: 300    # how long a returning user's objects may be trusted without
-                                # reading them, while the watch shows them unchanged; 0: never
-    keyRefreshIntervalSeconds: 300     # background refresh of every issuer's JWKS
-    keyRefreshMinIntervalSeconds: 10   # rate limit for refreshes triggered by an unknown `kid`
-    maxKeyAgeSeconds: 86400     # cached keys not refreshed for this long are no longer used
-                                # (the IdP has been unreachable that long): not ready, and
-                                # logins get 503 (issuer_keys_expired); > keyRefreshIntervalSeconds
-    maxSessionsPerUser: 50      # a login beyond this ends the user's oldest sessions; 1..10000
-    requestBodyTimeoutSeconds: 10      # a client must send its whole request body within this
-    maxConcurrentRequests: 200  # beyond this uvicorn answers 503 at once; 1..100000
-    logLevel: info              # debug, info, warning, error
-    authenticators:             # at least one
-      - name: corp              # what clients put in spec.authenticator.name
-        type: jwt
-        issuer: https://...     # exact `iss`; discovery at ISSUER/.well-known/openid-configuration
-        audience: pinniped-cli  # must be in `aud`
-        caFile: FILE            # optional; else the system trust store
-        claims: {username: email, groups: groups}   # groups optional
-        usernamePrefix: "corp:" # required; "" only with allowEmptyPrefixes: true
-        groupsPrefix: "corp:"   # required; "" only with allowEmptyPrefixes: true
-                                # Two authenticators' prefixes must not overlap (one a prefix
-                                # of the other, equal or empty), or one IdP could mint the
-                                # other's names; the only exception is two authenticators on
-                                # the same issuer with the same claims and the same prefix
-                                # (e.g. one per client/audience), which map a token alike.
-        allowEmptyPrefixes: false
-        algorithms: [RS256, ES256]   # asymmetric only; default: all asymmetric ones
-        maxTokenBytes: 16384    # larger ID tokens are refused as authentication failures
+The models are the one definition of every key: they validate the file, their
+JSON schema feeds the reference (`pinniped-concierge --config-reference`,
+deploy/concierge-config.md, written by `config_reference`), and the
+authenticator's model is the schema cluster-stored authenticators will share.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, InitErrorDetails
 
-from pinniped_apis import wire
+from pinniped_apis import validation
+from pinniped_apis.constants import MAX_TOKEN_BYTES
 
 #: Signature algorithms whose verification key is public. Symmetric (HS*) and
 #: `none` are deliberately absent: with HS* the "public" JWKS would be the
 #: signing secret, and `none` is no signature at all.
-ASYMMETRIC_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512", "EdDSA",
-)
+Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                    "ES256", "ES384", "ES512", "EdDSA"]
+ASYMMETRIC_ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 
 MIN_CREDENTIAL_TTL = 600  # kube-apiserver refuses TokenRequest expirationSeconds below this
 MAX_CREDENTIAL_TTL = 86400
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_CLAIM_NAME = r"^[A-Za-z0-9_.:/-]{1,128}$"
+_HTTPS = r"^https://"
+_ISSUER_WORDS = ("an https:// URL without query or fragment "
+                 "(discovery and keys are only fetched over https)")
+#: What each pattern means, for errors ("must be ...") and the reference.
+PATTERN_WORDS = {
+    _DNS_LABEL: "a DNS-1123 label (lower case letters, digits, '-')",
+    _CLAIM_NAME: "a claim name (1 to 128 letters, digits and _ . : / -)",
+    _HTTPS: _ISSUER_WORDS,
+}
+UNKNOWN_KEY = ("unknown key (check the spelling; `pinniped-concierge --config-reference` "
+               "lists the accepted keys)")
 
 
 class ConfigError(ValueError):
@@ -83,50 +70,6 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
         self.problem = problem
-
-
-@dataclass(frozen=True)
-class ClaimsConfig:
-    username: str
-    groups: str | None
-
-
-@dataclass(frozen=True)
-class JWTAuthenticatorConfig:
-    name: str
-    issuer: str
-    audience: str
-    ca_file: Path | None
-    claims: ClaimsConfig
-    username_prefix: str
-    groups_prefix: str
-    allow_empty_prefixes: bool
-    algorithms: tuple[str, ...]
-    max_token_bytes: int
-
-
-@dataclass(frozen=True)
-class Config:
-    listen_host: str
-    listen_port: int
-    tls_cert_file: Path
-    tls_key_file: Path
-    kubeconfig: Path | None
-    kubernetes_timeout_seconds: float
-    namespace: str
-    credential_ttl_seconds: int
-    clock_skew_seconds: int
-    audit_log: Path | None
-    session_sweep_interval_seconds: int
-    user_cache_ttl_seconds: int
-    key_refresh_interval_seconds: int
-    key_refresh_min_interval_seconds: int
-    max_key_age_seconds: int
-    max_sessions_per_user: int
-    request_body_timeout_seconds: int
-    max_concurrent_requests: int
-    log_level: str
-    authenticators: tuple[JWTAuthenticatorConfig, ...]
 
 
 def load(path: Path) -> Config:
@@ -139,11 +82,16 @@ def load(path: Path) -> Config:
 
 
 def parse(text: str, base_dir: Path) -> Config:
+    """Validate a config document; relative paths in it are relative to `base_dir`."""
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError("", f"not valid YAML: {exc}") from exc
-    return _Reader(document, "", base_dir).config()
+    try:  # the file's keys are the camelCase aliases only, not the Python names
+        return Config.model_validate(document, context={"base_dir": base_dir},
+                                     by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -163,223 +111,254 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
-T = TypeVar("T")
+
+# --- value types ------------------------------------------------------------------
 
 
-class _Reader:
-    """Walks one mapping, remembering which keys were read so leftovers can be refused."""
-
-    def __init__(self, value: object, where: str, base_dir: Path) -> None:
-        if not isinstance(value, dict):
-            raise ConfigError(where, "must be a mapping")
-        for key in value:
-            if not isinstance(key, str):
-                raise ConfigError(where, f"keys must be strings, not {key!r}")
-        self.data: dict[str, object] = value
-        self.where = where
-        self.base_dir = base_dir
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def raw(self, name: str) -> object:
-        self.used.add(name)
-        return self.data.get(name)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key (check the spelling; "
-                              "see the concierge.config module for the accepted keys)")
-
-    def string(self, name: str, default: str | None = None, *, allow_empty: bool = False) -> str:
-        value = self.raw(name)
-        if value is None:
-            if default is None:
-                raise ConfigError(self.key(name), "is required")
-            return default
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), "must be a string")
-        if not value and not allow_empty:
-            raise ConfigError(self.key(name), "must not be empty")
-        return value
-
-    def optional_string(self, name: str) -> str | None:
-        return None if self.raw(name) is None else self.string(name)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), "must be an integer")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"must be between {low} and {high}, not {value}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), "must be true or false")
-        return value
-
-    def file(self, name: str, *, required: bool) -> Path | None:
-        value = self.optional_string(name) if not required else self.string(name)
-        if value is None:
-            return None
+def _path(value: object, info: ValidationInfo) -> Path:
+    if isinstance(value, Path):
+        path = value
+    elif isinstance(value, str) and value:
         path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = self.base_dir / path
-        if not path.is_file():
-            raise ConfigError(self.key(name), f"file {path} does not exist")
-        return path
+    else:
+        raise ValueError("must be a file path (a non-empty string)")
+    base_dir = (info.context or {}).get("base_dir")
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
 
-    def required_file(self, name: str) -> Path:
-        path = self.file(name, required=True)
-        assert path is not None
-        return path
 
-    def child(self, name: str, *, required: bool = False) -> _Reader:
-        value = self.raw(name)
-        if value is None:
-            if required:
-                raise ConfigError(self.key(name), "is required")
-            value = {}
-        return _Reader(value, self.key(name), self.base_dir)
+def _existing_file(value: object, info: ValidationInfo) -> Path:
+    path = _path(value, info)
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
 
-    def items(self, name: str) -> list[_Reader]:
-        value = self.raw(name)
-        if not isinstance(value, list) or not value:
-            raise ConfigError(self.key(name), "must be a non-empty list")
-        return [_Reader(item, f"{self.key(name)}[{i}]", self.base_dir)
-                for i, item in enumerate(value)]
 
-    def checked(self, name: str, value: T, ok: Callable[[T], bool], problem: str) -> T:
-        if not ok(value):
-            raise ConfigError(self.key(name), problem)
+def _audit_log(value: object, info: ValidationInfo) -> Path | None:
+    if value == "-":
+        return None
+    path = _path(value, info)
+    if not path.parent.is_dir():
+        raise ValueError(f"directory {path.parent} does not exist")
+    return path
+
+
+def _https_issuer(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        ok = (parts.scheme == "https" and bool(parts.hostname) and not parts.query
+              and not parts.fragment and "@" not in parts.netloc)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        ok = False
+    if not ok:
+        raise ValueError(f"must be {_ISSUER_WORDS}")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if value.lower().startswith("system:"):
+        raise ValueError("must not start with 'system:' (reserved by Kubernetes)")
+    if not value.isprintable():
+        raise ValueError("must be printable characters only")
+    return value
+
+
+def _asymmetric_only(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """Say why an algorithm is refused, at the `algorithms` key itself."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        refused = [e["input"] for e in exc.errors() if e["type"] == "literal_error"]
+        if not refused:
+            raise
+        raise ValueError(f"{refused[0]!r} is not allowed; choose from the asymmetric "
+                         f"algorithms {', '.join(ASYMMETRIC_ALGORITHMS)}") from None
+
+
+ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
+DNSLabel = Annotated[str, Field(max_length=63, pattern=_DNS_LABEL)]
+ClaimName = Annotated[str, Field(pattern=_CLAIM_NAME)]
+Prefix = Annotated[str, Field(max_length=64), AfterValidator(_prefix)]
+
+
+def _integer(default: int, low: int, high: int, description: str, **field: Any) -> Any:
+    return Field(default=default, ge=low, le=high, description=description, **field)
+
+
+# --- the file's sections ------------------------------------------------------------
+
+
+class Section(BaseModel):
+    """One mapping of the file: exact types, no unknown keys, immutable once read.
+
+    Keys are camelCase aliases of the snake_case attributes; code may build a
+    section by attribute name, the file may not (see `parse`).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True,
+                              alias_generator=to_camel, validate_by_name=True,
+                              validate_by_alias=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_as_yaml_means_it(cls, data: object) -> object:
+        """A key set to null counts as omitted; YAML's lists become the tuples we hold."""
+        if not isinstance(data, dict):
+            return data
+        return {key: tuple(value) if isinstance(value, list) else value
+                for key, value in data.items() if value is not None}
+
+
+class ListenConfig(Section):
+    """Where the concierge serves HTTPS."""
+
+    host: str = Field(default="127.0.0.1", min_length=1,
+                      description="Address to listen on; `0.0.0.0` for every interface.")
+    port: int = _integer(8443, 1, 65535, "TCP port to listen on.")
+
+
+class TLSConfig(Section):
+    """The concierge's serving certificate."""
+
+    cert_file: ExistingFile = Field(
+        description="PEM file with the certificate chain the concierge serves.")
+    key_file: ExistingFile = Field(description="PEM file with the private key of `certFile`.")
+
+
+class KubernetesConfig(Section):
+    """How the concierge reaches the Kubernetes API."""
+
+    kubeconfig: ExistingFile | None = Field(
+        default=None,
+        description="A kubeconfig with the concierge's own credentials. Omitted: the pod's "
+                    "in-cluster ServiceAccount.")
+    request_timeout_seconds: int = _integer(10, 1, 120, "Timeout of each Kubernetes API call.")
+
+
+class ClaimsConfig(Section):
+    """Which ID token claims name the user and their groups."""
+
+    username: ClaimName = Field(default="email", description="The claim with the username.")
+    groups: ClaimName | None = Field(
+        default=None,
+        description="The claim with the list of groups. Omitted: users of this IdP get no "
+                    "groups from it.")
+
+
+class JWTAuthenticatorConfig(Section):
+    """One identity provider whose ID tokens (JWTs) the concierge accepts."""
+
+    name: DNSLabel = Field(description="What clients put in `spec.authenticator.name`.")
+    type: Literal["jwt"] = Field(
+        default="jwt",
+        description="The kind of authenticator; `jwt` (OIDC ID tokens) is the only one.")
+    issuer: Annotated[str, Field(pattern=_HTTPS), AfterValidator(_https_issuer)] = Field(
+        description="The exact `iss` of the ID tokens; discovery is read from "
+                    "ISSUER/.well-known/openid-configuration.")
+    audience: str = Field(
+        min_length=1,
+        description="Must be in the token's `aud` (the client ID the CLI has at the IdP).")
+    ca_file: ExistingFile | None = Field(
+        default=None,
+        description="PEM bundle trusted for the issuer's https. Omitted: the system trust store.")
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig,
+                                 description="Which claims name the user and their groups.")
+    allow_empty_prefixes: bool = Field(
+        default=False,
+        description="Allows `usernamePrefix` and `groupsPrefix` to be empty. This IdP's names "
+                    "then meet the names of every other origin; set it only when that is meant.")
+    username_prefix: Prefix = Field(
+        description="Put before every username from this IdP, so that its names cannot "
+                    "collide with names of other origins. Must not start with `system:`; "
+                    "empty only with `allowEmptyPrefixes: true`. Two authenticators' prefixes "
+                    "must not overlap (equal, empty, or one the start of the other), or one IdP "
+                    "could mint the other's names; the only exception is authenticators on the "
+                    "same issuer with the same claims and the very same prefix (e.g. one per "
+                    "client), which map every token alike.")
+    groups_prefix: Prefix = Field(
+        description="Put before every group name from this IdP; the rules of "
+                    "`usernamePrefix` apply.")
+    algorithms: Annotated[tuple[Algorithm, ...], WrapValidator(_asymmetric_only)] = Field(
+        default=ASYMMETRIC_ALGORITHMS, min_length=1,
+        description="Signature algorithms accepted. Asymmetric ones only: with HS* the public "
+                    "JWKS would be the signing secret, and `none` is no signature.")
+    max_token_bytes: int = _integer(16 * 1024, 1024, MAX_TOKEN_BYTES,
+                                    "Larger ID tokens are refused as authentication failures.")
+
+    @field_validator("username_prefix", "groups_prefix")
+    @classmethod
+    def _empty_only_when_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and not info.data.get("allow_empty_prefixes", False):
+            raise ValueError("is empty, so names from the IdP would collide with names of "
+                             "other origins; set a prefix, or set allowEmptyPrefixes: true if "
+                             "that is really intended")
         return value
 
-    def config(self) -> Config:
-        listen = self.child("listen")
-        host = listen.string("host", "127.0.0.1")
-        port = listen.integer("port", 8443, 1, 65535)
-        listen.done()
 
-        tls = self.child("tls", required=True)
-        cert_file, key_file = tls.required_file("certFile"), tls.required_file("keyFile")
-        tls.done()
+class Config(Section):
+    """The whole file."""
 
-        kube = self.child("kubernetes")
-        kubeconfig = kube.file("kubeconfig", required=False)
-        timeout = kube.integer("requestTimeoutSeconds", 10, 1, 120)
-        kube.done()
+    listen: ListenConfig = Field(default_factory=ListenConfig,
+                                 description="Where the concierge serves HTTPS.")
+    tls: TLSConfig = Field(description="The serving certificate.")
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig,
+                                         description="How the Kubernetes API is reached.")
+    namespace: DNSLabel = Field(
+        description="The namespace of the per-user ServiceAccounts and session Secrets.")
+    credential_ttl_seconds: int = _integer(
+        MIN_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL,
+        "Lifetime of the credentials the concierge mints (600 is TokenRequest's minimum).",
+        alias="credentialTTLSeconds")
+    clock_skew_seconds: int = _integer(30, 0, 300, "Leeway for an ID token's exp, nbf and iat.")
+    audit_log: Annotated[Path | None, BeforeValidator(_audit_log)] = Field(
+        default=None,
+        description="File the audit log (one JSON line per request) is appended to; its "
+                    "directory must exist. Omitted or `-`: standard output.")
+    session_sweep_interval_seconds: int = _integer(
+        300, 5, 86400, "How often expired session Secrets are deleted.")
+    user_cache_ttl_seconds: int = _integer(
+        300, 0, 86400, "How long a returning user's objects may be trusted without reading "
+                       "them, while the watch shows them unchanged; 0: never.",
+        alias="userCacheTTLSeconds")
+    key_refresh_interval_seconds: int = _integer(
+        300, 10, 86400, "How often every issuer's JWKS is refreshed in the background.")
+    key_refresh_min_interval_seconds: int = _integer(
+        10, 1, 3600, "Least time between refreshes triggered by a token with an unknown `kid`.")
+    max_key_age_seconds: int = _integer(
+        86400, 60, 30 * 86400, "Keys not refreshed for this long (the IdP has been unreachable "
+                               "that long) are no longer used: the concierge is not ready and "
+                               "logins get 503 (issuer_keys_expired). Must be longer than "
+                               "`keyRefreshIntervalSeconds`.")
+    max_sessions_per_user: int = _integer(
+        50, 1, 10000, "A login beyond this many sessions ends the user's oldest ones.")
+    request_body_timeout_seconds: int = _integer(
+        10, 1, 300, "A client must send its whole request body within this time.")
+    max_concurrent_requests: int = _integer(
+        200, 1, 100000, "Beyond this many requests in flight, new ones are answered 503 at once.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="How much the concierge logs on standard error.")
+    authenticators: tuple[JWTAuthenticatorConfig, ...] = Field(
+        min_length=1, description="The identity providers whose ID tokens are accepted. Names "
+                                  "must be unique, and prefixes must not overlap.")
 
-        namespace = self.checked("namespace", self.string("namespace"),
-                                 lambda v: bool(_DNS_LABEL.match(v)) and len(v) <= 63,
-                                 "must be a DNS-1123 label (lower case letters, digits, '-')")
-        ttl = self.integer("credentialTTLSeconds", MIN_CREDENTIAL_TTL,
-                           MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL)
-        skew = self.integer("clockSkewSeconds", 30, 0, 300)
-        audit_raw = self.optional_string("auditLog")
-        audit_log = None
-        if audit_raw not in (None, "-"):
-            assert audit_raw is not None
-            audit_log = Path(audit_raw).expanduser()
-            if not audit_log.is_absolute():
-                audit_log = self.base_dir / audit_log
-            if not audit_log.parent.is_dir():
-                raise ConfigError("auditLog", f"directory {audit_log.parent} does not exist")
-        sweep = self.integer("sessionSweepIntervalSeconds", 300, 5, 86400)
-        cache_ttl = self.integer("userCacheTTLSeconds", 300, 0, 86400)
-        refresh = self.integer("keyRefreshIntervalSeconds", 300, 10, 86400)
-        min_refresh = self.integer("keyRefreshMinIntervalSeconds", 10, 1, 3600)
-        max_key_age = self.checked(
-            "maxKeyAgeSeconds", self.integer("maxKeyAgeSeconds", 86400, 60, 30 * 86400),
-            lambda v: v > refresh, f"must be longer than keyRefreshIntervalSeconds ({refresh}), "
-            "or every key would expire before its refresh")
-        max_sessions = self.integer("maxSessionsPerUser", 50, 1, 10000)
-        body_timeout = self.integer("requestBodyTimeoutSeconds", 10, 1, 300)
-        max_concurrent = self.integer("maxConcurrentRequests", 200, 1, 100000)
-        log_level = self.checked("logLevel", self.string("logLevel", "info"),
-                                 lambda v: v in _LOG_LEVELS, f"must be one of {_LOG_LEVELS}")
+    @field_validator("max_key_age_seconds")
+    @classmethod
+    def _outlives_a_refresh(cls, value: int, info: ValidationInfo) -> int:
+        refresh = info.data.get("key_refresh_interval_seconds")
+        if refresh is not None and value <= refresh:
+            raise ValueError(f"must be longer than keyRefreshIntervalSeconds ({refresh}), "
+                             "or every key would expire before its refresh")
+        return value
 
-        authenticators = tuple(_authenticator(item) for item in self.items("authenticators"))
-        names = [a.name for a in authenticators]
+    @field_validator("authenticators")
+    @classmethod
+    def _each_owns_its_names(cls, value: tuple[JWTAuthenticatorConfig, ...]
+                             ) -> tuple[JWTAuthenticatorConfig, ...]:
+        names = [a.name for a in value]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise ConfigError(f"authenticators[{i}].name", f"duplicate name {name!r}")
-        _refuse_overlapping_prefixes(authenticators)
-        self.done()
-        return Config(
-            listen_host=host, listen_port=port, tls_cert_file=cert_file, tls_key_file=key_file,
-            kubeconfig=kubeconfig, kubernetes_timeout_seconds=float(timeout), namespace=namespace,
-            credential_ttl_seconds=ttl, clock_skew_seconds=skew, audit_log=audit_log,
-            session_sweep_interval_seconds=sweep, user_cache_ttl_seconds=cache_ttl,
-            key_refresh_interval_seconds=refresh, key_refresh_min_interval_seconds=min_refresh,
-            max_key_age_seconds=max_key_age, max_sessions_per_user=max_sessions,
-            request_body_timeout_seconds=body_timeout, max_concurrent_requests=max_concurrent,
-            log_level=log_level, authenticators=authenticators,
-        )
-
-
-def _authenticator(item: _Reader) -> JWTAuthenticatorConfig:
-    name = item.checked("name", item.string("name"),
-                        lambda v: bool(_DNS_LABEL.match(v)) and len(v) <= 63,
-                        "must be a DNS-1123 label (lower case letters, digits, '-')")
-    item.checked("type", item.string("type", "jwt"), lambda v: v == "jwt",
-                 "must be 'jwt' (the only authenticator type)")
-    issuer = item.checked("issuer", item.string("issuer"), _is_https_issuer,
-                          "must be an https:// URL without query or fragment "
-                          "(discovery and keys are only fetched over https)")
-    audience = item.string("audience")
-    ca_file = item.file("caFile", required=False)
-
-    claims = item.child("claims")
-    username_claim = claims.checked("username", claims.string("username", "email"),
-                                    lambda v: bool(_CLAIM_NAME.match(v)), "is not a claim name")
-    groups_claim = claims.optional_string("groups")
-    if groups_claim is not None:
-        claims.checked("groups", groups_claim, lambda v: bool(_CLAIM_NAME.match(v)),
-                       "is not a claim name")
-    claims.done()
-
-    allow_empty = item.boolean("allowEmptyPrefixes", False)
-    prefixes = []
-    for key in ("usernamePrefix", "groupsPrefix"):
-        prefix = item.string(key, allow_empty=True)
-        if prefix == "" and not allow_empty:
-            raise ConfigError(item.key(key), "is empty, so names from the IdP would collide with "
-                              "names of other origins; set a prefix, or set "
-                              "allowEmptyPrefixes: true if that is really intended")
-        if prefix.lower().startswith("system:"):
-            raise ConfigError(item.key(key),
-                              "must not start with 'system:' (reserved by Kubernetes)")
-        if len(prefix) > 64 or not prefix.isprintable():
-            raise ConfigError(item.key(key), "must be at most 64 printable characters")
-        prefixes.append(prefix)
-
-    algorithms_raw = item.raw("algorithms")
-    algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
-    if algorithms_raw is not None:
-        if (not isinstance(algorithms_raw, list) or not algorithms_raw
-                or not all(isinstance(a, str) for a in algorithms_raw)):
-            raise ConfigError(item.key("algorithms"), "must be a non-empty list of strings")
-        for alg in algorithms_raw:
-            if alg not in ASYMMETRIC_ALGORITHMS:
-                raise ConfigError(item.key("algorithms"), f"{alg!r} is not allowed; choose from "
-                                  f"the asymmetric algorithms {', '.join(ASYMMETRIC_ALGORITHMS)}")
-        algorithms = tuple(algorithms_raw)
-    max_token = item.integer("maxTokenBytes", 16 * 1024, 1024, wire.MAX_TOKEN_BYTES)
-    item.done()
-    return JWTAuthenticatorConfig(
-        name=name, issuer=issuer, audience=audience, ca_file=ca_file,
-        claims=ClaimsConfig(username=username_claim, groups=groups_claim),
-        username_prefix=prefixes[0], groups_prefix=prefixes[1],
-        allow_empty_prefixes=allow_empty, algorithms=algorithms, max_token_bytes=max_token,
-    )
+                raise _error_at((i, "name"), f"duplicate name {name!r}")
+        _refuse_overlapping_prefixes(value)
+        return value
 
 
 def _refuse_overlapping_prefixes(authenticators: tuple[JWTAuthenticatorConfig, ...]) -> None:
@@ -400,8 +379,8 @@ def _refuse_overlapping_prefixes(authenticators: tuple[JWTAuthenticatorConfig, .
                     continue
                 if a == b and (earlier.issuer, earlier.claims) == (later.issuer, later.claims):
                     continue
-                raise ConfigError(
-                    f"authenticators[{j}].{key}",
+                raise _error_at(
+                    (j, key),
                     f"{b!r} of authenticator {later.name!r} overlaps {a!r} of authenticator "
                     f"{earlier.name!r} ({key}): one identity provider could then mint names "
                     "of the other. Give each authenticator a prefix that neither starts nor "
@@ -409,8 +388,76 @@ def _refuse_overlapping_prefixes(authenticators: tuple[JWTAuthenticatorConfig, .
                     "claims and prefix may share one)")
 
 
-def _is_https_issuer(value: str) -> bool:
-    parts = urlsplit(value)
-    return (parts.scheme == "https" and bool(parts.hostname) and not parts.query
-            and not parts.fragment and "@" not in parts.netloc)
+def _error_at(loc: tuple[int | str, ...], problem: str) -> ValidationError:
+    """An error below the field being validated, e.g. at `[1].name` of `authenticators`."""
+    return ValidationError.from_exception_data("Config", [InitErrorDetails(
+        type="value_error", loc=loc, input=None, ctx={"error": problem})])
 
+
+# --- errors in plain words ----------------------------------------------------------
+
+
+def key_schemas() -> dict[str, dict[str, Any]]:
+    """Every key's JSON schema by its path (`authenticators[].usernamePrefix`), in file order.
+
+    Each schema has its `$ref` resolved and a `null` alternative dropped, and
+    carries `required: True` when the key must be present.
+    """
+    schema = Config.model_json_schema(by_alias=True)
+    definitions = schema.get("$defs", {})
+
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:
+        options = [o for o in node.get("anyOf", [node]) if o.get("type") != "null"]
+        node = {k: v for k, v in node.items() if k != "anyOf"} | options[0]
+        if "$ref" in node:
+            definition = definitions[node["$ref"].rsplit("/", 1)[1]]
+            node = definition | {k: v for k, v in node.items() if k != "$ref"}
+        return node
+
+    keys: dict[str, dict[str, Any]] = {}
+
+    def walk(section: dict[str, Any], prefix: str) -> None:
+        for name, raw in section.get("properties", {}).items():
+            path, node = f"{prefix}{name}", resolved(raw)
+            keys[path] = node | {"required": name in section.get("required", ())}
+            if node.get("type") == "array" and "items" in node:
+                path, node = path + "[]", resolved(node["items"])
+            walk(node, path + ".")
+
+    walk(schema, "")
+    return keys
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first error as `ConfigError(key path, what is accepted)`."""
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    if error["type"] == "invalid_key":  # the location ends with the offending key itself
+        return ConfigError(validation.field_path(loc[:-1], root=""),
+                           f"keys must be strings, not {error['input']!r}")
+    return ConfigError(validation.field_path(loc, root=""), _problem(error))
+
+
+def _problem(error: ErrorDetails) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _WORDS:
+        return _WORDS[kind]
+    if kind in ("greater_than_equal", "less_than_equal"):
+        key = "".join("[]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        schema = key_schemas().get(key.lstrip("."), {})
+        if "minimum" in schema and "maximum" in schema:
+            return (f"must be between {schema['minimum']} and {schema['maximum']}, "
+                    f"not {error['input']}")
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_WORDS:
+        return f"must be {PATTERN_WORDS[ctx['pattern']]}"
+    if kind == "literal_error" and " or " in str(ctx.get("expected")):
+        return f"must be one of {ctx['expected']}"
+    return validation.problem(error)
+
+
+_WORDS = {
+    "extra_forbidden": UNKNOWN_KEY,
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "too_short": "must be a non-empty list",
+}

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from localenv.fixtures_cli import CLIHarness, pinniped_command
-from pinniped_cli import cmd_version, main
+from pinniped_apis import version as version_module
+from pinniped_cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-INSTALLED = metadata.version(cmd_version.DISTRIBUTION)
+INSTALLED = metadata.version(version_module.DISTRIBUTION)
 
 
 def _not_installed(name: str) -> str:
@@ -44,8 +45,8 @@ def test_the_console_script_prints_its_version(args: list[str]) -> None:
 def test_a_source_tree_without_metadata_reports_its_pyproject_version() -> None:
     expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert expected == INSTALLED  # the editable install and its tree agree
-    assert cmd_version.SOURCE_ROOT == REPO
-    assert cmd_version.version(lookup=_not_installed) == (
+    assert version_module.SOURCE_ROOT == REPO
+    assert version_module.version(lookup=_not_installed) == (
         f"{expected} (source tree {REPO}, not installed)")
 
 
@@ -60,7 +61,7 @@ def test_without_metadata_or_a_usable_pyproject_the_version_is_unknown(
         tmp_path: Path, pyproject: str | None) -> None:
     if pyproject is not None:
         (tmp_path / "pyproject.toml").write_text(pyproject)
-    assert cmd_version.version(lookup=_not_installed, source_root=tmp_path) == (
+    assert version_module.version(lookup=_not_installed, source_root=tmp_path) == (
         "unknown (the pinniped-py distribution is not installed)")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pinniped_concierge import config
 from pinniped_concierge.config import ConfigError
@@ -50,10 +51,10 @@ def refused(files: Path, data: dict[str, Any]) -> ConfigError:
 
 def test_the_issue_example_loads_with_paths_relative_to_the_config(files: Path) -> None:
     cfg = load(files, base())
-    assert cfg.listen_host == "127.0.0.1"
-    assert cfg.listen_port == 8443
-    assert cfg.tls_cert_file == files / "server.pem"
-    assert cfg.kubeconfig == files / "admin.kubeconfig"
+    assert cfg.listen.host == "127.0.0.1"
+    assert cfg.listen.port == 8443
+    assert cfg.tls.cert_file == files / "server.pem"
+    assert cfg.kubernetes.kubeconfig == files / "admin.kubeconfig"
     assert cfg.credential_ttl_seconds == 600
     assert cfg.audit_log is None  # standard output
     (auth,) = cfg.authenticators
@@ -95,7 +96,7 @@ def test_defaults_of_the_limits(files: Path) -> None:
 def test_kubernetes_may_be_omitted_for_in_cluster_config(files: Path) -> None:
     data = base()
     del data["kubernetes"]
-    assert load(files, data).kubeconfig is None
+    assert load(files, data).kubernetes.kubeconfig is None
 
 
 @pytest.mark.parametrize(("mutate", "key"), [
@@ -163,6 +164,7 @@ def test_bad_values_are_refused_naming_the_key(files: Path, mutate: Any, key: st
     assert error.key == key
     assert words in str(error)
     assert str(error).startswith(key + ":")
+    assert "Input should" not in str(error)  # pydantic's words are translated
 
 
 def test_empty_prefixes_only_when_explicitly_allowed(files: Path) -> None:
@@ -246,3 +248,103 @@ def test_distinct_prefixes_and_one_issuer_per_audience_are_fine(files: Path) -> 
     ]
     assert [a.name for a in load(files, data).authenticators] == [
         "corp", "corp-es256", "partner", "minted"]
+
+
+def test_the_file_accepts_exactly_the_keys_it_always_has() -> None:
+    assert list(config.key_schemas()) == [
+        "listen", "listen.host", "listen.port", "tls", "tls.certFile", "tls.keyFile",
+        "kubernetes", "kubernetes.kubeconfig", "kubernetes.requestTimeoutSeconds", "namespace",
+        "credentialTTLSeconds", "clockSkewSeconds", "auditLog", "sessionSweepIntervalSeconds",
+        "userCacheTTLSeconds", "keyRefreshIntervalSeconds", "keyRefreshMinIntervalSeconds",
+        "maxKeyAgeSeconds", "maxSessionsPerUser", "requestBodyTimeoutSeconds",
+        "maxConcurrentRequests", "logLevel", "authenticators", "authenticators[].name",
+        "authenticators[].type", "authenticators[].issuer", "authenticators[].audience",
+        "authenticators[].caFile", "authenticators[].claims", "authenticators[].claims.username",
+        "authenticators[].claims.groups", "authenticators[].allowEmptyPrefixes",
+        "authenticators[].usernamePrefix", "authenticators[].groupsPrefix",
+        "authenticators[].algorithms", "authenticators[].maxTokenBytes"]
+
+
+@pytest.mark.parametrize(("mutate", "key"), [
+    (lambda d: d.update(credential_ttl_seconds=900), "credential_ttl_seconds"),
+    (lambda d: d["tls"].update(cert_file="server.pem"), "tls.cert_file"),
+    (lambda d: d["authenticators"][0].update(username_prefix="x:"),
+     "authenticators[0].username_prefix"),
+])
+def test_the_python_attribute_names_are_not_keys_of_the_file(files: Path, mutate: Any,
+                                                              key: str) -> None:
+    data = base()
+    mutate(data)
+    error = refused(files, data)
+    assert error.key == key
+    assert "unknown key" in error.problem
+    assert "--config-reference" in error.problem
+
+
+def test_a_key_set_to_null_counts_as_omitted(files: Path) -> None:
+    data = base() | {"credentialTTLSeconds": None, "auditLog": None, "kubernetes": None}
+    data["authenticators"][0]["claims"]["groups"] = None
+    cfg = load(files, data)
+    assert cfg.credential_ttl_seconds == 600
+    assert cfg.audit_log is None
+    assert cfg.kubernetes.kubeconfig is None
+    assert cfg.authenticators[0].claims.groups is None
+
+
+def test_an_audit_log_of_dash_is_standard_output(files: Path) -> None:
+    assert load(files, base() | {"auditLog": "-"}).audit_log is None
+
+
+@pytest.mark.parametrize(("mutate", "key", "problem"), [
+    (lambda d: d.update({1: "x"}), "", "keys must be strings, not 1"),
+    (lambda d: d["listen"].update({2: "x"}), "listen", "keys must be strings, not 2"),
+    (lambda d: d.update(listen=5), "listen", "must be a mapping"),
+    (lambda d: d["authenticators"].append(5), "authenticators[1]", "must be a mapping"),
+    (lambda d: d["authenticators"][0].update(algorithms="RS256"),
+     "authenticators[0].algorithms", "must be a list"),
+    (lambda d: d["authenticators"][0].update(algorithms=[]),
+     "authenticators[0].algorithms", "must be a non-empty list"),
+    (lambda d: d.update(credentialTTLSeconds=599), "credentialTTLSeconds",
+     "must be between 600 and 86400, not 599"),
+    (lambda d: d["authenticators"][0].update(maxTokenBytes=1000),
+     "authenticators[0].maxTokenBytes", "must be between 1024 and 32768, not 1000"),
+    (lambda d: d.update(credentialTTLSeconds=900.0), "credentialTTLSeconds",
+     "must be an integer"),
+    (lambda d: d["tls"].update(certFile=7), "tls.certFile",
+     "must be a file path (a non-empty string)"),
+    (lambda d: d["authenticators"][0].update(issuer="https://[::1"),
+     "authenticators[0].issuer", "must be an https:// URL without query or fragment "
+     "(discovery and keys are only fetched over https)"),
+    (lambda d: d["authenticators"][0]["claims"].update(username="e mail"),
+     "authenticators[0].claims.username",
+     "must be a claim name (1 to 128 letters, digits and _ . : / -)"),
+    (lambda d: d["authenticators"][0].update(usernamePrefix="x" * 65),
+     "authenticators[0].usernamePrefix", "must have at most 64 characters"),
+])
+def test_each_problem_is_said_in_plain_words(files: Path, mutate: Any, key: str,
+                                             problem: str) -> None:
+    data = base()
+    mutate(data)
+    error = refused(files, data)
+    assert (error.key, error.problem) == (key, problem)
+
+
+def test_a_loaded_config_cannot_be_changed(files: Path) -> None:
+    cfg = load(files, base())
+    with pytest.raises(ValidationError):
+        cfg.namespace = "other"
+    with pytest.raises(ValidationError):
+        cfg.authenticators[0].username_prefix = ""
+
+
+def test_the_authenticator_model_has_a_json_schema_with_the_file_keys() -> None:
+    """The schema a JWTAuthenticator custom resource will use: camelCase, closed, constrained."""
+    schema = config.JWTAuthenticatorConfig.model_json_schema(by_alias=True)
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"name", "issuer", "audience", "usernamePrefix",
+                                       "groupsPrefix"}
+    properties = schema["properties"]
+    assert properties["algorithms"]["items"]["enum"] == list(config.ASYMMETRIC_ALGORITHMS)
+    assert properties["maxTokenBytes"]["maximum"] == 32 * 1024
+    assert properties["issuer"]["pattern"].startswith("^https://")
+    assert properties["usernamePrefix"]["description"]

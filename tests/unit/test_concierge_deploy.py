@@ -28,7 +28,7 @@ def test_the_example_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
     cfg = config.parse(text, tmp_path)
-    assert cfg.kubeconfig is None  # in-cluster
+    assert cfg.kubernetes.kubeconfig is None  # in-cluster
     assert cfg.namespace == configmap["metadata"]["namespace"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "pinniped-concierge"

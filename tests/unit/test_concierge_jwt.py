@@ -66,7 +66,7 @@ class FakeIdP:
 def config(**overrides: Any) -> JWTAuthenticatorConfig:
     fields: dict[str, Any] = {
         "name": "corp", "issuer": ISSUER, "audience": AUDIENCE, "ca_file": None,
-        "claims": ClaimsConfig("email", "groups"), "username_prefix": "corp:",
+        "claims": ClaimsConfig(username="email", groups="groups"), "username_prefix": "corp:",
         "groups_prefix": "corp:", "allow_empty_prefixes": False,
         "algorithms": ASYMMETRIC_ALGORITHMS, "max_token_bytes": 16384,
     } | overrides

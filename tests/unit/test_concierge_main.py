@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+import localenv
+from localenv import SOURCE_PATH
 from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
-from pinniped_concierge.main import main
+from pinniped_concierge.main import SERVER_DEPENDENCIES, main
 
 CORP = """\
   - {name: corp, issuer: "https://idp", audience: a, usernamePrefix: "c:", groupsPrefix: "c:"}
@@ -75,3 +81,83 @@ def test_overlapping_prefixes_stop_the_start_naming_both_authenticators(
     assert "authenticators[1].usernamePrefix:" in err
     assert "'partner'" in err
     assert "'corp'" in err
+
+
+_BLOCKER = """\
+import sys
+
+BLOCKED = {blocked!r}
+
+
+class _NotInstalled:
+    \"\"\"Behaves as if these packages were never installed.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def _run_without(tmp_path: Path, blocked: set[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m pinniped_concierge ARGS` in an environment where `blocked` are not installed."""
+    (tmp_path / "sitecustomize.py").write_text(_BLOCKER.format(blocked=sorted(blocked)))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{SOURCE_PATH}"}
+    return subprocess.run([sys.executable, "-m", "pinniped_concierge", *args], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.mark.parametrize("missing", SERVER_DEPENDENCIES)
+def test_without_the_server_extra_one_line_says_what_to_install(tmp_path: Path,
+                                                                missing: str) -> None:
+    config_path = _config_with_tls_files(tmp_path, CORP)
+    result = _run_without(tmp_path, {missing}, "--config", str(config_path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"pinniped-concierge: the server's dependencies are not installed (No module named "
+        f"'{missing}'); install them with: pip install 'pinniped-py[concierge]'"]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--help"], "--config-reference"),
+    (["--version"], "pinniped-concierge "),
+    (["--config-reference"], "### `authenticators[].usernamePrefix`"),
+])
+def test_help_version_and_the_reference_need_no_server_dependencies(
+        tmp_path: Path, args: list[str], words: str) -> None:
+    result = _run_without(tmp_path, {*SERVER_DEPENDENCIES, "starlette"}, *args)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert words in result.stdout
+
+
+def test_the_server_dependencies_are_the_concierge_extra() -> None:
+    pyproject = tomllib.loads((Path(localenv.REPO_ROOT) / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["concierge"]
+    assert sorted(re.split(r"[<>=!~\[; ]", requirement)[0] for requirement in extra) == sorted(
+        SERVER_DEPENDENCIES)
+
+
+def test_version_prints_the_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"pinniped-concierge {metadata.version('pinniped-py')}\n"
+
+
+def test_help_points_at_the_config_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "`pinniped-concierge --config-reference` prints them" in out
+    assert "deploy/concierge-config.md" in out
+
+
+def test_no_config_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "--config FILE is required" in capsys.readouterr().err
