@@ -8,10 +8,19 @@ ROOT=$PWD
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v etcd >/dev/null 2>&1; then
-  say "installing etcd (Debian etcd-server)"
+# Debian packages, each only when its command is missing: etcd for the cluster, a
+# Secret Service (a session bus and gnome-keyring) for the tests of the real OS keyring,
+# and the shells whose completion scripts the tests load.
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon dbus-bin)
+command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v fish >/dev/null 2>&1 || missing+=(fish)
+if (( ${#missing[@]} )); then
+  say "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 for tool in node npm kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { say "missing $tool: this project expects it on the machine"; exit 1; }

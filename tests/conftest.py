@@ -5,4 +5,5 @@ pytest_plugins = [
     "localenv.fixtures_idp",
     "localenv.fixtures_concierge",
     "localenv.fixtures_cli",
+    "localenv.fixtures_secret_service",
 ]

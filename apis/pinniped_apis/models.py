@@ -56,7 +56,7 @@ from pinniped_apis.validation import WireError, first_error
 class Strict(BaseModel):
     """A document a client sends: exact types, no unknown fields, immutable once read."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     @classmethod
     def from_wire(cls, body: object) -> Self:
@@ -74,7 +74,7 @@ class Strict(BaseModel):
 class Tolerant(Strict):
     """A status a client reads: exact types, but fields from a newer server are ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
 def _parse_time(value: object) -> dt.datetime:

@@ -219,21 +219,37 @@ class FallbackSessionStore:
     effort): the file is about to hold a newer refresh token, and one left
     behind in the keyring would be found first by a later run whose keyring
     works, and replayed; this IdP, like many, then revokes the whole grant.
+
+    That delete fails when the keyring is locked or gone, the usual reasons
+    for the switch. So while the keyring works, a session in the file
+    (`leftovers`: put there by an earlier run whose keyring failed) is the
+    newer one and is used first, until the keyring holds a newer one or the
+    session is deleted; then it is dropped from the file, so a logout leaves
+    no session behind for a later run whose keyring fails.
     """
 
-    def __init__(self, primary: SessionStore, fallback: Callable[[str], SessionStore]) -> None:
+    def __init__(self, primary: SessionStore, fallback: Callable[[str], SessionStore],
+                 leftovers: SessionStore) -> None:
         self._store = primary
         self._fallback = fallback
+        self._leftovers = leftovers
         self._fell_back = False
 
     def load(self, key: str) -> Session | None:
-        return self._call(key, lambda store: store.load(key))
+        session = self._call(key, lambda store: store.load(key))
+        return session if self._fell_back else self._leftovers.load(key) or session
 
     def save(self, key: str, session: Session) -> None:
         self._call(key, lambda store: store.save(key, session))
+        self._drop_leftover(key)
 
     def delete(self, key: str) -> None:
         self._call(key, lambda store: store.delete(key))
+        self._drop_leftover(key)
+
+    def _drop_leftover(self, key: str) -> None:
+        if not self._fell_back:
+            self._leftovers.delete(key)
 
     def _call(self, key: str, action: Callable[[SessionStore], _T]) -> _T:
         try:
@@ -256,7 +272,8 @@ def open_store(path: Path, key: CacheKey, warn: Callable[[str], None],
     if isinstance(backend, str):
         return FileSessionStore(path, key, warn, reason=backend)
     return FallbackSessionStore(KeyringSessionStore(backend),
-                                lambda reason: FileSessionStore(path, key, warn, reason=reason))
+                                lambda reason: FileSessionStore(path, key, warn, reason=reason),
+                                leftovers=FileSessionStore(path, key, warn))
 
 
 def _system_keyring() -> KeyringLike | str:

@@ -23,6 +23,7 @@ from pinniped_cli.session_cache import (
     FileSessionStore,
     KeyringSessionStore,
     Session,
+    SessionStore,
     open_store,
     usable_backend,
 )
@@ -248,6 +249,49 @@ def test_keyring_failure_falls_back_to_the_file(tmp_path: Path, key: CacheKey) -
     assert str(_sessions(tmp_path / "sessions.json")["k"]).startswith("aesgcm1:")
     assert len(warnings) == 1
     assert "the keyring failed: RuntimeError" in warnings[0]
+
+
+class _LockableKeyring(FakeKeyring):
+    """A keyring that, locked, refuses every call, deletes too (as gnome-keyring does)."""
+
+    locked = False
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.locked:
+            raise RuntimeError("keyring is locked")
+        super().delete_password(service, username)
+
+
+def _run(path: Path, key: CacheKey, ring: _LockableKeyring, locked: bool) -> SessionStore:
+    """The session store of a new run, with the keyring locked or not."""
+    ring.fail = ring.locked = locked
+    return open_store(path, CacheKey(key.path), lambda _: None, load_backend=lambda: ring)
+
+
+def test_a_session_left_in_the_file_by_a_locked_keyring_wins_until_replaced(
+        tmp_path: Path, key: CacheKey) -> None:
+    path, ring = tmp_path / "sessions.json", _LockableKeyring()
+    _run(path, key, ring, locked=False).save("k", _session(40))
+    # A refresh while the keyring is locked: the newer session goes to the file, and the
+    # older one (its refresh token now spent) stays in the keyring, which refuses the delete.
+    _run(path, key, ring, locked=True).save("k", _session(50))
+    unlocked = _run(path, key, ring, locked=False)
+    assert KeyringSessionStore(ring).load("k") == _session(40)
+    assert unlocked.load("k") == _session(50)  # not the spent one
+    unlocked.save("k", _session(60))
+    assert KeyringSessionStore(ring).load("k") == _session(60)
+    assert "k" not in _sessions(path)
+
+
+def test_delete_with_a_working_keyring_forgets_a_session_left_in_the_file(
+        tmp_path: Path, key: CacheKey) -> None:
+    path, ring = tmp_path / "sessions.json", _LockableKeyring()
+    _run(path, key, ring, locked=False).save("k", _session(40))
+    _run(path, key, ring, locked=True).save("k", _session(50))
+    _run(path, key, ring, locked=False).delete("k")  # logout
+    assert ring.entries == {}
+    assert _run(path, key, ring, locked=True).load("k") is None
+    assert _run(path, key, ring, locked=False).load("k") is None
 
 
 class _SmallKeyring(keyring.backend.KeyringBackend):
