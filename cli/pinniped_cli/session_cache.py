@@ -48,6 +48,12 @@ KEYRING_CHUNK = 1000
 _CHUNK_HEADER = "pinniped-chunked:v1:"
 
 _T = TypeVar("_T")
+#: What to do about the fallback file, when no keyring answers at start...
+INSTALL_A_KEYRING = ("Install or start an OS keyring (e.g. gnome-keyring or KWallet) to keep "
+                     "it there instead.")
+#: ...and when there is one that stopped working (locked, or its daemon gone).
+REVIVE_THE_KEYRING = ("Unlock your OS keyring, or start it again, and the next login keeps "
+                      "the session there.")
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,12 @@ class KeyringLike(Protocol):
 
 class FileSessionStore:
     def __init__(self, path: Path, key: CacheKey, warn: Callable[[str], None],
-                 reason: str = "") -> None:
+                 reason: str = "", advice: str = INSTALL_A_KEYRING) -> None:
         self.path = path
         self.key = key
         self._warn = warn
         self._reason = reason
+        self._advice = advice
         self._file = SealedMapFile(
             path, kind=KIND, field="sessions", key=key, warn=warn, what="session cache",
             lost="your login session was not kept, so the next login asks you again.")
@@ -117,7 +124,7 @@ class FileSessionStore:
         if self._reason and not self.path.exists():
             self._warn(f"no working OS keyring ({self._reason}); keeping your login session in "
                        f"{self.path} (readable only by you, encrypted with a key kept in "
-                       f"{self.key.path.parent}). Install a keyring backend to use it instead.")
+                       f"{self.key.path.parent}). {self._advice}")
         # Sessions that no longer open are of no use to anyone: drop them.
         sessions = {k: v for k, v in self._file.read().items()
                     if k != key and self._open(k, v) is not None}
@@ -272,7 +279,8 @@ def open_store(path: Path, key: CacheKey, warn: Callable[[str], None],
     if isinstance(backend, str):
         return FileSessionStore(path, key, warn, reason=backend)
     return FallbackSessionStore(KeyringSessionStore(backend),
-                                lambda reason: FileSessionStore(path, key, warn, reason=reason),
+                                lambda reason: FileSessionStore(path, key, warn, reason=reason,
+                                                                advice=REVIVE_THE_KEYRING),
                                 leftovers=FileSessionStore(path, key, warn))
 
 
@@ -317,6 +325,6 @@ def usable_backend(backend: Any) -> KeyringLike | str:
             or cls.__module__.startswith(_FILE_BACKEND_MODULES):
         return f"{name} keeps secrets in a plain file"
     if getattr(backend, "priority", 0) <= 0:
-        return f"{name} stores nothing"
+        return f"no keyring backend is available ({name} stores nothing)"
     result = backend
     return result

@@ -37,8 +37,10 @@ from localenv.secret_service import SecretService
 from pinniped_cli.redact import fingerprint
 from pinniped_cli.sealing import CacheKey
 from pinniped_cli.session_cache import (
+    INSTALL_A_KEYRING,
     KEYRING_CHUNK,
     KEYRING_SERVICE,
+    REVIVE_THE_KEYRING,
     FileSessionStore,
     Session,
     SessionStore,
@@ -199,12 +201,14 @@ def test_large_session_is_chunked_across_entries(
                       found)
 
 
-@pytest.mark.parametrize(("outage", "reason"), [
-    ("locked", "the keyring failed: KeyringLocked"),
-    ("stopped", "keyring.backends.fail.Keyring stores nothing"),
+@pytest.mark.parametrize(("outage", "reason", "advice"), [
+    ("locked", "the keyring failed: KeyringLocked", REVIVE_THE_KEYRING),
+    ("stopped", "no keyring backend is available (keyring.backends.fail.Keyring",
+     INSTALL_A_KEYRING),
 ])
 def test_keyring_lost_mid_session_falls_back_to_the_sealed_file_once(
-        alice: CLIWorld, secret_service: SecretService, outage: str, reason: str) -> None:
+        alice: CLIWorld, secret_service: SecretService, outage: str, reason: str,
+        advice: str) -> None:
     world = alice
     namespace = fixtures_cli.team_namespace(world.cluster, "corp:devs")
     login = world.get_kubeconfig(env=world.password_env("alice"))
@@ -221,6 +225,7 @@ def test_keyring_lost_mid_session_falls_back_to_the_sealed_file_once(
     first = _reads_configmap(world, namespace, env=world.password_env("alice"))
     assert first.count(FALLBACK_NOTICE) == 1
     assert reason in first
+    assert advice in " ".join(first.split())  # the notice may be wrapped
     assert str(world.session_file) in first
     assert stat.S_IMODE(world.session_file.stat().st_mode) == 0o600
     in_file = world.stored_sessions()
