@@ -35,3 +35,9 @@ MAX_NAME_LENGTH = 253
 #: Groups one identity may carry; more is a misconfigured IdP, and every group
 #: costs an impersonation check on every request the user makes.
 MAX_GROUPS = 256
+
+#: The cluster-scoped objects an administrator applies, and the one the concierge publishes.
+CONFIG_GROUP: Final = "config.concierge.pinniped.dev"
+JWT_AUTHENTICATOR_PLURAL: Final = "jwtauthenticators"
+CREDENTIAL_ISSUER_KIND: Final = "CredentialIssuer"
+CREDENTIAL_ISSUER_PLURAL: Final = "credentialissuers"

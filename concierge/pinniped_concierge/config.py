@@ -15,50 +15,32 @@ authenticator's model is the schema cluster-stored authenticators will share.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, InitErrorDetails
 
 from pinniped_apis import validation
+from pinniped_apis.authentication import (
+    PATTERN_WORDS,
+    ClaimMappings,
+    DNSLabel,
+    JWTAuthenticatorFields,
+    SpecModel,
+)
 from pinniped_apis.constants import MAX_TOKEN_BYTES
-
-#: Signature algorithms whose verification key is public. Symmetric (HS*) and
-#: `none` are deliberately absent: with HS* the "public" JWKS would be the
-#: signing secret, and `none` is no signature at all.
-Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                    "ES256", "ES384", "ES512", "EdDSA"]
-ASYMMETRIC_ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 
 MIN_CREDENTIAL_TTL = 600  # kube-apiserver refuses TokenRequest expirationSeconds below this
 MAX_CREDENTIAL_TTL = 86400
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_CLAIM_NAME = r"^[A-Za-z0-9_.:/-]{1,128}$"
-_HTTPS = r"^https://"
-_ISSUER_WORDS = ("an https:// URL without query or fragment "
-                 "(discovery and keys are only fetched over https)")
-#: What each pattern means, for errors ("must be ...") and the reference.
-PATTERN_WORDS = {
-    _DNS_LABEL: "a DNS-1123 label (lower case letters, digits, '-')",
-    _CLAIM_NAME: "a claim name (1 to 128 letters, digits and _ . : / -)",
-    _HTTPS: _ISSUER_WORDS,
-}
 UNKNOWN_KEY = ("unknown key (check the spelling; `pinniped-concierge --config-reference` "
                "lists the accepted keys)")
 
@@ -142,42 +124,7 @@ def _audit_log(value: object, info: ValidationInfo) -> Path | None:
     return path
 
 
-def _https_issuer(value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        ok = (parts.scheme == "https" and bool(parts.hostname) and not parts.query
-              and not parts.fragment and "@" not in parts.netloc)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        ok = False
-    if not ok:
-        raise ValueError(f"must be {_ISSUER_WORDS}")
-    return value
-
-
-def _prefix(value: str) -> str:
-    if value.lower().startswith("system:"):
-        raise ValueError("must not start with 'system:' (reserved by Kubernetes)")
-    if not value.isprintable():
-        raise ValueError("must be printable characters only")
-    return value
-
-
-def _asymmetric_only(value: object, handler: ValidatorFunctionWrapHandler) -> object:
-    """Say why an algorithm is refused, at the `algorithms` key itself."""
-    try:
-        return handler(value)
-    except ValidationError as exc:
-        refused = [e["input"] for e in exc.errors() if e["type"] == "literal_error"]
-        if not refused:
-            raise
-        raise ValueError(f"{refused[0]!r} is not allowed; choose from the asymmetric "
-                         f"algorithms {', '.join(ASYMMETRIC_ALGORITHMS)}") from None
-
-
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
-DNSLabel = Annotated[str, Field(max_length=63, pattern=_DNS_LABEL)]
-ClaimName = Annotated[str, Field(pattern=_CLAIM_NAME)]
-Prefix = Annotated[str, Field(max_length=64), AfterValidator(_prefix)]
 
 
 def _integer(default: int, low: int, high: int, description: str, **field: Any) -> Any:
@@ -187,25 +134,9 @@ def _integer(default: int, low: int, high: int, description: str, **field: Any) 
 # --- the file's sections ------------------------------------------------------------
 
 
-class Section(BaseModel):
-    """One mapping of the file: exact types, no unknown keys, immutable once read.
-
-    Keys are camelCase aliases of the snake_case attributes; code may build a
-    section by attribute name, the file may not (see `parse`).
-    """
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True,
-                              alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_as_yaml_means_it(cls, data: object) -> object:
-        """A key set to null counts as omitted; YAML's lists become the tuples we hold."""
-        if not isinstance(data, dict):
-            return data
-        return {key: tuple(value) if isinstance(value, list) else value
-                for key, value in data.items() if value is not None}
+class Section(SpecModel):
+    """One mapping of the file (see `SpecModel`: camelCase keys, exact types, no unknown
+    keys, immutable once read, null meaning omitted)."""
 
 
 class ListenConfig(Section):
@@ -234,64 +165,42 @@ class KubernetesConfig(Section):
     request_timeout_seconds: int = _integer(10, 1, 120, "Timeout of each Kubernetes API call.")
 
 
-class ClaimsConfig(Section):
-    """Which ID token claims name the user and their groups."""
-
-    username: ClaimName = Field(default="email", description="The claim with the username.")
-    groups: ClaimName | None = Field(
-        default=None,
-        description="The claim with the list of groups. Omitted: users of this IdP get no "
-                    "groups from it.")
+#: The claims mapping is the same in the file and in a JWTAuthenticator.
+ClaimsConfig = ClaimMappings
 
 
-class JWTAuthenticatorConfig(Section):
-    """One identity provider whose ID tokens (JWTs) the concierge accepts."""
+class JWTAuthenticatorConfig(Section, JWTAuthenticatorFields):
+    """One identity provider whose ID tokens (JWTs) the concierge accepts.
+
+    Its issuer, audience, claims, prefixes and algorithms are those of a
+    JWTAuthenticator object (`JWTAuthenticatorFields`); the file adds a name,
+    a CA file instead of inline CA data, and the escape hatch for empty
+    prefixes.
+    """
 
     name: DNSLabel = Field(description="What clients put in `spec.authenticator.name`.")
     type: Literal["jwt"] = Field(
         default="jwt",
         description="The kind of authenticator; `jwt` (OIDC ID tokens) is the only one.")
-    issuer: Annotated[str, Field(pattern=_HTTPS), AfterValidator(_https_issuer)] = Field(
-        description="The exact `iss` of the ID tokens; discovery is read from "
-                    "ISSUER/.well-known/openid-configuration.")
-    audience: str = Field(
-        min_length=1,
-        description="Must be in the token's `aud` (the client ID the CLI has at the IdP).")
     ca_file: ExistingFile | None = Field(
         default=None,
         description="PEM bundle trusted for the issuer's https. Omitted: the system trust store.")
-    claims: ClaimsConfig = Field(default_factory=ClaimsConfig,
-                                 description="Which claims name the user and their groups.")
     allow_empty_prefixes: bool = Field(
         default=False,
         description="Allows `usernamePrefix` and `groupsPrefix` to be empty. This IdP's names "
                     "then meet the names of every other origin; set it only when that is meant.")
-    username_prefix: Prefix = Field(
-        description="Put before every username from this IdP, so that its names cannot "
-                    "collide with names of other origins. Must not start with `system:`; "
-                    "empty only with `allowEmptyPrefixes: true`. Two authenticators' prefixes "
-                    "must not overlap (equal, empty, or one the start of the other), or one IdP "
-                    "could mint the other's names; the only exception is authenticators on the "
-                    "same issuer with the same claims and the very same prefix (e.g. one per "
-                    "client), which map every token alike.")
-    groups_prefix: Prefix = Field(
-        description="Put before every group name from this IdP; the rules of "
-                    "`usernamePrefix` apply.")
-    algorithms: Annotated[tuple[Algorithm, ...], WrapValidator(_asymmetric_only)] = Field(
-        default=ASYMMETRIC_ALGORITHMS, min_length=1,
-        description="Signature algorithms accepted. Asymmetric ones only: with HS* the public "
-                    "JWKS would be the signing secret, and `none` is no signature.")
     max_token_bytes: int = _integer(16 * 1024, 1024, MAX_TOKEN_BYTES,
                                     "Larger ID tokens are refused as authentication failures.")
 
-    @field_validator("username_prefix", "groups_prefix")
-    @classmethod
-    def _empty_only_when_allowed(cls, value: str, info: ValidationInfo) -> str:
-        if value == "" and not info.data.get("allow_empty_prefixes", False):
-            raise ValueError("is empty, so names from the IdP would collide with names of "
-                             "other origins; set a prefix, or set allowEmptyPrefixes: true if "
-                             "that is really intended")
-        return value
+    @model_validator(mode="after")
+    def _empty_only_when_allowed(self) -> JWTAuthenticatorConfig:
+        for key, value in (("usernamePrefix", self.username_prefix),
+                           ("groupsPrefix", self.groups_prefix)):
+            if value == "" and not self.allow_empty_prefixes:
+                raise _error_at((key,), "is empty, so names from the IdP would collide with "
+                                "names of other origins; set a prefix, or set "
+                                "allowEmptyPrefixes: true if that is really intended")
+        return self
 
 
 class Config(Section):

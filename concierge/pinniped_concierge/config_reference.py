@@ -12,7 +12,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from pinniped_concierge.config import PATTERN_WORDS, key_schemas
+from pinniped_apis.authentication import PATTERN_WORDS
+from pinniped_concierge.config import key_schemas
 
 REGENERATE = ".venv/bin/pinniped-concierge --config-reference > deploy/concierge-config.md"
 

@@ -14,7 +14,8 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from pinniped_concierge.config import ASYMMETRIC_ALGORITHMS, ClaimsConfig, JWTAuthenticatorConfig
+from pinniped_apis.authentication import ASYMMETRIC_ALGORITHMS
+from pinniped_concierge.config import ClaimsConfig, JWTAuthenticatorConfig
 from pinniped_concierge.errors import Reason, Rejected, Unavailable
 from pinniped_concierge.jwt_authenticator import FetchError, HttpsFetcher, JWTAuthenticator
 
