@@ -32,6 +32,8 @@ AUTHENTICATION_FAILED = "authentication failed"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN_BYTES = 32 * 1024
 MAX_NAME_LENGTH = 253
+#: A concierge's explanation of a refusal, as a client shows it.
+MAX_MESSAGE_LENGTH = 1024
 #: Groups one identity may carry; more is a misconfigured IdP, and every group
 #: costs an impersonation check on every request the user makes.
 MAX_GROUPS = 256

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -44,6 +45,7 @@ from pinniped_apis.constants import (
     LOGIN_API_VERSION,
     LOGOUT_REQUEST_KIND,
     MAX_GROUPS,
+    MAX_MESSAGE_LENGTH,
     MAX_NAME_LENGTH,
     MAX_TOKEN_BYTES,
     TOKEN_CREDENTIAL_REQUEST_KIND,
@@ -75,6 +77,13 @@ class Tolerant(Strict):
     """A status a client reads: exact types, but fields from a newer server are ignored."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+def _at_most(length: int) -> Any:
+    """A before-validator that cuts a string to `length` characters (a message, not a secret)."""
+    def cut(value: object) -> object:
+        return value[:length] if isinstance(value, str) else value
+    return cut
 
 
 def _parse_time(value: object) -> dt.datetime:
@@ -119,12 +128,24 @@ class UserInfo(Tolerant):
 # --- TokenCredentialRequest (login.concierge.pinniped.dev) --------------------
 
 
+class KubernetesRequest(Strict):
+    """What every request document carries besides its apiVersion, kind and spec.
+
+    Subclasses declare `apiVersion` and `kind` without defaults: a request
+    that omits them is refused, as a Kubernetes API would refuse it.
+    """
+
+    metadata: ObjectMeta = None
+    status: dict[str, Any] | None = Field(
+        default=None, description="Ignored in requests; accepted for Kubernetes clients.")
+
+
 class AuthenticatorRef(Strict):
     """Which of the concierge's authenticators should check the token."""
 
     api_group: Literal["authentication.concierge.pinniped.dev"] = Field(
         default=AUTHENTICATOR_GROUP, alias="apiGroup")
-    kind: Name = JWT_AUTHENTICATOR_KIND
+    kind: Name
     name: Name
 
 
@@ -133,23 +154,23 @@ class TokenCredentialRequestSpec(Strict):
     authenticator: AuthenticatorRef
 
 
-class TokenCredentialRequest(Strict):
+class TokenCredentialRequest(KubernetesRequest):
     """A client's request to trade an ID token for a cluster credential."""
 
-    api_version: Literal["login.concierge.pinniped.dev/v1alpha1"] = Field(
-        default=LOGIN_API_VERSION, alias="apiVersion")
-    kind: Literal["TokenCredentialRequest"] = TOKEN_CREDENTIAL_REQUEST_KIND
-    metadata: ObjectMeta = None
+    api_version: Literal["login.concierge.pinniped.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["TokenCredentialRequest"]
     spec: TokenCredentialRequestSpec
-    status: dict[str, Any] | None = Field(
-        default=None, description="Ignored in requests; accepted for Kubernetes clients.")
 
     @classmethod
     def create(cls, token: str, authenticator_name: str,
                authenticator_kind: str = JWT_AUTHENTICATOR_KIND) -> TokenCredentialRequest:
-        return cls(spec=TokenCredentialRequestSpec(
-            token=token, authenticator=AuthenticatorRef(name=authenticator_name,
-                                                        kind=authenticator_kind)))
+        """The request for `token`; WireError (naming the field, never quoting the token)
+        when it breaks the API's limits, so that a client can say so before sending it."""
+        return cls.from_wire({
+            "apiVersion": LOGIN_API_VERSION, "kind": TOKEN_CREDENTIAL_REQUEST_KIND,
+            "spec": {"token": token, "authenticator": {
+                "apiGroup": AUTHENTICATOR_GROUP, "kind": authenticator_kind,
+                "name": authenticator_name}}})
 
     @property
     def token(self) -> str:
@@ -179,14 +200,30 @@ class TokenCredentialRequestStatus(Tolerant):
     impersonation_headers: dict[str, list[Name]] | None = Field(
         default=None, alias="impersonationHeaders",
         description="The headers a client must send with the credential to act as the user.")
-    message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    message: Annotated[str, BeforeValidator(_at_most(MAX_MESSAGE_LENGTH))] | None = Field(
+        default=None, description="Why there is no credential (long ones are cut when read).")
 
 
-class AnsweredSpec(Strict):
-    """The request's spec as the concierge echoes it: never with the ID token."""
+class EchoedAuthenticator(Tolerant):
+    """The authenticator reference as echoed; clients read nothing from it."""
+
+    api_group: str | None = Field(default=None, alias="apiGroup")
+    kind: str | None = None
+    name: str | None = None
+
+
+class AnsweredSpec(Tolerant):
+    """The request's spec as the concierge echoes it for Kubernetes clients: never with the
+    ID token. Read tolerantly, as other servers echo it their own way."""
 
     token: Literal[""] = ""
-    authenticator: AuthenticatorRef
+    authenticator: EchoedAuthenticator | None = None
+
+    @classmethod
+    def echoing(cls, request: TokenCredentialRequest) -> AnsweredSpec:
+        ref = request.spec.authenticator
+        return cls(authenticator=EchoedAuthenticator(apiGroup=ref.api_group, kind=ref.kind,
+                                                     name=ref.name))
 
 
 class TokenCredentialRequestResponse(Tolerant):
@@ -202,7 +239,7 @@ class TokenCredentialRequestResponse(Tolerant):
     def success(cls, request: TokenCredentialRequest,
                 credential: ClusterCredential) -> TokenCredentialRequestResponse:
         headers = impersonation_headers(credential.identity)
-        return cls(spec=AnsweredSpec(authenticator=request.spec.authenticator),
+        return cls(spec=AnsweredSpec.echoing(request),
                    status=TokenCredentialRequestStatus(
                        credential=CredentialDoc(token=credential.token,
                                                 expirationTimestamp=credential.expiration),
@@ -212,7 +249,7 @@ class TokenCredentialRequestResponse(Tolerant):
     @classmethod
     def failure(cls, request: TokenCredentialRequest | None,
                 message: str) -> TokenCredentialRequestResponse:
-        spec = None if request is None else AnsweredSpec(authenticator=request.spec.authenticator)
+        spec = None if request is None else AnsweredSpec.echoing(request)
         return cls(spec=spec, status=TokenCredentialRequestStatus(message=message))
 
 
@@ -223,16 +260,12 @@ class EmptySpec(Strict):
     """whoami and logout take no parameters: the bearer credential says whose session."""
 
 
-class WhoAmIRequest(Strict):
+class WhoAmIRequest(KubernetesRequest):
     """Ask who the bearer cluster credential acts as. The body is optional."""
 
-    api_version: Literal["identity.concierge.pinniped.dev/v1alpha1"] = Field(
-        default=IDENTITY_API_VERSION, alias="apiVersion")
-    kind: Literal["WhoAmIRequest"] = WHOAMI_REQUEST_KIND
-    metadata: ObjectMeta = None
+    api_version: Literal["identity.concierge.pinniped.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["WhoAmIRequest"]
     spec: EmptySpec = EmptySpec()
-    status: dict[str, Any] | None = Field(
-        default=None, description="Ignored in requests; accepted for Kubernetes clients.")
 
 
 class KubernetesUserInfo(Tolerant):
@@ -261,16 +294,12 @@ class WhoAmIRequestResponse(Tolerant):
 # --- LogoutRequest (login.concierge.pinniped.dev) ----------------------------
 
 
-class LogoutRequest(Strict):
+class LogoutRequest(KubernetesRequest):
     """End the session the bearer cluster credential belongs to. The body is optional."""
 
-    api_version: Literal["login.concierge.pinniped.dev/v1alpha1"] = Field(
-        default=LOGIN_API_VERSION, alias="apiVersion")
-    kind: Literal["LogoutRequest"] = LOGOUT_REQUEST_KIND
-    metadata: ObjectMeta = None
+    api_version: Literal["login.concierge.pinniped.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["LogoutRequest"]
     spec: EmptySpec = EmptySpec()
-    status: dict[str, Any] | None = Field(
-        default=None, description="Ignored in requests; accepted for Kubernetes clients.")
 
 
 class LogoutRequestStatus(Tolerant):

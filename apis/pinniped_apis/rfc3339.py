@@ -27,8 +27,8 @@ def parse_time(value: object) -> dt.datetime | None:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 9999 at a negative offset
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(dt.UTC)

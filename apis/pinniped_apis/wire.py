@@ -18,12 +18,15 @@ from pinniped_apis import rfc3339
 from pinniped_apis.constants import (
     AUTHENTICATION_FAILED,
     AUTHENTICATOR_GROUP,
+    IDENTITY_API_VERSION,
     IDENTITY_GROUP,
     JWT_AUTHENTICATOR_KIND,
+    LOGIN_API_VERSION,
     LOGIN_GROUP,
     LOGOUT_REQUEST_KIND,
     LOGOUT_REQUEST_PATH,
     MAX_GROUPS,
+    MAX_MESSAGE_LENGTH,
     MAX_NAME_LENGTH,
     MAX_REQUEST_BYTES,
     MAX_TOKEN_BYTES,
@@ -60,6 +63,7 @@ __all__ = [
     "LOGOUT_REQUEST_KIND",
     "LOGOUT_REQUEST_PATH",
     "MAX_GROUPS",
+    "MAX_MESSAGE_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_REQUEST_BYTES",
     "MAX_TOKEN_BYTES",
@@ -142,7 +146,7 @@ def parse_credential_response(body: object) -> ClusterCredential:
 
 
 def whoami_request() -> dict[str, Any]:
-    return WhoAmIRequest().to_wire()
+    return WhoAmIRequest(apiVersion=IDENTITY_API_VERSION, kind=WHOAMI_REQUEST_KIND).to_wire()
 
 
 def whoami_response(identity: Identity, expiration: dt.datetime | None) -> dict[str, Any]:
@@ -156,7 +160,7 @@ def parse_whoami_response(body: object) -> tuple[Identity, dt.datetime | None]:
 
 
 def logout_request() -> dict[str, Any]:
-    return LogoutRequest().to_wire()
+    return LogoutRequest(apiVersion=LOGIN_API_VERSION, kind=LOGOUT_REQUEST_KIND).to_wire()
 
 
 def logout_response(session_ended: bool) -> dict[str, Any]:

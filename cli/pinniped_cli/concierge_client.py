@@ -28,8 +28,11 @@ class ConciergeClient:
 
     def exchange(self, id_token: str) -> wire.ClusterCredential:
         """POST a TokenCredentialRequest; LoginRejected when the concierge says no."""
-        request = wire.TokenCredentialRequest.create(token=id_token,
-                                              authenticator_name=self._authenticator)
+        try:
+            request = wire.TokenCredentialRequest.create(token=id_token,
+                                                         authenticator_name=self._authenticator)
+        except wire.WireError as exc:
+            raise ConciergeError(_unsendable(exc)) from None
         body = self._post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire(), None, "login")
         try:
             return wire.parse_credential_response(body)
@@ -96,3 +99,13 @@ def _message(body: dict[str, Any]) -> str:
     """The `message` of a Kubernetes Status (what the concierge sends on errors)."""
     message = body.get("message")
     return printable(message, 300) if isinstance(message, str) and message else "no details"
+
+
+def _unsendable(exc: wire.WireError) -> str:
+    """Why a login cannot be sent at all, and who can fix it (the error never quotes a token)."""
+    if exc.field == "spec.token":
+        return (f"the identity provider's ID token cannot be sent to the concierge ({exc}). "
+                "Ask the identity provider's administrator to make ID tokens smaller, e.g. "
+                "with fewer groups in them.")
+    return (f"the login cannot be sent to the concierge ({exc}); check "
+            "--concierge-authenticator.")

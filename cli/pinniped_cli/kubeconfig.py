@@ -101,19 +101,39 @@ class KubeconfigSpec:
     identity: Identity
 
 
-def find_template_dir(repo_dir: Path = REPO_TEMPLATE_DIR, prefix: str | None = None) -> Path:
+def find_template_dir(repo_dir: Path = REPO_TEMPLATE_DIR, prefix: str | None = None,
+                      recorded: Callable[[], Path | None] | None = None) -> Path:
     """The source tree's templates if there are any, else the installed ones.
 
     The source tree comes first so that a template edited in a checkout is the
-    one used; a regular (non-editable) install has only the copy in
-    `sys.prefix/share/pinniped/kubeconfig-templates`.
+    one used. An install has the copy pip wrote under its scheme's data
+    directory; the distribution's own file list says where that is (for
+    `--user`, `--prefix` or /usr/local installs it is not under `sys.prefix`),
+    and `sys.prefix/share/pinniped/kubeconfig-templates` is the last resort.
     """
     installed = Path(sys.prefix if prefix is None else prefix) / INSTALLED_TEMPLATE_DIR
-    for candidate in (repo_dir, installed):
+    found_in_record = (recorded or recorded_template_dir)()
+    candidates = [repo_dir, *([found_in_record] if found_in_record else []), installed]
+    for candidate in candidates:
         if (candidate / TEMPLATE_NAME).is_file():
             return candidate
-    raise CLIError(f"cannot find the kubeconfig template {TEMPLATE_NAME} in {repo_dir} or "
-                   f"{installed}; reinstall pinniped.")
+    raise CLIError(f"cannot find the kubeconfig template {TEMPLATE_NAME} in "
+                   f"{' or '.join(map(str, candidates))}; reinstall pinniped "
+                   "(pip install --force-reinstall pinniped-py).")
+
+
+def recorded_template_dir(distribution: str = "pinniped-py") -> Path | None:
+    """Where the installed distribution's file list (RECORD) says the template is, if any."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(distribution).files or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == TEMPLATE_NAME and INSTALLED_TEMPLATE_DIR.name in file.parts:
+            return Path(str(file.locate())).resolve().parent
+    return None
 
 
 def render(spec: KubeconfigSpec, template_dir: Path | None = None) -> str:

@@ -2,7 +2,7 @@
 
 kubectl runs the plugin on every command, so a cache hit must not import the
 heavy libraries (or even `dataclasses`, which costs more than the rest of the
-cached path together; see concierge/rfc3339.py). Opening the sealed entry
+cached path together; see apis/pinniped_apis/rfc3339.py). Opening the sealed entry
 needs `cryptography`'s AESGCM and nothing else of it. `-X importtime` lists
 every module the process imported, so these tests see exactly what a kubectl
 call loads.

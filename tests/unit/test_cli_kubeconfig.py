@@ -102,7 +102,9 @@ def _templates(directory: Path) -> Path:
 def test_templates_in_the_source_tree_come_first(tmp_path: Path) -> None:
     repo = _templates(tmp_path / "checkout" / "kubeconfig-templates")
     _templates(tmp_path / "prefix" / kubeconfig.INSTALLED_TEMPLATE_DIR)
-    assert kubeconfig.find_template_dir(repo, str(tmp_path / "prefix")) == repo
+    recorded = _templates(tmp_path / "user-base" / kubeconfig.INSTALLED_TEMPLATE_DIR)
+    assert kubeconfig.find_template_dir(repo, str(tmp_path / "prefix"),
+                                        recorded=lambda: recorded) == repo
 
 
 def test_installed_templates_are_used_without_a_source_tree(tmp_path: Path,
@@ -110,7 +112,8 @@ def test_installed_templates_are_used_without_a_source_tree(tmp_path: Path,
                                                             ) -> None:
     installed = _templates(tmp_path / "venv" / "share" / "pinniped" / "kubeconfig-templates")
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))  # the default prefix
-    found = kubeconfig.find_template_dir(tmp_path / "site-packages" / "kubeconfig-templates")
+    found = kubeconfig.find_template_dir(tmp_path / "site-packages" / "kubeconfig-templates",
+                                         recorded=lambda: None)
     assert found == installed
     doc = yaml.safe_load(kubeconfig.render(_spec(), template_dir=found))
     assert doc["users"][0]["user"]["as"] == "corp:alice@example.com"
@@ -118,9 +121,20 @@ def test_installed_templates_are_used_without_a_source_tree(tmp_path: Path,
 
 def test_no_templates_anywhere_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(CLIError, match="reinstall") as caught:
-        kubeconfig.find_template_dir(tmp_path / "repo", str(tmp_path / "prefix"))
+        kubeconfig.find_template_dir(tmp_path / "repo", str(tmp_path / "prefix"),
+                                     recorded=lambda: tmp_path / "recorded")
     assert str(tmp_path / "repo") in str(caught.value)
+    assert str(tmp_path / "recorded") in str(caught.value)
     assert str(tmp_path / "prefix" / kubeconfig.INSTALLED_TEMPLATE_DIR) in str(caught.value)
+
+
+def test_an_install_outside_sys_prefix_is_found_through_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip install --user or --prefix puts data files under another base than sys.prefix."""
+    recorded = _templates(tmp_path / "user-base" / kubeconfig.INSTALLED_TEMPLATE_DIR)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    assert kubeconfig.find_template_dir(tmp_path / "no-checkout",
+                                        recorded=lambda: recorded) == recorded
 
 
 def test_this_checkout_uses_its_own_templates() -> None:

@@ -63,6 +63,9 @@ def test_a_real_request_matches_the_published_schema(document: dict[str, Any]) -
     lambda b: b["spec"]["authenticator"].update(apiGroup="evil.example.com"),
     lambda b: b.update(kind="Pod"),
     lambda b: b.update(surprise=True),
+    lambda b: b.pop("apiVersion"),
+    lambda b: b.pop("kind"),
+    lambda b: b["spec"]["authenticator"].pop("kind"),
 ])
 def test_the_schema_refuses_what_the_concierge_refuses(document: dict[str, Any],
                                                        mutate: Any) -> None:
@@ -86,3 +89,26 @@ def test_real_answers_match_the_published_response_schemas(document: dict[str, A
                                   dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
     component_validator(document, "WhoAmIRequestResponse").validate(whoami)
     component_validator(document, "LogoutRequestResponse").validate(wire.logout_response(True))
+
+
+@pytest.mark.parametrize("where", ["spec.token", "spec.authenticator.name", "metadata",
+                                   "surprise"])
+def test_a_400_never_quotes_what_was_sent(where: str) -> None:
+    """FastAPI's own validation errors quote the input; ours, at the HTTP level, never do."""
+    secret = "eyJhbGciOiJSUzI1NiJ9.secret-claims." + "s" * 40
+    body = wire.TokenCredentialRequest.create(token=ALICE_TOKEN,
+                                              authenticator_name="corp").to_wire()
+    if where == "spec.token":
+        body["spec"]["token"] = [secret]
+    elif where == "spec.authenticator.name":
+        body["spec"]["authenticator"]["name"] = {"token": secret}
+    elif where == "metadata":
+        body["metadata"] = secret
+    else:
+        body["surprise"] = secret
+    env = AppEnv()
+    response = env.request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, json=body)
+    assert response.status_code == 400
+    assert response.json()["details"]["causes"][0]["field"] == where
+    assert "secret-claims" not in response.text
+    assert "secret-claims" not in env.audit_stream.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -71,7 +72,8 @@ def test_failure_response_raises_login_rejected_with_the_safe_message() -> None:
         wire.parse_credential_response(body)
 
 
-@pytest.mark.parametrize("value", ["yesterday", 5, "2030-01-02T03:04:05"])
+@pytest.mark.parametrize("value", ["yesterday", 5, "2030-01-02T03:04:05",
+                                   "9999-12-31T23:59:59-23:59"])
 def test_timestamps_must_be_rfc3339_with_zone(value: object) -> None:
     with pytest.raises(wire.WireError):
         wire.parse_time(value, "t")
@@ -168,3 +170,42 @@ def test_logout_answers_round_trip() -> None:
     assert wire.parse_logout_response(wire.logout_response(False)) is False
     with pytest.raises(wire.WireError, match=r"status\.sessionEnded: must be true or false"):
         wire.parse_logout_response({**wire.logout_request(), "status": {"sessionEnded": "no"}})
+
+
+@pytest.mark.parametrize(("missing", "field"), [
+    (lambda b: b.pop("apiVersion"), "apiVersion"),
+    (lambda b: b.pop("kind"), "kind"),
+    (lambda b: b["spec"]["authenticator"].pop("kind"), "spec.authenticator.kind"),
+])
+def test_requests_must_say_what_they_are(missing: Any, field: str) -> None:
+    """As a Kubernetes API would: no apiVersion, kind or authenticator kind, no login."""
+    body = _request_body()
+    missing(body)
+    with pytest.raises(wire.WireError, match=rf"^{re.escape(field)}: is required$"):
+        wire.TokenCredentialRequest.from_wire(body)
+
+
+@pytest.mark.parametrize("document", [wire.WhoAmIRequest, wire.LogoutRequest])
+def test_an_empty_whoami_or_logout_document_is_refused(document: Any) -> None:
+    with pytest.raises(wire.WireError, match=r"^apiVersion: is required$"):
+        document.from_wire({})
+
+
+def test_answers_echo_the_spec_in_any_shape() -> None:
+    """The CLI reads nothing from the echoed spec, so other servers' echoes are fine."""
+    request = wire.TokenCredentialRequest.create(token="id.token.value", authenticator_name="c")
+    credential = wire.ClusterCredential(token="cluster-token",
+                                        expiration=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+                                        identity=wire.Identity("corp:alice", ()))
+    body = wire.credential_response(request, credential)
+    body["spec"]["authenticator"] = {"apiGroup": None, "name": "", "uid": "x"}
+    body["spec"]["extra"] = True
+    assert wire.parse_credential_response(body) == credential
+
+
+def test_a_long_refusal_is_cut_not_refused() -> None:
+    body = wire.failure_response(None, "no: " + "x" * 5000)
+    with pytest.raises(wire.LoginRejected) as caught:
+        wire.parse_credential_response(body)
+    assert len(str(caught.value)) == wire.MAX_MESSAGE_LENGTH
+    assert str(caught.value).startswith("no: x")
