@@ -168,14 +168,17 @@ class LoginOptions:
 
 
 def add_ca_bundle_flags(group: argparse._ArgumentGroup, flag: str, what: str,
-                        alias: str | None = None) -> None:
-    """`FLAG FILE` and `FLAG-data BASE64`, both repeatable: how every CA is given to us."""
+                        alias: str | None = None, default: str = "") -> None:
+    """`FLAG FILE` and `FLAG-data BASE64`, both repeatable: how every CA is given to us.
+
+    `default` says where the CA comes from when neither is given (e.g. " (default: ...)").
+    """
     names, data_names = [flag], [f"{flag}-data"]
     if alias:
         names.append(alias)
         data_names.append(f"{alias}-data")
     group.add_argument(*names, action="append", default=[], metavar="FILE",
-                       help=f"PEM CA bundle to trust for {what} (repeatable)")
+                       help=f"PEM CA bundle to trust for {what} (repeatable){default}")
     group.add_argument(*data_names, action="append", default=[], metavar="BASE64",
                        help=f"base64 PEM CA bundle for {what} (repeatable)")
 
@@ -188,11 +191,15 @@ def ca_bundle_from_args(args: argparse.Namespace, flag: str) -> CABundle:
 
 def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = False) -> None:
     """Register the login flags on `parser` (`login oidc` and `get kubeconfig` share them)."""
+    # `get kubeconfig` can discover these from the cluster (see pinniped_cli.discovery).
+    found = " (default: from the cluster's CredentialIssuer)" if for_kubeconfig else ""
     oidc = parser.add_argument_group("identity provider (OIDC)")
-    oidc.add_argument("--issuer", "--oidc-issuer", required=True, metavar="URL",
-                      help="OpenID Connect issuer URL (https)")
-    oidc.add_argument("--client-id", "--oidc-client-id", required=True, metavar="ID",
-                      help="OAuth client ID registered at the issuer")
+    oidc.add_argument("--issuer", "--oidc-issuer", required=not for_kubeconfig, metavar="URL",
+                      help=f"OpenID Connect issuer URL (https){found}")
+    oidc.add_argument("--client-id", "--oidc-client-id", required=not for_kubeconfig,
+                      metavar="ID", help="OAuth client ID registered at the issuer"
+                                         + (" (default: the authenticator's audience)"
+                                            if for_kubeconfig else ""))
     oidc.add_argument("--scopes", "--oidc-scopes", default=",".join(DEFAULT_SCOPES),
                       metavar="LIST", help="comma-separated scopes (default: %(default)s)")
     add_ca_bundle_flags(oidc, "--ca-bundle", "the issuer", alias="--oidc-ca-bundle")
@@ -213,12 +220,16 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
                       help="give up on a browser or device login after this long "
                            "(default: %(default)g)")
     concierge = parser.add_argument_group("concierge")
-    concierge.add_argument("--concierge-endpoint", required=True, metavar="URL",
-                           help="concierge base URL (https)")
-    add_ca_bundle_flags(concierge, "--concierge-ca-bundle", "the concierge")
+    concierge.add_argument("--concierge-endpoint", required=not for_kubeconfig, metavar="URL",
+                           help=f"concierge base URL (https){found}")
+    add_ca_bundle_flags(concierge, "--concierge-ca-bundle", "the concierge",
+                        default=" (default: the CredentialIssuer's when one is read, else the "
+                                "system CAs)" if for_kubeconfig else "")
     concierge.add_argument("--concierge-authenticator", "--concierge-authenticator-name",
-                           required=True, metavar="NAME",
-                           help="name of the concierge's JWT authenticator")
+                           required=not for_kubeconfig, metavar="NAME",
+                           help="name of the concierge's JWT authenticator"
+                                + (" (default: the only one the CredentialIssuer lists)"
+                                   if for_kubeconfig else ""))
     caches = parser.add_argument_group("caches")
     caches.add_argument("--session-cache", "--oidc-session-cache", default=None, metavar="PATH",
                         help="file for the OIDC session when no OS keyring works "

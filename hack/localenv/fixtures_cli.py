@@ -8,10 +8,10 @@ expiry without sleeping, and `FakeKeyring` caps entry sizes like a real
 keyring backend.
 
 Integration tests use `pinniped_command()` (the installed console script, or
-`python -m cli`) and `cli_home`, an isolated HOME with the keyring turned off
+`python -m pinniped_cli`) and `cli_home`, an isolated HOME with the keyring turned off
 (`keyring.backends.fail.Keyring`), so sessions land in the 0600 fallback file
 and nothing touches the developer's real keyring, caches or cache key. The
-cache files are sealed (`cli.sealing`); `CLIWorld` opens them with the
+cache files are sealed (`pinniped_cli.sealing`); `CLIWorld` opens them with the
 world's own key, through the CLI's own cache classes, for tests to inspect.
 """
 
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -66,7 +66,7 @@ TEST_SERVER = "https://k8s.test:6443"
 
 
 def pinniped_command() -> list[str]:
-    """How to run the real CLI: the venv's console script when installed, else `-m cli`."""
+    """How to run the real CLI: the venv's console script when installed, else `-m pinniped_cli`."""
     script = Path(sys.executable).with_name("pinniped")
     return [str(script)] if script.exists() else [sys.executable, "-m", "pinniped_cli"]
 
@@ -771,3 +771,38 @@ def team_namespace(cluster: Any, *groups: str) -> str:
     namespace = f"cli-{secrets.token_hex(4)}"
     grant_group_read(cluster, namespace, *groups)
     return namespace
+
+
+# --- CredentialIssuers, as a concierge publishes them (for `get kubeconfig` discovery) ----------
+
+
+def credential_issuer(name: str, server: str, ca_data: str,
+                      *authenticators: tuple[str, str, str],
+                      status: Literal["Success", "Error"] = "Success",
+                      message: str = "") -> dict[str, Any]:
+    """A CredentialIssuer object; `authenticators` are (name, issuer, audience) triples.
+
+    Built with the API models, so its shape is the one the CLI validates. Defaults are
+    left out, as kube-apiserver 1.20 reads an empty string as null and refuses it.
+    """
+    from pinniped_apis.credential_issuer import (
+        CredentialIssuerFrontend,
+        CredentialIssuerStatus,
+        CredentialIssuerStrategy,
+        PublishedAuthenticator,
+        TokenCredentialRequestInfo,
+    )
+
+    frontend = CredentialIssuerFrontend(token_credential_request_info=TokenCredentialRequestInfo(
+        server=server, certificate_authority_data=ca_data)) if status == "Success" else None
+    published = CredentialIssuerStatus(
+        strategies=(CredentialIssuerStrategy(
+            status=status, reason="Listening" if status == "Success" else "Broken",
+            message=message, last_update_time=format_time(dt.datetime.now(dt.UTC)),
+            frontend=frontend),),
+        authenticators=tuple(PublishedAuthenticator(name=n, issuer=i, audience=a, source="config")
+                             for n, i, a in authenticators))
+    return {"apiVersion": "config.concierge.pinniped.dev/v1alpha1", "kind": "CredentialIssuer",
+            "metadata": {"name": name}, "spec": {},
+            "status": published.model_dump(mode="json", by_alias=True, exclude_none=True,
+                                           exclude_defaults=True)}

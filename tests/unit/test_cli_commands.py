@@ -109,12 +109,6 @@ def test_get_kubeconfig_usage_errors(h: CLIHarness, extra: list[str],
     assert needle in h.last_stderr
 
 
-def test_get_kubeconfig_needs_the_cluster_ca(h: CLIHarness) -> None:
-    args = ["get", "kubeconfig", *h.login_args()[2:], "--server", SERVER]
-    assert h.run(args, PASSWORD_ENV) == 2
-    assert "--cluster-ca-bundle" in h.last_stderr
-
-
 def test_group_change_updates_the_kubeconfig(h: CLIHarness, tmp_path: Path) -> None:
     out = tmp_path / "kubeconfig"
     _get_kubeconfig(h, out)
