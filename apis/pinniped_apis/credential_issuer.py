@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from pinniped_apis.authentication import DNSLabel, Issuer, SpecModel
+from pinniped_apis.authentication import DNSLabel, Issuer, SpecModel, TLSSpec
 
 
 class TokenCredentialRequestInfo(SpecModel):
@@ -56,6 +56,9 @@ class PublishedAuthenticator(SpecModel):
                           description="The OIDC client ID clients use (the tokens' `aud`).")
     source: Literal["config", "cluster"] = Field(
         description="Whether it comes from the concierge's config file or a JWTAuthenticator.")
+    tls: TLSSpec | None = Field(
+        default=None,
+        description="How clients trust the issuer's https; omitted: the system trust store.")
 
 
 class CredentialIssuerStatus(SpecModel):

@@ -197,6 +197,9 @@ def _from_credential_issuer(args: argparse.Namespace, published: PublishedConcie
         if args.client_id is None:
             args.client_id = authenticator.audience
             detail.append(f"client id {printable(authenticator.audience)}")
+        if authenticator.tls is not None and not ca_bundle_from_args(args, "--ca-bundle"):
+            args.ca_bundle_data = [authenticator.tls.certificate_authority_data]
+            detail.append("the issuer's CA")
         found.append(f"authenticator {authenticator.name}"
                      + (f" ({', '.join(detail)})" if detail else ""))
     return f"from CredentialIssuer {published.name!r}: {', '.join(found) or 'nothing new'}"

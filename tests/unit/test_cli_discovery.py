@@ -610,3 +610,24 @@ def test_kubectl_message_keeps_the_summary_short_and_printable() -> None:
     assert text.startswith("error: ?[2Jbad word")
     assert len(text) <= kubectl_module.MESSAGE_CHARS + 3
     assert kubectl_message("") == "no message"
+
+
+def test_the_issuers_published_ca_is_used_unless_a_flag_gives_one(
+        h: CLIHarness, kube: FakeKubectl, kubeconfig_in: Path, tmp_path: Path,
+        cas: tuple[str, str]) -> None:
+    """An IdP with a private CA needs no --ca-bundle: the concierge publishes the CA too."""
+    kube.issuers[0]["status"]["authenticators"][0]["tls"] = {"certificateAuthorityData": cas[0]}
+    out = tmp_path / "discovered.kubeconfig"
+    assert _get(h, "--kubeconfig", str(kubeconfig_in), out=out) == 0, h.last_stderr
+    _, args = _written(out)
+    assert _arg(args, "--ca-bundle-data") == cas[0]
+    assert base64.b64decode(cas[0]).decode() in h.router.clients
+    assert "the issuer's CA" in h.last_stderr
+
+    own_ca = tmp_path / "own-ca.pem"
+    own_ca.write_bytes(base64.b64decode(cas[1]))
+    out = tmp_path / "flagged.kubeconfig"
+    assert _get(h, "--kubeconfig", str(kubeconfig_in), "--ca-bundle", str(own_ca),
+                out=out) == 0, h.last_stderr
+    _, args = _written(out)
+    assert _arg(args, "--ca-bundle-data") == cas[1]
