@@ -2,7 +2,10 @@
 
 Kubernetes wants a structural OpenAPI v3 schema: no `$ref`, no `anyOf` with
 null, `enum` instead of `const`, and no `additionalProperties` beside
-`properties` (the apiserver prunes unknown fields itself). This module turns
+`properties` (the apiserver prunes unknown fields itself). kube-apiserver
+1.20 also refuses `default: ""` (its conversion reads the empty string as
+null, "in body must be of type string"), so empty-string defaults are left
+out: an omitted field reads as "" in the models anyway. This module turns
 each model's JSON schema into that, so the cluster validates an object with
 the same rules the concierge does, and a test fails when the committed YAML
 is stale. Regenerate with the command in `REGENERATE`.
@@ -41,7 +44,7 @@ def structural(node: Any) -> Any:
         node = {k: v for k, v in node.items() if k != "anyOf"} | kept[0]
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROPPED or (key == "default" and value is None):
+        if key in _DROPPED or (key == "default" and value in (None, "")):
             continue
         if key == "const":
             out["enum"] = [value]

@@ -5,9 +5,10 @@
     POST WHOAMI_REQUEST_PATH            bearer cluster credential -> who the cluster sees
     POST LOGOUT_REQUEST_PATH            bearer cluster credential -> its session Secret deleted
     GET  /healthz                       the process is alive
-    GET  /readyz                        the Kubernetes API and every issuer's keys are usable
-                                        (answers "ok" or "not ready"; what is missing goes
-                                        to the log; re-checked at most every 5 s)
+    GET  /readyz                        the Kubernetes API answers, every file authenticator's
+                                        keys are usable and the JWTAuthenticator objects have
+                                        been listed (answers "ok" or "not ready"; what is
+                                        missing goes to the log; re-checked at most every 5 s)
 
 Requests that cannot be answered get a Kubernetes `Status` object: 400 naming
 the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
@@ -66,6 +67,9 @@ class Services:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     #: Called once when the server stops (close HTTP clients, the audit file).
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: More for /readyz: each returns what is missing, or None (e.g. the JWTAuthenticator
+    #: objects not listed yet).
+    readiness_checks: Sequence[Callable[[], Awaitable[str | None]]] = ()
 
 
 class _BadRequest(Exception):
@@ -402,10 +406,16 @@ class _Readiness:
             await services.kube.ping(services.namespace)
         except (Unavailable, ServerError) as exc:
             problems.append(f"kubernetes: {exc}")
-        for name, authenticator in services.login.authenticators.items():
+        # The file's authenticators only: a JWTAuthenticator object that cannot be used says
+        # so in its own status, and must not take the whole concierge out of service.
+        for name, authenticator in services.login.authenticator_set.file.items():
             if not await authenticator.verifier.ready():
                 problems.append(f"authenticator {name}: no usable signing keys (issuer "
                                 "unreachable, or its keys not refreshed for maxKeyAgeSeconds)")
+        for check in services.readiness_checks:
+            problem = await check()
+            if problem is not None:
+                problems.append(problem)
         return problems
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     ValidationError,
@@ -30,16 +31,24 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 
 from pinniped_apis import validation
 from pinniped_apis.authentication import (
+    MAX_CA_BUNDLE_BYTES,
     PATTERN_WORDS,
     ClaimMappings,
     DNSLabel,
     JWTAuthenticatorFields,
     SpecModel,
+    https_issuer,
 )
 from pinniped_apis.constants import MAX_TOKEN_BYTES
+from pinniped_concierge import prefixes
 
 MIN_CREDENTIAL_TTL = 600  # kube-apiserver refuses TokenRequest expirationSeconds below this
 MAX_CREDENTIAL_TTL = 86400
+#: Larger ID tokens are refused; a JWTAuthenticator object has no key for it and gets this.
+DEFAULT_MAX_TOKEN_BYTES = 16 * 1024
+#: Authenticators the file may list; every one costs a key refresh loop and a CredentialIssuer
+#: entry, and far more than this is a mistake.
+MAX_FILE_AUTHENTICATORS = 64
 
 UNKNOWN_KEY = ("unknown key (check the spelling; `pinniped-concierge --config-reference` "
                "lists the accepted keys)")
@@ -124,7 +133,25 @@ def _audit_log(value: object, info: ValidationInfo) -> Path | None:
     return path
 
 
+def _ca_bundle(value: object, info: ValidationInfo) -> Path:
+    path = _existing_file(value, info)
+    if path.stat().st_size > MAX_CA_BUNDLE_BYTES:
+        raise ValueError(f"file {path} is larger than {MAX_CA_BUNDLE_BYTES} bytes; a CA "
+                         "bundle is a few certificates")
+    return path
+
+
+def _https_endpoint(value: str) -> str:
+    try:
+        return https_issuer(value)
+    except ValueError:
+        raise ValueError("must be an https:// URL (https://host:port) without query or "
+                         "fragment") from None
+
+
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
+Endpoint = Annotated[str, Field(max_length=2048), AfterValidator(_https_endpoint)]
+CABundleFile = Annotated[Path, BeforeValidator(_ca_bundle)]
 
 
 def _integer(default: int, low: int, high: int, description: str, **field: Any) -> Any:
@@ -153,6 +180,16 @@ class TLSConfig(Section):
     cert_file: ExistingFile = Field(
         description="PEM file with the certificate chain the concierge serves.")
     key_file: ExistingFile = Field(description="PEM file with the private key of `certFile`.")
+    ca_file: CABundleFile | None = Field(
+        default=None,
+        description="PEM bundle that clients should trust for `certFile`, published in the "
+                    "CredentialIssuer (what `pinniped get kubeconfig` puts in the kubeconfig). "
+                    "Omitted: `certFile` itself, which suits a self-signed certificate or a "
+                    "file that holds the chain up to its CA.")
+
+    def client_ca_file(self) -> Path:
+        """The bundle clients are told to trust."""
+        return self.ca_file or self.cert_file
 
 
 class KubernetesConfig(Section):
@@ -182,14 +219,15 @@ class JWTAuthenticatorConfig(Section, JWTAuthenticatorFields):
     type: Literal["jwt"] = Field(
         default="jwt",
         description="The kind of authenticator; `jwt` (OIDC ID tokens) is the only one.")
-    ca_file: ExistingFile | None = Field(
+    ca_file: CABundleFile | None = Field(
         default=None,
-        description="PEM bundle trusted for the issuer's https. Omitted: the system trust store.")
+        description="PEM bundle trusted for the issuer's https (also published in the "
+                    "CredentialIssuer, for clients). Omitted: the system trust store.")
     allow_empty_prefixes: bool = Field(
         default=False,
         description="Allows `usernamePrefix` and `groupsPrefix` to be empty. This IdP's names "
                     "then meet the names of every other origin; set it only when that is meant.")
-    max_token_bytes: int = _integer(16 * 1024, 1024, MAX_TOKEN_BYTES,
+    max_token_bytes: int = _integer(DEFAULT_MAX_TOKEN_BYTES, 1024, MAX_TOKEN_BYTES,
                                     "Larger ID tokens are refused as authentication failures.")
 
     @model_validator(mode="after")
@@ -203,6 +241,33 @@ class JWTAuthenticatorConfig(Section, JWTAuthenticatorFields):
         return self
 
 
+class JWTAuthenticatorsConfig(Section):
+    """Which cluster-scoped JWTAuthenticator objects the concierge uses besides the file's."""
+
+    watch: bool = Field(
+        default=True,
+        description="Use JWTAuthenticator objects (`authentication.concierge.pinniped.dev`; "
+                    "apply deploy/crds.yaml first), watched: a created, changed or deleted "
+                    "object takes effect within seconds, with no restart. The concierge is "
+                    "not ready until it has listed them once. false: the file's "
+                    "authenticators only.")
+    label_selector: str = Field(
+        default="", max_length=1024,
+        description="Only objects matching this Kubernetes label selector (e.g. "
+                    "`concierge.pinniped.dev/instance=prod`), so that several concierges "
+                    "in one cluster each use their own. Empty: every object.")
+    max_objects: int = _integer(
+        64, 1, 128, "Objects beyond this many (the oldest are kept) are not used; their "
+                    "status says so.")
+
+    @field_validator("label_selector")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be a label selector on one line (printable characters)")
+        return value
+
+
 class Config(Section):
     """The whole file."""
 
@@ -213,6 +278,20 @@ class Config(Section):
                                          description="How the Kubernetes API is reached.")
     namespace: DNSLabel = Field(
         description="The namespace of the per-user ServiceAccounts and session Secrets.")
+    external_endpoint: Endpoint | None = Field(
+        default=None,
+        description="The https URL clients reach the concierge at (a Service or load "
+                    "balancer in front of it), published in the CredentialIssuer. Omitted: "
+                    "`https://<listen.host>:<listen.port>`.")
+    credential_issuer_name: DNSLabel | None = Field(
+        default=None,
+        description="The cluster-scoped CredentialIssuer (`config.concierge.pinniped.dev`) "
+                    "this concierge publishes its endpoint, CA bundle and usable "
+                    "authenticators in. Omitted: the value of `namespace`, so that "
+                    "concierges in different namespaces never share one.")
+    jwt_authenticators: JWTAuthenticatorsConfig = Field(
+        default_factory=JWTAuthenticatorsConfig,
+        description="JWTAuthenticator objects in the cluster.")
     credential_ttl_seconds: int = _integer(
         MIN_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL,
         "Lifetime of the credentials the concierge mints (600 is TokenRequest's minimum).",
@@ -246,8 +325,31 @@ class Config(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="How much the concierge logs on standard error.")
     authenticators: tuple[JWTAuthenticatorConfig, ...] = Field(
-        min_length=1, description="The identity providers whose ID tokens are accepted. Names "
-                                  "must be unique, and prefixes must not overlap.")
+        default=(), max_length=MAX_FILE_AUTHENTICATORS,
+        description="The identity providers whose ID tokens are accepted. Names must be "
+                    "unique, and prefixes must not overlap. May be empty when "
+                    "`jwtAuthenticators.watch` is true: logins then use JWTAuthenticator "
+                    "objects only (the concierge starts, is ready, and logs a warning). A "
+                    "JWTAuthenticator object with the name of one of these is not used.")
+
+    def public_endpoint(self) -> str:
+        """`externalEndpoint`, or the listen address when it is omitted."""
+        if self.external_endpoint is not None:
+            return self.external_endpoint
+        host = self.listen.host
+        return f"https://{f'[{host}]' if ':' in host else host}:{self.listen.port}"
+
+    def credential_issuer(self) -> str:
+        return self.credential_issuer_name or self.namespace
+
+    @model_validator(mode="after")
+    def _someone_can_log_in(self) -> Config:
+        if not self.authenticators and not self.jwt_authenticators.watch:
+            raise _error_at(("authenticators",), "is empty and jwtAuthenticators.watch is "
+                            "false, so no login could ever succeed; list an authenticator, "
+                            "or set jwtAuthenticators.watch: true and apply JWTAuthenticator "
+                            "objects")
+        return self
 
     @field_validator("max_key_age_seconds")
     @classmethod
@@ -271,30 +373,12 @@ class Config(Section):
 
 
 def _refuse_overlapping_prefixes(authenticators: tuple[JWTAuthenticatorConfig, ...]) -> None:
-    """Each authenticator must own its corner of the username and group namespaces.
-
-    With prefixes "corp:" and "corp:x", user "x:alice" of the first IdP and
-    user ":alice" of the second both become "corp:x:alice"; with an empty
-    prefix, an IdP can mint any other's names. Only two
-    authenticators that turn every token into the same identity may share a
-    prefix: same issuer, same claims mapping, and the very same prefix.
-    """
-    keys = (("usernamePrefix", "username_prefix"), ("groupsPrefix", "groups_prefix"))
+    """Each authenticator must own its corner of the names (`prefixes.overlap`)."""
     for j, later in enumerate(authenticators):
         for earlier in authenticators[:j]:
-            for key, attribute in keys:
-                a, b = getattr(earlier, attribute), getattr(later, attribute)
-                if not (a.startswith(b) or b.startswith(a)):
-                    continue
-                if a == b and (earlier.issuer, earlier.claims) == (later.issuer, later.claims):
-                    continue
-                raise _error_at(
-                    (j, key),
-                    f"{b!r} of authenticator {later.name!r} overlaps {a!r} of authenticator "
-                    f"{earlier.name!r} ({key}): one identity provider could then mint names "
-                    "of the other. Give each authenticator a prefix that neither starts nor "
-                    "is the start of another's (only authenticators with the same issuer, "
-                    "claims and prefix may share one)")
+            found = prefixes.overlap(earlier, later)
+            if found is not None:
+                raise _error_at((j, found.key), found.describe(later.name, earlier.name))
 
 
 def _error_at(loc: tuple[int | str, ...], problem: str) -> ValidationError:

@@ -88,6 +88,8 @@ def _presence(schema: dict[str, Any]) -> str:
         return "optional"
     if default == schema.get("items", {}).get("enum"):
         return "default: all of them"
+    if default == "":
+        return "default: empty"
     return f"default `{_yaml(default)}`"
 
 
@@ -109,6 +111,8 @@ def _allowed(schema: dict[str, Any]) -> list[str]:
         allowed.append("not empty")
     if schema.get("minItems") == 1:
         allowed.append("at least one")
+    if "maxItems" in schema:
+        allowed.append(f"at most {schema['maxItems']}")
     return allowed
 
 

@@ -20,6 +20,8 @@ class Reason(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     UNKNOWN_AUTHENTICATOR = "unknown_authenticator"
+    #: A JWTAuthenticator object of that name exists but is not Ready (see its status).
+    AUTHENTICATOR_NOT_READY = "authenticator_not_ready"
     # The ID token's envelope and signature.
     TOKEN_TOO_LARGE = "token_too_large"
     MALFORMED_TOKEN = "malformed_token"

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pinniped_apis import wire
+from pinniped_apis.authentication import JWTAuthenticatorFields
 from pinniped_apis.constants import MAX_GROUPS
-from pinniped_concierge.config import JWTAuthenticatorConfig
 from pinniped_concierge.errors import Reason, Rejected
 
 RESERVED_PREFIX = "system:"
@@ -29,7 +29,8 @@ class IdentityMapper:
     groups_prefix: str
 
     @classmethod
-    def from_config(cls, config: JWTAuthenticatorConfig) -> IdentityMapper:
+    def from_config(cls, config: JWTAuthenticatorFields) -> IdentityMapper:
+        """From a file authenticator or a JWTAuthenticator object's spec."""
         return cls(config.claims.username, config.claims.groups,
                    config.username_prefix, config.groups_prefix)
 

@@ -29,12 +29,11 @@ import math
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pinniped_concierge.config import JWTAuthenticatorConfig
 from pinniped_concierge.errors import Reason, Rejected, Unavailable
 
 log = logging.getLogger("concierge.jwt")
@@ -54,13 +53,47 @@ class FetchError(Exception):
     """Discovery or JWKS could not be fetched; the message names the URL, never a secret."""
 
 
-class HttpsFetcher:
-    """GET a JSON document over https, bounded in size and time, trusting one CA file."""
+class DiscoveryError(FetchError):
+    """The discovery document could not be fetched, or is not this issuer's."""
 
-    def __init__(self, ca_file: Path | None) -> None:
+
+class JWKSURLError(FetchError):
+    """The discovery document names no usable (https) `jwks_uri`."""
+
+
+class JWKSFetchError(FetchError):
+    """The key set could not be fetched, or holds no usable signature key."""
+
+
+class VerifierSettings(Protocol):
+    """What verification needs of an authenticator, wherever it is defined (the config
+    file's `JWTAuthenticatorConfig`, or a JWTAuthenticator object)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def issuer(self) -> str: ...
+
+    @property
+    def audience(self) -> str: ...
+
+    @property
+    def algorithms(self) -> Sequence[str]: ...
+
+    @property
+    def max_token_bytes(self) -> int: ...
+
+
+class HttpsFetcher:
+    """GET a JSON document over https, bounded in size and time, trusting one CA bundle
+    (a file, or PEM text from a JWTAuthenticator's `certificateAuthorityData`)."""
+
+    def __init__(self, ca_file: Path | None, ca_pem: str | None = None) -> None:
         import httpx
 
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None,
+                                             cadata=ca_pem)
         self._client = httpx.AsyncClient(verify=context, follow_redirects=False,
                                          timeout=FETCH_TIMEOUT_SECONDS,
                                          headers={"Accept": "application/json"})
@@ -109,7 +142,7 @@ class _VerificationKey:
 class JWTAuthenticator:
     """One configured issuer: token in, verified claims out (or `Rejected`)."""
 
-    def __init__(self, config: JWTAuthenticatorConfig, fetch: Fetcher, *,
+    def __init__(self, config: VerifierSettings, fetch: Fetcher, *,
                  clock_skew_seconds: int, min_refresh_interval_seconds: float,
                  max_key_age_seconds: float = 86400,
                  clock: Callable[[], float] = time.time,
@@ -156,15 +189,23 @@ class JWTAuthenticator:
     async def _refresh_locked(self) -> None:
         self._last_attempt = self._monotonic()
         issuer = self.config.issuer
-        document = await self._fetch(issuer.rstrip("/") + "/.well-known/openid-configuration")
+        try:
+            document = await self._fetch(discovery_url(issuer))
+        except FetchError as exc:
+            raise DiscoveryError(str(exc)) from None
         if not isinstance(document, dict) or document.get("issuer") != issuer:
-            raise FetchError(f"{issuer}: discovery document's issuer does not match exactly")
+            raise DiscoveryError(f"{issuer}: discovery document's issuer does not match exactly")
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
-            raise FetchError(f"{issuer}: discovery document has no https jwks_uri")
-        keys = _parse_jwks(await self._fetch(jwks_uri))
+            raise JWKSURLError(f"{issuer}: discovery document has no https jwks_uri")
+        try:
+            keys = _parse_jwks(await self._fetch(jwks_uri))
+        except FetchError as exc:
+            detail = str(exc)
+            raise JWKSFetchError(detail if detail.startswith(jwks_uri)
+                                 else f"{jwks_uri}: {detail}") from None
         if not keys:
-            raise FetchError(f"{jwks_uri}: no usable signature keys")
+            raise JWKSFetchError(f"{jwks_uri}: no usable signature keys")
         if {k.kid for k in keys} != {k.kid for k in self._keys}:
             log.info("authenticator %s: keys now %s", self.name,
                      sorted(str(k.kid) for k in keys))
@@ -293,6 +334,10 @@ class JWTAuthenticator:
         iat = _numeric_date(claims, "iat", required=False)
         if iat is not None and now + self._skew < iat:
             raise Rejected(Reason.ISSUED_IN_FUTURE, f"iat is {int(iat - now)}s in the future")
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 def _numeric_date(claims: Mapping[str, object], name: str, *, required: bool) -> float | None:

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from pinniped_apis import constants
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 
 Obj = dict[str, Any]
@@ -37,6 +38,28 @@ class Kind(StrEnum):
     SECRET = "Secret"
     CLUSTER_ROLE = "ClusterRole"
     CLUSTER_ROLE_BINDING = "ClusterRoleBinding"
+
+
+@dataclass(frozen=True)
+class ClusterResource:
+    """A cluster-scoped custom resource, as the CustomObjects API addresses it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+JWT_AUTHENTICATORS = ClusterResource(constants.AUTHENTICATOR_GROUP, constants.VERSION,
+                                     constants.JWT_AUTHENTICATOR_PLURAL,
+                                     constants.JWT_AUTHENTICATOR_KIND)
+CREDENTIAL_ISSUERS = ClusterResource(constants.CONFIG_GROUP, constants.VERSION,
+                                     constants.CREDENTIAL_ISSUER_PLURAL,
+                                     constants.CREDENTIAL_ISSUER_KIND)
 
 
 class NotFound(Exception):
@@ -71,6 +94,18 @@ class KubeAPI(Protocol):
 
     async def ping(self, namespace: str) -> None:
         """Raise unless the API is reachable and answers with our own credentials."""
+        ...
+
+    # Cluster-scoped custom objects (JWTAuthenticators, the CredentialIssuer), as plain dicts.
+
+    async def read_custom(self, resource: ClusterResource, name: str) -> Obj: ...
+
+    async def create_custom(self, resource: ClusterResource, body: Obj) -> Obj: ...
+
+    async def replace_custom_status(self, resource: ClusterResource, name: str,
+                                    body: Obj) -> Obj:
+        """PUT the status subresource; `body`'s resourceVersion makes a stale write a
+        `Conflict` rather than a lost update."""
         ...
 
 
@@ -127,6 +162,7 @@ class KubernetesClientAPI:
         self._core = client.CoreV1Api(api_client)
         self._rbac = client.RbacAuthorizationV1Api(api_client)
         self._authn = client.AuthenticationV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
         self._timeout = (min(3.0, timeout_seconds), timeout_seconds)
 
     @classmethod
@@ -239,6 +275,28 @@ class KubernetesClientAPI:
     async def ping(self, namespace: str) -> None:
         await self.list(Kind.SECRET, namespace, "app.kubernetes.io/managed-by=pinniped-concierge",
                         limit=1)
+
+    async def read_custom(self, resource: ClusterResource, name: str) -> Obj:
+        result = await self._call(f"read {resource.kind}", lambda: (
+            self._custom.get_cluster_custom_object(
+                resource.group, resource.version, resource.plural, name,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def create_custom(self, resource: ClusterResource, body: Obj) -> Obj:
+        result = await self._call(f"create {resource.kind}", lambda: (
+            self._custom.create_cluster_custom_object(
+                resource.group, resource.version, resource.plural, body,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def replace_custom_status(self, resource: ClusterResource, name: str,
+                                    body: Obj) -> Obj:
+        result = await self._call(f"update {resource.kind} status", lambda: (
+            self._custom.replace_cluster_custom_object_status(
+                resource.group, resource.version, resource.plural, name, body,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
 
 
 def _translate(exc: Exception, what: str) -> Exception:

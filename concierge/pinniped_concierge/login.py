@@ -12,43 +12,39 @@ so a failure late in the chain is still attributed to a user.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
 from pinniped_apis import wire
 from pinniped_concierge.audit import AuditEvent
+from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
 from pinniped_concierge.errors import Reason, Rejected
-from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
 from pinniped_concierge.userobjects import UserObjects
 
-
-class TokenVerifier(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    async def verify(self, token: str) -> dict[str, object]: ...
-
-    async def ready(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Authenticator:
-    verifier: TokenVerifier
-    mapper: IdentityMapper
+__all__ = ["Authenticator", "LoginService", "TokenVerifier"]
 
 
 class LoginService:
-    def __init__(self, authenticators: Mapping[str, Authenticator], user_objects: UserObjects,
-                 sessions: Sessions) -> None:
-        self.authenticators = dict(authenticators)
+    def __init__(self, authenticators: AuthenticatorSet | Mapping[str, Authenticator],
+                 user_objects: UserObjects, sessions: Sessions) -> None:
+        self.authenticator_set = (authenticators if isinstance(authenticators, AuthenticatorSet)
+                                  else AuthenticatorSet(authenticators))
         self._user_objects = user_objects
         self._sessions = sessions
 
+    @property
+    def authenticators(self) -> Mapping[str, Authenticator]:
+        """The usable ones right now (read-only; the set swaps a new mapping in)."""
+        return self.authenticator_set.usable
+
     async def login(self, request: wire.TokenCredentialRequest,
                     event: AuditEvent) -> wire.ClusterCredential:
-        authenticator = self.authenticators.get(request.authenticator_name)
-        if authenticator is None or request.authenticator_kind != wire.JWT_AUTHENTICATOR_KIND:
+        authenticator, why_not = self.authenticator_set.lookup(request.authenticator_name)
+        if request.authenticator_kind != wire.JWT_AUTHENTICATOR_KIND:
+            authenticator, why_not = None, None
+        if authenticator is None:
+            if why_not is not None:
+                raise Rejected(Reason.AUTHENTICATOR_NOT_READY,
+                               f"JWTAuthenticator is not used: {why_not}")
             raise Rejected(Reason.UNKNOWN_AUTHENTICATOR, "no such JWTAuthenticator")
 
         claims = await authenticator.verifier.verify(request.token)

@@ -22,6 +22,9 @@ change made by someone else is trusted away at most that long.
 The threads use their own API client (their own connection pool, user agent
 `pinniped-concierge-watch`): long-running watches must not hold connections
 the login path needs, and the apiserver's audit log can tell them apart.
+
+The list-then-watch loop itself (`ListWatch`, fed into any `WatchTarget`) also
+serves the JWTAuthenticator objects (`cluster_authenticators`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from pinniped_concierge import naming
+from pinniped_concierge import backoff, naming
 from pinniped_concierge.kubeapi import Kind, Obj
 
 log = logging.getLogger("concierge.watch")
@@ -143,43 +146,52 @@ class ObjectVersions:
             return {name: objects[name] for name in self._by_user[kind].get(user, ())}
 
 
-class ObjectWatcher:
-    """One daemon thread per kind, each listing then watching with the official client."""
+class WatchTarget(Protocol):
+    """What a list-then-watch loop feeds, from its own thread."""
 
-    def __init__(self, api_client: Any, namespace: str, versions: ObjectVersions,
+    def reset(self, objects: list[Obj]) -> None:
+        """The complete current set (from a list)."""
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        """One ADDED, MODIFIED or DELETED event."""
+
+    def lost(self) -> None:
+        """The watch broke; a `reset` follows once it is back."""
+
+
+@dataclass(frozen=True)
+class WatchSource:
+    """One list-then-watch loop: what to list, with which fixed arguments, and whom to feed."""
+
+    what: str  # for logs and thread names: "ClusterRoles", "JWTAuthenticators"
+    list_fn: Any  # an official client's list function (it also watches)
+    arguments: Mapping[str, Any]
+    label_selector: str
+    target: WatchTarget
+    #: What is degraded while the watch is down, for the warning.
+    meanwhile: str
+    page_size: int = LIST_PAGE_SIZE
+
+
+class ListWatch:
+    """One daemon thread per source, each listing then watching with the official client."""
+
+    def __init__(self, sources: Iterable[WatchSource],
                  connect_timeout_seconds: float = 5.0) -> None:
-        from kubernetes import client
-
-        api_client.user_agent = WATCH_USER_AGENT
-        self._api_client = api_client
-        self._namespace = namespace
-        self._versions = versions
+        self.sources = tuple(sources)
         self._connect_timeout = connect_timeout_seconds
-        core, rbac = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
-        owned = naming.owned_selector(namespace)
-        where = {"namespace": namespace}
-        # kind -> (list function, its fixed arguments, label selector)
-        self._sources: dict[Kind, tuple[Any, dict[str, str], str]] = {
-            Kind.SERVICE_ACCOUNT: (core.list_namespaced_service_account, where, owned),
-            Kind.CLUSTER_ROLE: (rbac.list_cluster_role, {}, owned),
-            Kind.CLUSTER_ROLE_BINDING: (rbac.list_cluster_role_binding, {}, owned),
-            Kind.SECRET: (core.list_namespaced_secret, where, naming.session_selector()),
-        }
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for kind in self._sources:
-            thread = threading.Thread(target=self._run, args=(kind,), daemon=True,
-                                      name=f"watch-{kind}")
-            thread.start()
-            self._threads.append(thread)
+        for source in self.sources:
+            threading.Thread(target=self._run, args=(source,), daemon=True,
+                             name=f"watch-{source.what}").start()
 
     def stop(self) -> None:
         """Stop at the next event or read timeout; the threads are daemons, nothing waits."""
         self._stopping.set()
-        for kind in self._sources:
-            self._versions.lost(kind)
+        for source in self.sources:
+            source.target.lost()
 
     async def run(self) -> None:
         """Background task for the app's lifespan: watch until cancelled."""
@@ -189,66 +201,51 @@ class ObjectWatcher:
         finally:
             self.stop()
 
-    def _run(self, kind: Kind) -> None:
+    def _run(self, source: WatchSource) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
-                self._list_and_watch(kind)
+                self._list_and_watch(source)
                 failures = 0
             except Exception as exc:  # any failure: unknown until listed again
-                self._versions.lost(kind)
+                source.target.lost()
                 if self._stopping.is_set():
                     return
-                delay = RETRY_DELAYS_SECONDS[min(failures, len(RETRY_DELAYS_SECONDS) - 1)]
+                delay = backoff.delay(failures, RETRY_DELAYS_SECONDS)
                 failures += 1
-                log.warning("watch of %ss lost (%s); the user cache is bypassed until it is "
-                            "back; retrying in %.1f s", kind, _describe(exc), delay)
+                log.warning("watch of %s lost (%s); %s; retrying in %.1f s", source.what,
+                            _describe(exc), source.meanwhile, delay)
                 self._stopping.wait(delay)
 
-    def _list_and_watch(self, kind: Kind) -> None:
+    def _list_and_watch(self, source: WatchSource) -> None:
         from kubernetes import watch as kube_watch
 
         watch: Any = kube_watch  # untyped
-        list_fn, where, selector = self._sources[kind]
-        version = self._list(kind, list_fn, where, selector)
-        log.info("watching %ss (label selector %s)", kind, selector)
+        version = self._list(source)
+        log.info("watching %s (label selector %r)", source.what, source.label_selector)
         while not self._stopping.is_set():
             stream = watch.Watch()
             for event in stream.stream(
-                    list_fn, **where, label_selector=selector, resource_version=version,
-                    allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+                    source.list_fn, **source.arguments, label_selector=source.label_selector,
+                    resource_version=version, allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_SECONDS,
                     _request_timeout=(self._connect_timeout, READ_TIMEOUT_SECONDS)):
                 if self._stopping.is_set():
                     stream.stop()
                     return
-                version = self._handle(kind, event) or version
+                version = handle_event(source.target, event) or version
 
-    def _handle(self, kind: Kind, event: object) -> str | None:
-        """Apply one watch event; returns its resourceVersion to resume from.
-
-        The client raises ApiException for ERROR events (410 Gone included);
-        `raw_object` is the object as the apiserver sent it, a plain dict.
-        """
-        if not isinstance(event, dict) or not isinstance(event.get("raw_object"), dict):
-            raise WatchBroken("an event that is not an object")
-        event_type, obj = event.get("type"), event["raw_object"]
-        if event_type in ("ADDED", "MODIFIED", "DELETED"):
-            self._versions.apply(kind, str(event_type), obj)
-        elif event_type != "BOOKMARK":
-            raise WatchBroken(f"unexpected event type {str(event_type)[:20]!r}")
-        return naming.metadata_field(obj, "resourceVersion")
-
-    def _list(self, kind: Kind, list_fn: Any, where: dict[str, str], selector: str) -> str:
+    def _list(self, source: WatchSource) -> str:
         """List every object (paged, one consistent snapshot); returns its resourceVersion."""
         items: list[Obj] = []
         version: str | None = None
         continue_token: str | None = None
         while True:
             extra = {"_continue": continue_token} if continue_token else {}
-            response = list_fn(**where, label_selector=selector, limit=LIST_PAGE_SIZE,
-                               _preload_content=False,
-                               _request_timeout=(self._connect_timeout, READ_TIMEOUT_SECONDS),
-                               **extra)
+            response = source.list_fn(
+                **source.arguments, label_selector=source.label_selector,
+                limit=source.page_size, _preload_content=False,
+                _request_timeout=(self._connect_timeout, READ_TIMEOUT_SECONDS), **extra)
             page = json.loads(response.data)
             metadata = page.get("metadata") or {}
             version = version or metadata.get("resourceVersion")
@@ -257,9 +254,73 @@ class ObjectWatcher:
             if not continue_token:
                 break
         if not isinstance(version, str) or not version:
-            raise WatchBroken(f"list of {kind}s has no resourceVersion")
-        self._versions.reset(kind, items)
+            raise WatchBroken(f"list of {source.what} has no resourceVersion")
+        source.target.reset(items)
         return version
+
+
+def handle_event(target: WatchTarget, event: object) -> str | None:
+    """Apply one watch event; returns its resourceVersion to resume from.
+
+    The client raises ApiException for ERROR events (410 Gone included);
+    `raw_object` is the object as the apiserver sent it, a plain dict.
+    """
+    if not isinstance(event, dict) or not isinstance(event.get("raw_object"), dict):
+        raise WatchBroken("an event that is not an object")
+    event_type, obj = event.get("type"), event["raw_object"]
+    if event_type in ("ADDED", "MODIFIED", "DELETED"):
+        target.apply(str(event_type), obj)
+    elif event_type != "BOOKMARK":
+        raise WatchBroken(f"unexpected event type {str(event_type)[:20]!r}")
+    return naming.metadata_field(obj, "resourceVersion")
+
+
+@dataclass(frozen=True)
+class _KindTarget:
+    """One kind of `ObjectVersions`, as a `WatchTarget`."""
+
+    versions: ObjectVersions
+    kind: Kind
+
+    def reset(self, objects: list[Obj]) -> None:
+        self.versions.reset(self.kind, objects)
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        self.versions.apply(self.kind, event_type, obj)
+
+    def lost(self) -> None:
+        self.versions.lost(self.kind)
+
+
+def new_watch_client(api_client: Any) -> Any:
+    """`api_client` marked as the watch's (user agent `WATCH_USER_AGENT`)."""
+    api_client.user_agent = WATCH_USER_AGENT
+    return api_client
+
+
+class ObjectWatcher(ListWatch):
+    """The per-user cache's watches: our ServiceAccounts, ClusterRoles, ClusterRoleBindings
+    and session Secrets, into `versions`."""
+
+    def __init__(self, api_client: Any, namespace: str, versions: ObjectVersions,
+                 connect_timeout_seconds: float = 5.0) -> None:
+        from kubernetes import client
+
+        new_watch_client(api_client)
+        core, rbac = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
+        owned = naming.owned_selector(namespace)
+        where = {"namespace": namespace}
+        sources = {
+            Kind.SERVICE_ACCOUNT: (core.list_namespaced_service_account, where, owned),
+            Kind.CLUSTER_ROLE: (rbac.list_cluster_role, {}, owned),
+            Kind.CLUSTER_ROLE_BINDING: (rbac.list_cluster_role_binding, {}, owned),
+            Kind.SECRET: (core.list_namespaced_secret, where, naming.session_selector()),
+        }
+        self.kinds = {kind: WatchSource(
+            f"{kind}s", list_fn, arguments, selector, _KindTarget(versions, kind),
+            meanwhile="the user cache is bypassed until it is back")
+            for kind, (list_fn, arguments, selector) in sources.items()}
+        super().__init__(self.kinds.values(), connect_timeout_seconds)
 
 
 class WatchBroken(Exception):

@@ -7,7 +7,9 @@ installed, so `--help`, `--version` and `--config-reference` work without them.
 
 from __future__ import annotations
 
+import base64
 import functools
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -16,13 +18,16 @@ import uvicorn
 
 from pinniped_concierge.app import Services, create_app
 from pinniped_concierge.audit import AuditLog
+from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet
+from pinniped_concierge.cluster_authenticators import ClusterAuthenticators, https_verifiers
 from pinniped_concierge.config import Config
+from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from pinniped_concierge.kubeapi import KubeAPI, KubernetesClientAPI
-from pinniped_concierge.login import Authenticator, LoginService
-from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
+from pinniped_concierge.login import LoginService
+from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
@@ -34,34 +39,45 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     """Wire the concierge together from its config; `kube` and `versions` may be swapped by tests.
 
     With the real Kubernetes client, `versions` is fed by an `ObjectWatcher`
-    started with the server; with a swapped `kube` and no `versions`, the
+    and the JWTAuthenticator objects by their own watch, both started with
+    the server; with a swapped `kube` neither watch runs (a test feeds the
+    `ClusterAuthenticators` mirror itself) and, without `versions`, the
     per-user cache is off (every login reconciles).
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     timeout = float(config.kubernetes.request_timeout_seconds)
+    watches: list[WatchSource] = []
+    real: KubernetesClientAPI | None = None
     if kube is None:
         real = KubernetesClientAPI.from_kubeconfig(config.kubernetes.kubeconfig, timeout)
         kube = real
         closers.append(_async(real.close))
         if versions is None:
             versions = ObjectVersions()
-            watcher = ObjectWatcher(real.new_api_client(), config.namespace, versions,
-                                    connect_timeout_seconds=min(5.0, timeout))
-            background.append(watcher.run)
+            watches += ObjectWatcher(real.new_api_client(), config.namespace, versions).sources
 
-    authenticators: dict[str, Authenticator] = {}
-    for auth_config in config.authenticators:
-        fetcher = HttpsFetcher(auth_config.ca_file)
-        closers.append(fetcher.aclose)
-        verifier = JWTAuthenticator(
-            auth_config, fetcher, clock_skew_seconds=config.clock_skew_seconds,
-            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
-            max_key_age_seconds=config.max_key_age_seconds)
-        authenticators[auth_config.name] = Authenticator(verifier,
-                                                         IdentityMapper.from_config(auth_config))
-        background.append(functools.partial(verifier.run_refresh_loop,
-                                            config.key_refresh_interval_seconds))
+    authenticators = AuthenticatorSet(_file_authenticators(config, closers, background))
+    readiness: list[Callable[[], Awaitable[str | None]]] = []
+    if config.jwt_authenticators.watch:
+        cluster = ClusterAuthenticators(
+            kube, authenticators, {a.name: a for a in config.authenticators},
+            https_verifiers(clock_skew_seconds=config.clock_skew_seconds,
+                            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
+                            max_key_age_seconds=config.max_key_age_seconds),
+            max_objects=config.jwt_authenticators.max_objects,
+            refresh_interval_seconds=config.key_refresh_interval_seconds)
+        background.append(cluster.run)
+        readiness.append(cluster.readiness_problem)
+        if real is not None:
+            watches.append(cluster.watch_source(real.new_api_client(),
+                                                config.jwt_authenticators.label_selector))
+    if watches:
+        background.append(ListWatch(watches, connect_timeout_seconds=min(5.0, timeout)).run)
+    publisher = CredentialIssuerPublisher(
+        kube, authenticators, name=config.credential_issuer(), endpoint=config.public_endpoint(),
+        ca_bundle=config.tls.client_ca_file().read_bytes(), namespace=config.namespace)
+    background.append(publisher.run)
 
     user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds, versions)
     sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
@@ -77,8 +93,38 @@ def build_services(config: Config, kube: KubeAPI | None = None,
         reviewer=CredentialReviewer(kube, config.namespace, user_objects),
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
         body_timeout_seconds=float(config.request_body_timeout_seconds),
-        background=background, on_shutdown=closers,
+        background=background, on_shutdown=closers, readiness_checks=readiness,
     )
+
+
+def _file_authenticators(config: Config, closers: list[Callable[[], Awaitable[None]]],
+                         background: list[Callable[[], Coroutine[Any, Any, None]]]
+                         ) -> dict[str, Authenticator]:
+    """The config file's authenticators, each with its key refresh loop."""
+    authenticators: dict[str, Authenticator] = {}
+    for auth_config in config.authenticators:
+        fetcher = HttpsFetcher(auth_config.ca_file)
+        closers.append(fetcher.aclose)
+        verifier = JWTAuthenticator(
+            auth_config, fetcher, clock_skew_seconds=config.clock_skew_seconds,
+            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
+            max_key_age_seconds=config.max_key_age_seconds)
+        ca_data = (base64.b64encode(auth_config.ca_file.read_bytes()).decode("ascii")
+                   if auth_config.ca_file is not None else None)
+        authenticators[auth_config.name] = Authenticator(
+            verifier, IdentityMapper.from_config(auth_config), issuer=auth_config.issuer,
+            audience=auth_config.audience, source="config", issuer_ca_data=ca_data)
+        background.append(functools.partial(verifier.run_refresh_loop,
+                                            config.key_refresh_interval_seconds))
+    return authenticators
+
+
+def _unspecified(host: str) -> bool:
+    """`0.0.0.0` or `::`: every interface, which no client can connect to by that name."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
@@ -89,9 +135,22 @@ def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 def serve(config: Config, services: Services) -> None:
     """Serve the API over TLS until stopped."""
-    log.info("serving https://%s:%d for authenticators %s; namespace %s",
-             config.listen.host, config.listen.port,
-             ", ".join(f"{a.name} ({a.issuer})" for a in config.authenticators), config.namespace)
+    log.info("serving https://%s:%d (clients: %s) for authenticators %s; namespace %s",
+             config.listen.host, config.listen.port, config.public_endpoint(),
+             ", ".join(f"{a.name} ({a.issuer})" for a in config.authenticators) or "(none)",
+             config.namespace)
+    if config.jwt_authenticators.watch:
+        selector = config.jwt_authenticators.label_selector
+        log.info("JWTAuthenticator objects are used too (label selector %s)",
+                 repr(selector) if selector else "none: every object")
+    if not config.authenticators:
+        log.warning("the config file lists no authenticators: logins use JWTAuthenticator "
+                    "objects only, and fail until one is applied and Ready "
+                    "(kubectl get jwtauthenticators)")
+    if config.external_endpoint is None and _unspecified(config.listen.host):
+        log.warning("externalEndpoint is not set, so the CredentialIssuer tells clients %s, "
+                    "which they cannot reach; set externalEndpoint to the Service's or load "
+                    "balancer's https URL", config.public_endpoint())
     uvicorn.run(create_app(services), host=config.listen.host, port=config.listen.port,
                 ssl_certfile=str(config.tls.cert_file), ssl_keyfile=str(config.tls.key_file),
                 log_level=config.log_level, access_log=False, server_header=False,

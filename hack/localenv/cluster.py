@@ -25,6 +25,7 @@ from localenv.procs import ManagedProcess, free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-apiserver.sh"
+DEPLOY_CRDS = REPO_ROOT / "deploy" / "crds.yaml"
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.20.2")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 
@@ -95,6 +96,7 @@ class LocalCluster:
     audit_log: Path
     service_account_issuer: str
     _processes: list[ManagedProcess] = field(default_factory=list, repr=False)
+    _crds_installed: bool = field(default=False, repr=False)
 
     @classmethod
     def start(cls, workdir: Path, ca: pki.CA) -> LocalCluster:
@@ -166,6 +168,16 @@ class LocalCluster:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
                                f"{result.stderr.strip()}")
         return result
+
+    def install_crds(self) -> None:
+        """Apply deploy/crds.yaml (JWTAuthenticator, CredentialIssuer) and wait until the
+        apiserver serves them; once per cluster, and harmless again (kubectl apply)."""
+        if self._crds_installed:
+            return
+        self.kubectl("apply", "-f", str(DEPLOY_CRDS))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                     "-f", str(DEPLOY_CRDS))
+        self._crds_installed = True
 
     def stop(self) -> None:
         for proc in reversed(self._processes):

@@ -39,12 +39,16 @@ from localenv import pki
 from localenv.cluster import LocalCluster, write_kubeconfig
 from localenv.idp import LocalIdP
 from localenv.procs import ManagedProcess, free_port, wait_for
+from pinniped_apis import constants
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONCIERGE_BIN = REPO_ROOT / ".venv" / "bin" / "pinniped-concierge"
 DEPLOY_RBAC = REPO_ROOT / "deploy" / "rbac.yaml"
 CONCIERGE_SA = "pinniped-concierge"
 DEFAULT_PREFIX = "corp:"
+#: Each local concierge watches only the JWTAuthenticators labelled with its namespace here,
+#: so that the many concierges of a test run never use each other's objects.
+INSTANCE_LABEL = "concierge.pinniped.dev/instance"
 #: The `minted` authenticator's prefix: the concierge refuses authenticators on
 #: different issuers whose prefixes overlap, so it cannot share `corp:`.
 MINTED_PREFIX = "minted:"
@@ -183,13 +187,20 @@ class LocalConcierge:
     log_path: Path
     namespace: str
     cluster_role: str
+    #: The cluster-scoped CredentialIssuer it publishes (`credentialIssuerName`).
+    credential_issuer: str = ""
     _process: ManagedProcess | None = field(default=None, repr=False)
+
+    @property
+    def instance_labels(self) -> dict[str, str]:
+        """The labels a JWTAuthenticator needs for this concierge to use it."""
+        return {INSTANCE_LABEL: self.namespace}
 
     @classmethod
     def start(cls, workdir: Path, ca: pki.CA, cluster: LocalCluster, idp: LocalIdP, *,
               extra_issuers: Sequence[MintingIssuer] = (), namespace: str | None = None,
               kube_server: str | None = None, raw_issuer: MintingIssuer | None = None,
-              **overrides: Any) -> LocalConcierge:
+              command: Sequence[str] | None = None, **overrides: Any) -> LocalConcierge:
         """Start one concierge; `overrides` replace top-level config keys (camelCase).
 
         The authenticators are `corp` and `corp-es256` (the real IdP, prefix
@@ -198,10 +209,18 @@ class LocalConcierge:
         (empty prefixes, which overlap every other prefix, so it must be
         alone). `namespace` lets several concierges share one (as replicas
         do); `kube_server` points the concierge at another address for the
-        apiserver (a `TcpProxy` that a test can cut).
+        apiserver (a `TcpProxy` that a test can cut). `authenticators=[]`
+        makes one that uses JWTAuthenticator objects alone.
+
+        It uses only the JWTAuthenticators labelled `instance_labels`
+        (`jwtAuthenticators.labelSelector`; `jwt_authenticator` makes such
+        manifests), publishes the CredentialIssuer `credential_issuer` (its
+        namespace) with `externalEndpoint` its URL and `tls.caFile` the local
+        CA, and its RBAC is deploy/'s, renamed for its namespace.
         """
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         namespace = namespace or f"pinniped-concierge-{secrets.token_hex(3)}"
+        cluster.install_crds()
         kubeconfig = workdir / "concierge.kubeconfig"
         write_kubeconfig(kubeconfig, server=kube_server or cluster.server, ca_file=cluster.ca_file,
                          user=CONCIERGE_SA, token=install_rbac(cluster, namespace))
@@ -221,9 +240,13 @@ class LocalConcierge:
             authenticators = [authenticator_config(
                 authenticator_name, raw_issuer.issuer, raw_issuer.audience, raw_issuer.ca_file,
                 usernamePrefix="", groupsPrefix="", allowEmptyPrefixes=True)]
+        url = f"https://127.0.0.1:{port}"
         config: dict[str, Any] = {
             "listen": {"host": "127.0.0.1", "port": port},
-            "tls": {"certFile": str(tls.cert_path), "keyFile": str(tls.key_path)},
+            "tls": {"certFile": str(tls.cert_path), "keyFile": str(tls.key_path),
+                    "caFile": str(ca.cert_path)},
+            "externalEndpoint": url,
+            "jwtAuthenticators": {"labelSelector": f"{INSTANCE_LABEL}={namespace}"},
             "kubernetes": {"kubeconfig": str(kubeconfig)},
             "namespace": namespace,
             "credentialTTLSeconds": 600,
@@ -236,17 +259,25 @@ class LocalConcierge:
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = workdir / "concierge.log"
         process = ManagedProcess("pinniped-concierge",
-                                 [str(CONCIERGE_BIN), "--config", str(config_path)], log_path)
-        running = cls(url=f"https://127.0.0.1:{port}", ca_file=ca.cert_path,
+                                 [*(command or [str(CONCIERGE_BIN)]), "--config",
+                                  str(config_path)], log_path)
+        running = cls(url=url, ca_file=ca.cert_path,
                       authenticator_name=authenticator_name, config_path=config_path,
                       audit_log_path=audit_log, log_path=log_path, namespace=namespace,
-                      cluster_role=namespace, _process=process)
+                      cluster_role=namespace,
+                      credential_issuer=config.get("credentialIssuerName") or namespace,
+                      _process=process)
         try:
             wait_for(running.is_ready, 30, "concierge /readyz", process)
         except BaseException:
             running.stop()
             raise
         return running
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (a test can tell a restart by it)."""
+        return self._process.pid if self._process is not None else None
 
     def is_ready(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -329,20 +360,34 @@ class TcpProxy:
 
 
 def install_rbac(cluster: LocalCluster, namespace: str) -> str:
-    """Apply deploy/rbac.yaml into `namespace`; return a token for the concierge's account."""
+    """Apply deploy/rbac.yaml into `namespace`; return a token for the concierge's account.
+
+    Every name that would clash between concierges sharing the cluster is made
+    the namespace's own: the namespace, the cluster-wide roles and bindings
+    (`pinniped-concierge` -> NAMESPACE, `pinniped-concierge-discovery` ->
+    NAMESPACE-discovery) and the CredentialIssuer the role may write (its
+    default name is the namespace).
+    """
+    def renamed(name: str) -> str:
+        return namespace + name.removeprefix(CONCIERGE_SA)
+
     documents = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
     for doc in documents:
         meta = doc["metadata"]
         if doc["kind"] == "Namespace":
             meta["name"] = namespace
         elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            meta["name"] = namespace  # cluster-wide names must not collide between concierges
+            meta["name"] = renamed(meta["name"])
         else:
             meta["namespace"] = namespace
         if "roleRef" in doc and doc["roleRef"]["kind"] == "ClusterRole":
-            doc["roleRef"]["name"] = namespace
+            doc["roleRef"]["name"] = renamed(doc["roleRef"]["name"])
         for subject in doc.get("subjects", []):
-            subject["namespace"] = namespace
+            if subject["kind"] == "ServiceAccount":
+                subject["namespace"] = namespace
+        for rule in doc.get("rules", []):
+            if "resourceNames" in rule and rule["resources"][0].startswith("credentialissuers"):
+                rule["resourceNames"] = [namespace]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
     token = cluster.kubectl("create", "token", CONCIERGE_SA, "-n", namespace,
                             "--duration=24h").stdout.strip()
@@ -350,3 +395,17 @@ def install_rbac(cluster: LocalCluster, namespace: str) -> str:
         raise RuntimeError(f"kubectl create token {CONCIERGE_SA} returned nothing")
     return token
 
+
+def jwt_authenticator(name: str, issuer: str, audience: str, ca_file: Path | None,
+                      labels: Mapping[str, str], **spec: Any) -> dict[str, Any]:
+    """A JWTAuthenticator manifest with the local defaults (email + groups, prefix corp:);
+    `spec` keys (camelCase) replace or add to the spec."""
+    body: dict[str, Any] = {
+        "issuer": issuer, "audience": audience,
+        "claims": {"username": "email", "groups": "groups"},
+        "usernamePrefix": DEFAULT_PREFIX, "groupsPrefix": DEFAULT_PREFIX}
+    if ca_file is not None:
+        body["tls"] = {"certificateAuthorityData": base64.b64encode(ca_file.read_bytes()).decode()}
+    return {"apiVersion": f"{constants.AUTHENTICATOR_GROUP}/{constants.VERSION}",
+            "kind": constants.JWT_AUTHENTICATOR_KIND,
+            "metadata": {"name": name, "labels": dict(labels)}, "spec": body | spec}

@@ -1,4 +1,5 @@
-"""pytest fixtures for the local control plane: one CA, one work dir and one cluster per session."""
+"""pytest fixtures for the local control plane: one CA, one work dir and one cluster per session
+(with the concierge's CRDs from deploy/crds.yaml installed)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def local_ca(local_workdir: Path) -> pki.CA:
 def cluster(local_workdir: Path, local_ca: pki.CA) -> Iterator[LocalCluster]:
     running = LocalCluster.start(local_workdir / "cluster", local_ca)
     try:
+        running.install_crds()  # the concierges watch JWTAuthenticators and publish here
         yield running
     finally:
         running.stop()

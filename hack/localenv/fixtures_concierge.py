@@ -32,8 +32,15 @@ from localenv.concierge import LocalConcierge, MintingIssuer
 from localenv.idp import LocalIdP
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, Unavailable
-from pinniped_concierge.kubeapi import Conflict, Kind, NotFound, Obj, count_call
-from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.kubeapi import (
+    ClusterResource,
+    Conflict,
+    Kind,
+    NotFound,
+    Obj,
+    count_call,
+)
+from pinniped_concierge.object_watch import ObjectVersions, WatchTarget
 
 # --- an in-memory Kubernetes ------------------------------------------------------
 
@@ -72,6 +79,9 @@ class FakeKube:
         self._ids = itertools.count(1)
         self._clock = clock
         self._watches: list[tuple[ObjectVersions, str]] = []
+        #: Cluster-scoped custom objects by (plural, name), and who watches which plural.
+        self.custom: dict[tuple[str, str], Obj] = {}
+        self._custom_watches: list[tuple[str, WatchTarget]] = []
 
     def watch(self, versions: ObjectVersions, namespace: str) -> ObjectVersions:
         """Keep `versions` current as `ObjectWatcher` would for `namespace`, with no delay."""
@@ -206,6 +216,74 @@ class FakeKube:
 
     async def ping(self, namespace: str) -> None:
         self._call("ping")
+
+    # custom objects: what the concierge calls
+    async def read_custom(self, resource: ClusterResource, name: str) -> Obj:
+        self._call(f"read {resource.kind}")
+        try:
+            return copy.deepcopy(self.custom[(resource.plural, name)])
+        except KeyError:
+            raise NotFound(name) from None
+
+    async def create_custom(self, resource: ClusterResource, body: Obj) -> Obj:
+        self._call(f"create {resource.kind}")
+        name = body["metadata"]["name"]
+        if (resource.plural, name) in self.custom:
+            raise Conflict(f"{resource.kind} {name} exists")
+        return copy.deepcopy(self._store(resource, copy.deepcopy(body), None))
+
+    async def replace_custom_status(self, resource: ClusterResource, name: str,
+                                    body: Obj) -> Obj:
+        """Like the status subresource: only `status` changes, and a stale write is refused."""
+        self._call(f"update {resource.kind} status")
+        old = self.custom.get((resource.plural, name))
+        if old is None:
+            raise NotFound(name)
+        if body.get("metadata", {}).get("resourceVersion") != old["metadata"]["resourceVersion"]:
+            raise Conflict("resourceVersion precondition failed")
+        new = copy.deepcopy(old)
+        new["status"] = copy.deepcopy(body.get("status"))
+        return copy.deepcopy(self._store(resource, new, old))
+
+    # custom objects: what an administrator does (kubectl apply / delete), for tests
+    def apply_custom(self, resource: ClusterResource, name: str, spec: Any,
+                     labels: dict[str, str] | None = None) -> Obj:
+        """Create the object, or change its spec (and generation) and labels."""
+        old = self.custom.get((resource.plural, name))
+        obj: Obj = copy.deepcopy(old) if old else {
+            "apiVersion": resource.api_version, "kind": resource.kind, "metadata": {"name": name}}
+        if old is None or old.get("spec") != spec:
+            obj["metadata"]["generation"] = int(obj["metadata"].get("generation", 0)) + 1
+        obj["spec"] = copy.deepcopy(spec)
+        if labels is not None:
+            obj["metadata"]["labels"] = dict(labels)
+        return copy.deepcopy(self._store(resource, obj, old))
+
+    def delete_custom(self, resource: ClusterResource, name: str) -> None:
+        old = self.custom.pop((resource.plural, name))
+        for plural, target in self._custom_watches:
+            if plural == resource.plural:
+                target.apply("DELETED", copy.deepcopy(old))
+
+    def watch_custom(self, resource: ClusterResource, target: WatchTarget) -> None:
+        """Feed `target` as the concierge's watch would: a list now, then every change."""
+        self._custom_watches.append((resource.plural, target))
+        target.reset([copy.deepcopy(o) for (plural, _), o in sorted(self.custom.items())
+                      if plural == resource.plural])
+
+    def _store(self, resource: ClusterResource, obj: Obj, old: Obj | None) -> Obj:
+        meta = obj["metadata"]
+        if old is None:
+            meta["uid"] = f"uid-{next(self._ids)}"
+            meta.setdefault("generation", 1)
+            meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                      time.gmtime(self._clock()))
+        meta["resourceVersion"] = str(next(self._ids))
+        self.custom[(resource.plural, meta["name"])] = obj
+        for plural, target in self._custom_watches:
+            if plural == resource.plural:
+                target.apply("MODIFIED" if old else "ADDED", copy.deepcopy(obj))
+        return obj
 
 
 def _watched(kind: Kind, namespace: str | None, obj: Obj, watched_ns: str) -> bool:

@@ -337,6 +337,20 @@ def test_the_concierge_runs_with_least_privilege(concierge: LocalConcierge,
     assert not can("bind", "roles", "-n", concierge.namespace)
     assert not can("delete", "clusterroles")  # it never deletes a role
     assert can("watch", "clusterroles")  # the cache's watch
+    # JWTAuthenticators: watched, and only their status written
+    authenticators = "jwtauthenticators.authentication.concierge.pinniped.dev"
+    assert can("watch", authenticators)
+    assert can("update", authenticators, "--subresource=status")
+    assert not can("update", authenticators)
+    assert not can("create", authenticators)
+    assert not can("delete", authenticators)
+    # CredentialIssuers: its own one only (create cannot be narrowed by name)
+    issuers = "credentialissuers.config.concierge.pinniped.dev"
+    assert can("get", f"{issuers}/{concierge.credential_issuer}")
+    assert can("update", f"{issuers}/{concierge.credential_issuer}", "--subresource=status")
+    # (get on any of them it has anyway, as every authenticated user: rbac.yaml's discovery role)
+    assert not can("update", f"{issuers}/another-concierges", "--subresource=status")
+    assert not can("delete", f"{issuers}/{concierge.credential_issuer}")
 
 
 def assert_no_token_in_logs(concierge: LocalConcierge, id_token: str) -> None:
@@ -365,6 +379,7 @@ def test_no_log_line_contains_a_token_even_at_debug(
 
 def test_the_deploy_manifests_are_accepted_by_the_apiserver(cluster: LocalCluster) -> None:
     root = Path(__file__).resolve().parents[2] / "deploy"
+    cluster.kubectl("apply", "-f", str(root / "crds.yaml"))
     cluster.kubectl("apply", "-f", str(root / "rbac.yaml"))
     result = cluster.kubectl("apply", "--dry-run=server", "-f", str(root / "concierge.yaml"))
     assert "deployment.apps/pinniped-concierge created (server dry run)" in result.stdout

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from localenv.app_env import ALICE_TOKEN, NS, AppEnv
+from localenv.app_env import ALICE_TOKEN, NS, AppEnv, FakeVerifier
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.audit import token_digest
+from pinniped_concierge.authenticator_set import AuthenticatorSet
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.kubeapi import Kind
@@ -97,8 +98,8 @@ def test_failures_say_only_authentication_failed(env: AppEnv, token: str, name: 
 
 
 def test_claims_that_map_to_system_names_fail_uniformly(env: AppEnv) -> None:
-    env.services.login.authenticators["corp"] = Authenticator(
-        env.verifier, IdentityMapper("email", "groups", "", ""))
+    env.services.login.authenticator_set = AuthenticatorSet({"corp": Authenticator(
+        env.verifier, IdentityMapper("email", "groups", "", ""))})
     env.verifier.claims[ALICE_TOKEN] = {"email": "alice", "groups": ["system:masters"]}
     response = env.login()
     assert response.json()["status"] == {"message": "authentication failed"}
@@ -281,6 +282,38 @@ def test_healthz_and_readyz(env: AppEnv, caplog: pytest.LogCaptureFixture) -> No
     assert response.text == "not ready\n"
     assert "kubernetes" in caplog.text
     assert "kubernetes" not in response.text
+
+
+def test_readyz_waits_for_the_extra_checks_and_logs_what_is_missing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    problems = ["JWTAuthenticator objects not listed yet"]
+
+    async def listed() -> str | None:
+        return problems[0] if problems else None
+
+    env = AppEnv(readiness_checks=[listed])
+    with caplog.at_level(logging.INFO, "concierge.app"):
+        assert env.request("GET", "/readyz").status_code == 503
+    assert "JWTAuthenticator objects not listed yet" in caplog.text
+    problems.clear()
+    assert env.request("GET", "/readyz").status_code == 200
+
+
+def test_an_unusable_cluster_authenticator_leaves_the_concierge_ready(env: AppEnv) -> None:
+    broken = FakeVerifier()
+    broken.is_ready = False
+    env.services.login.authenticator_set.publish({"obj": Authenticator(
+        broken, IdentityMapper("email", "groups", "obj:", "obj:"), source="cluster")}, {})
+    assert "obj" in env.services.login.authenticators
+    assert env.request("GET", "/readyz").status_code == 200  # its status says what is wrong
+
+
+def test_a_concierge_without_any_authenticator_is_ready_and_refuses_logins(
+        env: AppEnv) -> None:
+    env.services.login.authenticator_set = AuthenticatorSet({})
+    assert env.request("GET", "/readyz").status_code == 200
+    assert env.login().json()["status"] == {"message": "authentication failed"}
+    assert env.audit()[-1]["reason"] == "unknown_authenticator"
 
 
 def test_readyz_checks_at_most_every_few_seconds() -> None:

@@ -124,7 +124,21 @@ def test_unknown_keys_are_refused_by_name(files: Path, mutate: Any, key: str) ->
     (lambda d: d.pop("namespace"), "namespace", "required"),
     (lambda d: d.pop("tls"), "tls", "required"),
     (lambda d: d["tls"].update(certFile="missing.pem"), "tls.certFile", "does not exist"),
-    (lambda d: d.update(authenticators=[]), "authenticators", "non-empty list"),
+    (lambda d: d.update(authenticators=[], jwtAuthenticators={"watch": False}),
+     "authenticators", "no login could ever succeed"),
+    (lambda d: d.update(externalEndpoint="http://concierge.example"), "externalEndpoint",
+     "https://host:port"),
+    (lambda d: d.update(credentialIssuerName="Not A Name"), "credentialIssuerName", "DNS"),
+    (lambda d: d.update(jwtAuthenticators={"labelSelector": "a=b\nc=d"}),
+     "jwtAuthenticators.labelSelector", "one line"),
+    (lambda d: d.update(jwtAuthenticators={"maxObjects": 1000}),
+     "jwtAuthenticators.maxObjects", "between 1 and 128"),
+    (lambda d: d.update(jwtAuthenticators={"watch": "yes"}), "jwtAuthenticators.watch",
+     "true or false"),
+    (lambda d: d["tls"].update(caFile="missing.pem"), "tls.caFile", "does not exist"),
+    (lambda d: d.update(authenticators=[second(f"a{i}", usernamePrefix=f"a{i}:",
+                                               groupsPrefix=f"a{i}:") for i in range(65)]),
+     "authenticators", "at most 64"),
     (lambda d: d.update(logLevel="loud"), "logLevel", "one of"),
     (lambda d: d.update(auditLog="/no/such/dir/audit.log"), "auditLog", "does not exist"),
     (lambda d: d["authenticators"][0].update(issuer="http://127.0.0.1:9443"),
@@ -254,7 +268,10 @@ def test_distinct_prefixes_and_one_issuer_per_audience_are_fine(files: Path) -> 
 def test_the_file_accepts_exactly_the_keys_it_always_has() -> None:
     assert sorted(config.key_schemas()) == sorted([
         "listen", "listen.host", "listen.port", "tls", "tls.certFile", "tls.keyFile",
-        "kubernetes", "kubernetes.kubeconfig", "kubernetes.requestTimeoutSeconds", "namespace",
+        "tls.caFile", "kubernetes", "kubernetes.kubeconfig", "kubernetes.requestTimeoutSeconds",
+        "namespace", "externalEndpoint", "credentialIssuerName", "jwtAuthenticators",
+        "jwtAuthenticators.watch", "jwtAuthenticators.labelSelector",
+        "jwtAuthenticators.maxObjects",
         "credentialTTLSeconds", "clockSkewSeconds", "auditLog", "sessionSweepIntervalSeconds",
         "userCacheTTLSeconds", "keyRefreshIntervalSeconds", "keyRefreshMinIntervalSeconds",
         "maxKeyAgeSeconds", "maxSessionsPerUser", "requestBodyTimeoutSeconds",
@@ -280,6 +297,43 @@ def test_the_python_attribute_names_are_not_keys_of_the_file(files: Path, mutate
     assert error.key == key
     assert "unknown key" in error.problem
     assert "--config-reference" in error.problem
+
+
+def test_the_published_endpoint_ca_and_issuer_name_default_sensibly(files: Path) -> None:
+    cfg = load(files, base())
+    assert cfg.public_endpoint() == "https://127.0.0.1:8443"
+    assert cfg.tls.client_ca_file() == files / "server.pem"
+    assert cfg.credential_issuer() == "pinniped-concierge"  # the namespace
+    assert cfg.jwt_authenticators.watch
+    assert cfg.jwt_authenticators.label_selector == ""
+    assert load(files, base() | {"listen": {"host": "::1", "port": 9443}}
+                ).public_endpoint() == "https://[::1]:9443"
+    (files / "clients-ca.pem").write_text("x")
+    data = base() | {"externalEndpoint": "https://concierge.example.com",
+                     "credentialIssuerName": "prod",
+                     "jwtAuthenticators": {"labelSelector": "concierge.pinniped.dev/instance=a"}}
+    data["tls"]["caFile"] = "clients-ca.pem"
+    cfg = load(files, data)
+    assert cfg.public_endpoint() == "https://concierge.example.com"
+    assert cfg.tls.client_ca_file() == files / "clients-ca.pem"
+    assert cfg.credential_issuer() == "prod"
+    assert cfg.jwt_authenticators.label_selector == "concierge.pinniped.dev/instance=a"
+
+
+def test_the_file_may_list_no_authenticator_when_objects_are_watched(files: Path) -> None:
+    data = base()
+    del data["authenticators"]
+    assert load(files, data).authenticators == ()
+    assert load(files, base() | {"authenticators": []}).authenticators == ()
+
+
+def test_a_ca_file_far_larger_than_a_bundle_is_refused(files: Path) -> None:
+    (files / "huge.pem").write_bytes(b"x" * (64 * 1024 + 1))
+    data = base()
+    data["tls"]["caFile"] = "huge.pem"
+    error = refused(files, data)
+    assert error.key == "tls.caFile"
+    assert "larger than 65536 bytes" in error.problem
 
 
 def test_a_key_set_to_null_counts_as_omitted(files: Path) -> None:

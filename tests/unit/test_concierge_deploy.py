@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from localenv.fixtures_concierge import FakeKube
 from pinniped_apis import wire
 from pinniped_concierge import config, naming
+from pinniped_concierge.authenticator_set import AuthenticatorSet
+from pinniped_concierge.cluster_authenticators import (
+    Built,
+    ClusterAuthenticators,
+    ObjectSettings,
+)
+from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
-from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.kubeapi import JWT_AUTHENTICATORS, Kind
 from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
@@ -20,42 +28,93 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NS = "pinniped-concierge"
 
 
-def test_the_example_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
+def example_config(tmp_path: Path) -> config.Config:
+    """The config in concierge.yaml's ConfigMap, its files made up under `tmp_path`."""
     docs = list(yaml.safe_load_all((DEPLOY / "concierge.yaml").read_text()))
     (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
     text = configmap["data"]["config.yaml"].replace("/etc/pinniped", str(tmp_path))
     for name in ("tls/tls.crt", "tls/tls.key", "idp-ca/ca.pem"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
-    cfg = config.parse(text, tmp_path)
+    return config.parse(text, tmp_path)
+
+
+def test_the_example_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "concierge.yaml").read_text()))
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    cfg = example_config(tmp_path)
     assert cfg.kubernetes.kubeconfig is None  # in-cluster
     assert cfg.namespace == configmap["metadata"]["namespace"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "pinniped-concierge"
 
 
+def rbac_documents() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()) if d]
+
+
+def roles_bound_to(subject: dict[str, str]) -> list[dict[str, Any]]:
+    """The Roles and ClusterRoles that `rbac.yaml` binds to `subject`."""
+    docs = rbac_documents()
+    bound = {(d["roleRef"]["kind"], d["roleRef"]["name"]) for d in docs
+             if "roleRef" in d and any(all(s.get(k) == v for k, v in subject.items())
+                                       for s in d["subjects"])}
+    return [d for d in docs if (d["kind"], d["metadata"]["name"]) in bound]
+
+
+CONCIERGE = {"kind": "ServiceAccount", "name": "pinniped-concierge"}
+AUTHENTICATED = {"kind": "Group", "name": "system:authenticated"}
+
+
 def test_the_rbac_has_no_wildcards_and_no_secret_access_outside_the_namespace() -> None:
-    docs = list(yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()))
+    docs = rbac_documents()
     kinds = [d["kind"] for d in docs]
     assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                     "Role", "RoleBinding"]
+                     "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
     for doc in docs:
         for rule in doc.get("rules", []):
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key]
-    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (cluster_role,) = [d for d in roles_bound_to(CONCIERGE) if d["kind"] == "ClusterRole"]
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"users", "groups", "clusterroles", "clusterrolebindings",
-                                 "tokenreviews"}
+                                 "tokenreviews", "jwtauthenticators", "jwtauthenticators/status",
+                                 "credentialissuers", "credentialissuers/status"}
     assert not any("escalate" in rule["verbs"] or "bind" in rule["verbs"]
                    for rule in cluster_role["rules"])
 
 
+def test_the_concierge_may_touch_only_its_own_credential_issuer(tmp_path: Path) -> None:
+    (cluster_role,) = [d for d in roles_bound_to(CONCIERGE) if d["kind"] == "ClusterRole"]
+    rules = [r for r in cluster_role["rules"]
+             if r["resources"][0].startswith("credentialissuers")]
+    default_name = example_config(tmp_path).credential_issuer()
+    for rule in rules:
+        if rule["verbs"] != ["create"]:  # RBAC cannot narrow create by name
+            assert rule["resourceNames"] == [default_name], rule
+    jwt_rules = [r for r in cluster_role["rules"]
+                 if r["resources"][0].startswith("jwtauthenticators")]
+    assert {v for r in jwt_rules for v in r["verbs"]} == {"list", "watch", "update"}
+
+
+def test_every_authenticated_user_may_read_both_kinds_and_nothing_else() -> None:
+    (role,) = roles_bound_to(AUTHENTICATED)
+    assert role["kind"] == "ClusterRole"
+    assert sorted((g, r, tuple(rule["verbs"])) for rule in role["rules"]
+                  for g in rule["apiGroups"] for r in rule["resources"]) == [
+        ("authentication.concierge.pinniped.dev", "jwtauthenticators", ("get", "list")),
+        ("config.concierge.pinniped.dev", "credentialissuers", ("get", "list"))]
+
+
 _RESOURCES = {"ServiceAccount": "serviceaccounts", "Secret": "secrets",
               "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
-              "TokenRequest": "serviceaccounts/token", "TokenReview": "tokenreviews"}
+              "TokenRequest": "serviceaccounts/token", "TokenReview": "tokenreviews",
+              "JWTAuthenticator": "jwtauthenticators", "JWTAuthenticators": "jwtauthenticators",
+              "JWTAuthenticator status": "jwtauthenticators/status",
+              "CredentialIssuer": "credentialissuers",
+              "CredentialIssuer status": "credentialissuers/status"}
 _VERBS = {"create": "create", "read": "get", "replace": "update", "delete": "delete",
-          "list": "list"}
+          "list": "list", "update": "update"}
 
 
 def _calls_of_every_code_path() -> set[tuple[str, str]]:
@@ -86,6 +145,7 @@ def _calls_of_every_code_path() -> set[tuple[str, str]]:
         await sessions.end(secret, None)
         await sessions.sweep()
         await kube.ping(NS)
+        await _custom_object_paths(kube)
 
     asyncio.run(go())
     used = set()
@@ -95,15 +155,36 @@ def _calls_of_every_code_path() -> set[tuple[str, str]]:
             continue
         verb, kind = call.split(" ", 1)
         used.add((_RESOURCES[kind], _VERBS[verb]))
-    watcher = ObjectWatcher(type("Client", (), {"user_agent": ""})(), NS, versions)
-    for kind in watcher._sources:
-        used |= {(_RESOURCES[kind], "list"), (_RESOURCES[kind], "watch")}
+    client = type("Client", (), {"user_agent": ""})()
+    watcher = ObjectWatcher(client, NS, versions)
+    authenticators = ClusterAuthenticators(kube, AuthenticatorSet({}), {}, _no_verifier,
+                                           max_objects=1, refresh_interval_seconds=300)
+    for source in (*watcher.sources, authenticators.watch_source(client, "")):
+        resource = _RESOURCES[source.what.removesuffix("s")]
+        used |= {(resource, "list"), (resource, "watch")}
     return used
 
 
+def _no_verifier(settings: ObjectSettings) -> Built:
+    raise AssertionError("no object is admitted here")
+
+
+async def _custom_object_paths(kube: FakeKube) -> None:
+    """The JWTAuthenticator status writes and every CredentialIssuer call."""
+    authenticators = AuthenticatorSet({})
+    controller = ClusterAuthenticators(kube, authenticators, {}, _no_verifier,
+                                       max_objects=1, refresh_interval_seconds=300)
+    kube.watch_custom(JWT_AUTHENTICATORS, controller.mirror)
+    kube.apply_custom(JWT_AUTHENTICATORS, "refused", {"issuer": "http://x"})
+    await controller.reconcile()  # writes the refused object's status
+    publisher = CredentialIssuerPublisher(kube, authenticators, name=NS, endpoint="https://c",
+                                          ca_bundle=b"ca", namespace=NS)
+    await publisher.publish()  # read (not found), create, update status
+
+
 def test_the_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
-    docs = list(yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()))
-    granted = {(resource, verb) for doc in docs for rule in doc.get("rules", [])
+    granted = {(resource, verb) for doc in roles_bound_to(CONCIERGE)
+               for rule in doc.get("rules", [])
                for resource in rule["resources"] for verb in rule["verbs"]}
     # impersonate is never called: escalation prevention requires holding it to grant it
     assert granted - _calls_of_every_code_path() == {("users", "impersonate"),

@@ -8,7 +8,12 @@ import pytest
 
 from pinniped_concierge import naming
 from pinniped_concierge.kubeapi import Kind
-from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher, WatchBroken
+from pinniped_concierge.object_watch import (
+    ObjectVersions,
+    ObjectWatcher,
+    WatchBroken,
+    handle_event,
+)
 
 NS = "pinniped-concierge"
 
@@ -79,22 +84,23 @@ def test_watch_events_update_the_mirror_and_odd_ones_break_the_watch() -> None:
     versions = ObjectVersions()
     watcher = ObjectWatcher(_Client(), NS, versions)
     versions.reset(Kind.CLUSTER_ROLE, [])
+    roles = watcher.kinds[Kind.CLUSTER_ROLE].target
     added = {"type": "ADDED", "raw_object": obj("a", "9")}
-    assert watcher._handle(Kind.CLUSTER_ROLE, added) == "9"
+    assert handle_event(roles, added) == "9"
     assert versions.matches([(Kind.CLUSTER_ROLE, "a", "9")])
     bookmark = {"type": "BOOKMARK", "raw_object": {"metadata": {"resourceVersion": "12"}}}
-    assert watcher._handle(Kind.CLUSTER_ROLE, bookmark) == "12"
+    assert handle_event(roles, bookmark) == "12"
     assert versions.matches([(Kind.CLUSTER_ROLE, "a", "9")])
     for event in ({"type": "ERROR", "raw_object": {"code": 410}}, {"type": "ADDED"}, "junk"):
         with pytest.raises(WatchBroken):
-            watcher._handle(Kind.CLUSTER_ROLE, event)
+            handle_event(roles, event)
 
 
 def test_the_watch_has_its_own_user_agent_and_selectors() -> None:
     client = _Client()
     watcher = ObjectWatcher(client, NS, ObjectVersions())
     assert client.user_agent == "pinniped-concierge-watch"
-    selectors = {kind: source[2] for kind, source in watcher._sources.items()}
+    selectors = {kind: source.label_selector for kind, source in watcher.kinds.items()}
     assert selectors[Kind.CLUSTER_ROLE] == (
         f"app.kubernetes.io/managed-by=pinniped-concierge,concierge.pinniped.dev/namespace={NS}")
     assert selectors[Kind.SECRET] == naming.session_selector()
