@@ -325,6 +325,6 @@ def usable_backend(backend: Any) -> KeyringLike | str:
             or cls.__module__.startswith(_FILE_BACKEND_MODULES):
         return f"{name} keeps secrets in a plain file"
     if getattr(backend, "priority", 0) <= 0:
-        return f"no keyring backend is available ({name} stores nothing)"
+        return f"only {name}, which stores nothing"
     result = backend
     return result

@@ -13,7 +13,8 @@
 Requests that cannot be answered get a Kubernetes `Status` object: 400 naming
 the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
 within `requestBodyTimeoutSeconds` (a slow sender must not hold a worker),
-415 for a non-JSON body,
+415 for a body without a JSON Content-Type (application/json or
+application/*+json; refused before it is read when the headers announce it),
 401 for a missing or rejected bearer credential, 503 with `Retry-After` when
 Kubernetes or an issuer is unreachable, 500 when the concierge itself is
 misconfigured. Every request to the three APIs gets exactly one audit line.
@@ -342,6 +343,9 @@ async def _read_body(request: Request, timeout_seconds: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > wire.MAX_REQUEST_BYTES):
         raise _too_large()
+    announced = declared not in (None, "0") or "transfer-encoding" in request.headers
+    if announced and not _is_json(request):  # refused before a byte of it is read
+        raise _not_json()
     body = bytearray()
     try:
         async with asyncio.timeout(timeout_seconds):
@@ -356,11 +360,22 @@ async def _read_body(request: Request, timeout_seconds: float) -> bytes:
                           headers={"Connection": "close"}) from None
     if not body.strip():
         return b""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise _BadRequest(415, "UnsupportedMediaType", "body: send Content-Type: application/json",
-                          "body")
+    if not _is_json(request):
+        raise _not_json()
     return bytes(body)
+
+
+def _is_json(request: Request) -> bool:
+    """Content-Type application/json or application/*+json; a body without one is refused
+    rather than guessed at."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _not_json() -> _BadRequest:
+    return _BadRequest(415, "UnsupportedMediaType", "body: send Content-Type: application/json",
+                       "body")
 
 
 def _too_large() -> _BadRequest:

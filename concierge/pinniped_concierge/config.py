@@ -445,6 +445,8 @@ def _problem(error: ErrorDetails) -> str:
         return f"must be {PATTERN_WORDS[ctx['pattern']]}"
     if kind == "literal_error" and " or " in str(ctx.get("expected")):
         return f"must be one of {ctx['expected']}"
+    if kind == "literal_error" and error["loc"][-1:] == ("type",):
+        return f"must be {ctx.get('expected')} (the only authenticator type)"
     return validation.problem(error)
 
 

@@ -1,9 +1,11 @@
 """`python -m localenv demo|up`: the whole login story on loopback.
 
-`demo` brings up etcd + kube-apiserver, the test IdP and the concierge, writes
-a kubeconfig with `pinniped get kubeconfig`, and has stock kubectl log in
-through the plugin as a test user; then it shows what the cluster saw and
-stops everything. `up` does the same set-up and keeps it running for manual
+`demo` brings up etcd + kube-apiserver, the test IdP and a concierge with no
+authenticator of its own; as the admin it adds the IdP with `kubectl apply`
+of a JWTAuthenticator; as a test user it gets a kubeconfig with one
+`pinniped get kubeconfig --kubeconfig FILE` (everything else is discovered)
+and has stock kubectl log in through the plugin; then it shows what the
+cluster saw and stops everything. `up` does the same set-up and keeps it running for manual
 use until Ctrl-C.
 """
 
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localenv import pki
-from localenv.cluster import LocalCluster
-from localenv.concierge import LocalConcierge
+from localenv.cluster import LocalCluster, write_kubeconfig
+from localenv.concierge import LocalConcierge, jwt_authenticator
 from localenv.idp import LocalIdP
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,10 +81,13 @@ def environment(workdir: Path) -> Iterator[Environment]:
         try:
             print(f"  issuer {idp.issuer}, client {idp.client_id}, users "
                   + ", ".join(f"{u.username} {u.groups}" for u in idp.users.values()))
-            step("Starting the concierge (uvicorn over TLS, least-privilege RBAC from deploy/)")
-            concierge = LocalConcierge.start(workdir / "concierge", ca, cluster, idp)
+            step("Starting the concierge (uvicorn over TLS, least-privilege RBAC from deploy/, "
+                 "no authenticator in its config file)")
+            concierge = LocalConcierge.start(workdir / "concierge", ca, cluster, idp,
+                                             authenticators=[])
             try:
-                print(f"  concierge {concierge.url}, authenticator {concierge.authenticator_name}")
+                print(f"  concierge {concierge.url}, CredentialIssuer "
+                      f"{concierge.credential_issuer}")
                 yield Environment(workdir, cluster, idp, concierge)
             finally:
                 concierge.stop()
@@ -105,20 +110,63 @@ def grant_demo_access(env: Environment) -> None:
              "--role=configmap-reader", "--group=corp:devs"])
 
 
-def generate_kubeconfig(env: Environment, username: str) -> Path:
-    step(f"As {username}: generate a kubeconfig with `pinniped get kubeconfig`")
+#: How long the demo waits for a JWTAuthenticator to turn Ready (it takes well under 1 s).
+READY_TIMEOUT_SECONDS = 30.0
+
+
+def add_identity_provider(env: Environment) -> None:
+    """What a cluster admin does once per IdP: apply a JWTAuthenticator, and watch it turn Ready."""
+    step("As the cluster admin: add the identity provider with `kubectl apply` "
+         "(a JWTAuthenticator; no concierge restart)")
+    manifest = env.workdir / "corp-authenticator.json"
+    manifest.write_text(json.dumps(jwt_authenticator(
+        "corp", env.idp.issuer, env.idp.client_id, env.idp.ca_file,
+        env.concierge.instance_labels), indent=2))
+    kubectl = ["kubectl", f"--kubeconfig={env.cluster.admin_kubeconfig}"]
+    started = time.monotonic()
+    env.run([*kubectl, "apply", "-f", str(manifest)])
+    phase = ""
+    while time.monotonic() - started < READY_TIMEOUT_SECONDS:
+        phase = env.run([*kubectl, "get", "jwtauthenticator", "corp",
+                         "-o", "jsonpath={.status.phase}"], show=False).stdout
+        if phase == "Ready":
+            break
+        time.sleep(0.1)
+    if phase != "Ready":
+        raise SystemExit(f"demo failed: the JWTAuthenticator is {phase or 'not checked'} after "
+                         f"{READY_TIMEOUT_SECONDS:g} s")
+    print(f"  Ready {time.monotonic() - started:.2f} s after kubectl apply started")
+    env.run([*kubectl, "get", "jwtauthenticators"])
+
+
+def discovery_kubeconfig(env: Environment) -> Path:
+    """A kubeconfig that can read the cluster but do nothing else, as an admin hands out.
+
+    Any credential works (deploy/ lets system:authenticated read CredentialIssuers);
+    here it is a token of a ServiceAccount that has no rights of its own.
+    """
+    step("As the cluster admin: hand users a kubeconfig that can only read the cluster's "
+         "CredentialIssuer (a ServiceAccount with no rights of its own)")
+    kubectl = ["kubectl", f"--kubeconfig={env.cluster.admin_kubeconfig}"]
+    env.run([*kubectl, "-n", DEMO_NAMESPACE, "create", "serviceaccount", "pinniped-discovery"])
+    token = env.run([*kubectl, "-n", DEMO_NAMESPACE, "create", "token", "pinniped-discovery",
+                     "--duration=1h"], show=False).stdout.strip()
+    path = env.workdir / "discovery.kubeconfig"
+    write_kubeconfig(path, server=env.cluster.server, ca_file=env.cluster.ca_file,
+                     user="pinniped-discovery", token=token)
+    print(f"  {path}: server {env.cluster.server}, its CA, and that token")
+    return path
+
+
+def generate_kubeconfig(env: Environment, username: str, discovery: Path) -> Path:
+    step(f"As {username}: one command discovers the concierge and the IdP, logs in once and "
+         "writes a kubeconfig")
     out = env.workdir / f"{username}.kubeconfig"
     user_env = env.user_env(username)
     # CI-style login (password grant): the demo has no human to type into a browser.
     user_env["PINNIPED_USERNAME"] = username
     user_env["PINNIPED_PASSWORD"] = env.idp.user(username).password
-    env.run([str(PINNIPED), "get", "kubeconfig",
-             "--issuer", env.idp.issuer, "--client-id", env.idp.client_id,
-             "--ca-bundle", str(env.idp.ca_file),
-             "--concierge-endpoint", env.concierge.url,
-             "--concierge-ca-bundle", str(env.concierge.ca_file),
-             "--concierge-authenticator", env.concierge.authenticator_name,
-             "--server", env.cluster.server, "--cluster-ca-bundle", str(env.cluster.ca_file),
+    env.run([str(PINNIPED), "get", "kubeconfig", "--kubeconfig", str(discovery),
              "--flow", "password", "-o", str(out)], env=user_env)
     print("  the user entry kubectl will use:")
     for line in out.read_text().splitlines():
@@ -184,7 +232,8 @@ def show_logins(env: Environment) -> None:
 def demo(workdir: Path, username: str) -> None:
     with environment(workdir) as env:
         grant_demo_access(env)
-        kubeconfig = generate_kubeconfig(env, username)
+        add_identity_provider(env)
+        kubeconfig = generate_kubeconfig(env, username, discovery_kubeconfig(env))
         act_as_user(env, username, kubeconfig)
         show_audit(env)
         show_logins(env)
@@ -194,6 +243,7 @@ def demo(workdir: Path, username: str) -> None:
 def up(workdir: Path) -> None:
     with environment(workdir) as env:
         grant_demo_access(env)
+        add_identity_provider(env)
         print(f"\nadmin kubeconfig: {env.cluster.admin_kubeconfig}")
         print("test users: " + ", ".join(
             f"{u.username} (password in {env.idp.users_path})" for u in env.idp.users.values()))

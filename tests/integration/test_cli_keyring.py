@@ -203,7 +203,7 @@ def test_large_session_is_chunked_across_entries(
 
 @pytest.mark.parametrize(("outage", "reason", "advice"), [
     ("locked", "the keyring failed: KeyringLocked", REVIVE_THE_KEYRING),
-    ("stopped", "no keyring backend is available (keyring.backends.fail.Keyring",
+    ("stopped", "only keyring.backends.fail.Keyring, which stores nothing",
      INSTALL_A_KEYRING),
 ])
 def test_keyring_lost_mid_session_falls_back_to_the_sealed_file_once(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 import jsonschema
@@ -112,3 +114,32 @@ def test_a_400_never_quotes_what_was_sent(where: str) -> None:
     assert response.json()["details"]["causes"][0]["field"] == where
     assert "secret-claims" not in response.text
     assert "secret-claims" not in env.audit_stream.getvalue()
+
+
+@pytest.mark.parametrize(("headers", "content", "code"), [
+    ({}, b'{"kind": "x"}', 415),  # no Content-Type: refused, not guessed at
+    ({"content-type": "text/plain"}, b'{"kind": "x"}', 415),
+    ({"content-type": "text/x+json"}, b'{"kind": "x"}', 415),  # +json only under application/
+    ({"content-type": "application/merge-patch+json"}, b'{"kind": "x"}', 400),
+    ({"content-type": "application/json; charset=utf-8"}, b'{"kind": "x"}', 400),
+])
+def test_only_json_content_types_are_read(headers: dict[str, str], content: bytes,
+                                          code: int) -> None:
+    response = AppEnv().request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=content,
+                                headers=headers)
+    assert response.status_code == code
+    field = "body" if code == 415 else "apiVersion"
+    assert response.json()["details"]["causes"][0]["field"] == field
+
+
+def test_a_wrong_content_type_is_refused_before_the_body_is_read() -> None:
+    """A sender announcing a non-JSON body gets 415 at once, not after 10 s of trickling."""
+    async def never() -> Any:
+        yield b"{"
+        await asyncio.sleep(30)
+
+    started = time.monotonic()
+    response = AppEnv().request("POST", wire.TOKEN_CREDENTIAL_REQUEST_PATH, content=never(),
+                                headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert time.monotonic() - started < 5
