@@ -10,13 +10,17 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages, each only when its command is missing: etcd for the cluster, a
 # Secret Service (a session bus and gnome-keyring) for the tests of the real OS keyring,
-# and the shells whose completion scripts the tests load.
+# the shells whose completion scripts the tests load, and podman (with runc, catatonit
+# for --init, and mmdebstrap for a base image without a registry) for the image test.
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon dbus-bin)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
+for tool in podman buildah mmdebstrap runc catatonit; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 if (( ${#missing[@]} )); then
   say "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq >&2
