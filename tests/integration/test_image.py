@@ -19,7 +19,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import yaml
@@ -28,11 +28,7 @@ from localenv import REPO_ROOT, image, pki
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge
 from localenv.idp import LocalIdP
-
-if TYPE_CHECKING:  # mypy names test modules by path; pytest imports them by file name
-    from tests.integration.test_concierge_login import Kubectl, login
-else:
-    from test_concierge_login import Kubectl, login
+from localenv.logins import Kubectl, login
 
 HADOLINT_TIMEOUT_SECONDS = 60
 
