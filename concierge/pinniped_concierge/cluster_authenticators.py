@@ -14,8 +14,11 @@ selector picks; every change wakes the reconcile task, which also runs every
 3. the admitted objects whose last key check succeeded are published to the
    `AuthenticatorSet` in one swap, so the next login uses them;
 4. each object's status (`authenticator_status`) is written through the
-   status subresource, only when it differs from what the object holds.
-   Our own writes come back as watch events, but yield an equal status, so
+   status subresource, only when it differs from what the object holds,
+   and only on the replica holding the Lease (`may_write_status`; `lease`):
+   every replica still admits and uses the objects, so logins work on all
+   of them. A replica that wins the Lease is woken (`wake`) and writes what
+   it has computed at once. Our own writes come back as watch events, but yield an equal status, so
    nothing is written again: no loop. A write that loses a race (409) is
    dropped; the watch brings the newer object and the next pass decides.
 
@@ -177,7 +180,8 @@ class ClusterAuthenticators:
                  file: Mapping[str, JWTAuthenticatorFields], build: VerifierFactory, *,
                  max_objects: int, refresh_interval_seconds: float,
                  retry_delays_seconds: Sequence[float] = backoff.DELAYS_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 may_write_status: Callable[[], bool] = lambda: True) -> None:
         self._kube = kube
         self._set = authenticators
         self._file = dict(file)
@@ -186,6 +190,7 @@ class ClusterAuthenticators:
         self._refresh_interval = refresh_interval_seconds
         self._retry_delays = tuple(retry_delays_seconds)
         self._clock = clock
+        self._may_write_status = may_write_status
         self.mirror = ObjectMirror(self._changed_from_any_thread)
         self._entries: dict[str, _Entry] = {}
         self._parsed: dict[tuple[str, object], Candidate] = {}
@@ -221,6 +226,10 @@ class ClusterAuthenticators:
             return  # `run` reconciles first thing anyway
         with contextlib.suppress(RuntimeError):  # the loop is closing
             loop.call_soon_threadsafe(self._wake.set)
+
+    def wake(self) -> None:
+        """Reconcile soon (from the event loop), e.g. when this replica may now write status."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Reconcile on every change, and every RESYNC_SECONDS, until cancelled."""
@@ -269,6 +278,8 @@ class ClusterAuthenticators:
                   if entry.check is not None and entry.check.ok}
         self._set.publish(usable, {c.name: why_not(statuses[c.name]) for c in candidates
                                    if c.name not in usable})
+        if not self._may_write_status():
+            return  # another replica holds the Lease and writes status
         for candidate in candidates:
             status = statuses[candidate.name]
             if status is not None and status != current_status(candidate.obj):

@@ -268,6 +268,30 @@ class JWTAuthenticatorsConfig(Section):
         return value
 
 
+class LeaseConfig(Section):
+    """The `coordination.k8s.io/v1` Lease that picks one replica for background work."""
+
+    name: DNSLabel = Field(
+        default="pinniped-concierge",
+        description="The Lease, in `namespace`, that the replicas of this concierge share. "
+                    "deploy/rbac.yaml grants get and update on this name only: change both "
+                    "together.")
+    duration_seconds: int = _integer(
+        15, 3, 300, "How long a holder's Lease lasts without renewal: when the holder dies, "
+                    "another replica takes over within this plus `renewIntervalSeconds`.")
+    renew_interval_seconds: int = _integer(
+        5, 1, 100, "How often the holder renews the Lease and the others look at it (one "
+                   "API call each). At most a third of `durationSeconds`, so that the holder "
+                   "can fail twice and still step down before its Lease runs out.")
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> LeaseConfig:
+        if self.renew_interval_seconds * 3 > self.duration_seconds:
+            raise _error_at(("renewIntervalSeconds",), "must be at most a third of "
+                            "durationSeconds; lower it or raise durationSeconds")
+        return self
+
+
 class Config(Section):
     """The whole file."""
 
@@ -292,6 +316,11 @@ class Config(Section):
     jwt_authenticators: JWTAuthenticatorsConfig = Field(
         default_factory=JWTAuthenticatorsConfig,
         description="JWTAuthenticator objects in the cluster.")
+    lease: LeaseConfig = Field(
+        default_factory=LeaseConfig,
+        description="Leader election: session sweeps, JWTAuthenticator status writes and the "
+                    "CredentialIssuer run on the one replica holding this Lease; logins are "
+                    "served by every replica.")
     credential_ttl_seconds: int = _integer(
         MIN_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL,
         "Lifetime of the credentials the concierge mints (600 is TokenRequest's minimum).",

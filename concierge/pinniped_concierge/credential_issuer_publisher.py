@@ -8,7 +8,8 @@ authenticators (the file's and the Ready JWTAuthenticators, with issuer,
 audience and the CA bundle of the issuer's https, so a user of an IdP with a
 private CA needs no flag for it either). The concierge creates the object if
 it is missing and rewrites its status whenever the usable set changes, and
-only then: the content is
+only then, on the replica holding the Lease (`lease`; `run` starts afresh at
+each election won, so a new leader publishes at once): the content is
 compared without `lastUpdateTime`, so replicas with the same view agree and
 do not take turns rewriting it. It is read again every `RESYNC_SECONDS`,
 which also repairs an object someone deleted or edited.
@@ -138,6 +139,7 @@ class CredentialIssuerPublisher:
 
     async def run(self) -> None:
         """Publish now, then on every change and every RESYNC_SECONDS, until cancelled."""
+        self.resync()  # another replica may have written it since we last looked
         failures, problem = 0, None
         while True:
             self._wake.clear()

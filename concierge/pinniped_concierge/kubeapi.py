@@ -70,7 +70,21 @@ class Conflict(Exception):
     """Already exists, or a precondition (uid, resourceVersion) did not hold."""
 
 
-class KubeAPI(Protocol):
+class LeaseAPI(Protocol):
+    """`coordination.k8s.io/v1` Leases in one namespace: what leader election needs."""
+
+    async def read_lease(self, namespace: str, name: str) -> Obj: ...
+
+    async def create_lease(self, namespace: str, body: Obj) -> Obj:
+        """Create; `Conflict` when another replica created it first."""
+        ...
+
+    async def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT; `body`'s resourceVersion makes a write over someone else's a `Conflict`."""
+        ...
+
+
+class KubeAPI(LeaseAPI, Protocol):
     async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj: ...
 
     async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj: ...
@@ -163,6 +177,8 @@ class KubernetesClientAPI:
         self._rbac = client.RbacAuthorizationV1Api(api_client)
         self._authn = client.AuthenticationV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        # Any: Leases are passed as plain dicts, which the client serializes as they are.
+        self._coordination: Any = client.CoordinationV1Api(api_client)
         self._timeout = (min(3.0, timeout_seconds), timeout_seconds)
 
     @classmethod
@@ -296,6 +312,27 @@ class KubernetesClientAPI:
             self._custom.replace_cluster_custom_object_status(
                 resource.group, resource.version, resource.plural, name, body,
                 _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    # Leases go as plain dicts (the client serializes a dict as it is): renewTime and
+    # acquireTime are MicroTime strings we format ourselves, microseconds included.
+
+    async def read_lease(self, namespace: str, name: str) -> Obj:
+        result = await self._call("read Lease", lambda: (
+            self._coordination.read_namespaced_lease(name, namespace,
+                                                     _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def create_lease(self, namespace: str, body: Obj) -> Obj:
+        result = await self._call("create Lease", lambda: (
+            self._coordination.create_namespaced_lease(namespace, body,
+                                                       _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        result = await self._call("update Lease", lambda: (
+            self._coordination.replace_namespaced_lease(name, namespace, body,
+                                                        _request_timeout=self._timeout)))
         return self._plain(result)
 
 

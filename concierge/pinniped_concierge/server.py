@@ -26,6 +26,7 @@ from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from pinniped_concierge.kubeapi import KubeAPI, KubernetesClientAPI
+from pinniped_concierge.lease import LeaseElector, process_identity
 from pinniped_concierge.login import LoginService
 from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
 from pinniped_concierge.sessions import Sessions
@@ -43,6 +44,10 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     the server; with a swapped `kube` neither watch runs (a test feeds the
     `ClusterAuthenticators` mirror itself) and, without `versions`, the
     per-user cache is off (every login reconciles).
+
+    Session sweeps, JWTAuthenticator status writes and the CredentialIssuer
+    run only while this replica holds the Lease (`lease`); logins, the
+    watches and admitting JWTAuthenticators run on every replica.
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -57,6 +62,11 @@ def build_services(config: Config, kube: KubeAPI | None = None,
             versions = ObjectVersions()
             watches += ObjectWatcher(real.new_api_client(), config.namespace, versions).sources
 
+    elector = LeaseElector(kube, config.namespace, config.lease.name,
+                           identity=process_identity(),
+                           duration_seconds=config.lease.duration_seconds,
+                           renew_seconds=config.lease.renew_interval_seconds)
+    background.append(elector.run)
     authenticators = AuthenticatorSet(_file_authenticators(config, closers, background))
     readiness: list[Callable[[], Awaitable[str | None]]] = []
     if config.jwt_authenticators.watch:
@@ -66,7 +76,9 @@ def build_services(config: Config, kube: KubeAPI | None = None,
                             min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
                             max_key_age_seconds=config.max_key_age_seconds),
             max_objects=config.jwt_authenticators.max_objects,
-            refresh_interval_seconds=config.key_refresh_interval_seconds)
+            refresh_interval_seconds=config.key_refresh_interval_seconds,
+            may_write_status=lambda: elector.leading)
+        elector.on_change(lambda _leading: cluster.wake())
         background.append(cluster.run)
         readiness.append(cluster.readiness_problem)
         if real is not None:
@@ -77,14 +89,14 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     publisher = CredentialIssuerPublisher(
         kube, authenticators, name=config.credential_issuer(), endpoint=config.public_endpoint(),
         ca_bundle=config.tls.client_ca_file().read_bytes(), namespace=config.namespace)
-    background.append(publisher.run)
+    elector.while_leading(publisher.run)
 
     user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds, versions)
     sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
                         config.clock_skew_seconds, max_per_user=config.max_sessions_per_user,
                         versions=versions)
-    background.append(functools.partial(sessions.run_sweeper,
-                                        config.session_sweep_interval_seconds))
+    elector.while_leading(functools.partial(sessions.run_sweeper,
+                                            config.session_sweep_interval_seconds))
     audit = AuditLog.open(config.audit_log)
     closers.append(_async(audit.close))
 

@@ -16,7 +16,9 @@ The Secret is of type Opaque and holds no data. It must never be of type
 Secret with a non-expiring legacy token for the ServiceAccount.
 
 Expired session Secrets are swept periodically (their expiry is in an
-annotation), so they do not pile up in the namespace. A user may hold at most
+annotation), so they do not pile up in the namespace; only the replica holding
+the Lease sweeps (`lease`), so replicas do not list and delete the same
+Secrets. A user may hold at most
 `maxSessionsPerUser` live sessions: when a login would exceed that, their
 oldest sessions are ended first, so one person (or a stolen IdP login in a
 loop) cannot fill etcd with Secrets. The count comes from the

@@ -82,6 +82,8 @@ class FakeKube:
         #: Cluster-scoped custom objects by (plural, name), and who watches which plural.
         self.custom: dict[tuple[str, str], Obj] = {}
         self._custom_watches: list[tuple[str, WatchTarget]] = []
+        #: Leases by (namespace, name).
+        self.leases: dict[tuple[str, str], Obj] = {}
 
     def watch(self, versions: ObjectVersions, namespace: str) -> ObjectVersions:
         """Keep `versions` current as `ObjectWatcher` would for `namespace`, with no delay."""
@@ -244,6 +246,37 @@ class FakeKube:
         new = copy.deepcopy(old)
         new["status"] = copy.deepcopy(body.get("status"))
         return copy.deepcopy(self._store(resource, new, old))
+
+    # Leases: like the apiserver, a write based on an older resourceVersion is a 409
+    async def read_lease(self, namespace: str, name: str) -> Obj:
+        self._call("read Lease")
+        try:
+            return copy.deepcopy(self.leases[(namespace, name)])
+        except KeyError:
+            raise NotFound(name) from None
+
+    async def create_lease(self, namespace: str, body: Obj) -> Obj:
+        self._call("create Lease")
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.leases:
+            raise Conflict(f"Lease {name} exists")
+        lease = copy.deepcopy(body)
+        lease["metadata"] |= {"namespace": namespace, "uid": f"uid-{next(self._ids)}",
+                              "resourceVersion": str(next(self._ids))}
+        self.leases[(namespace, name)] = lease
+        return copy.deepcopy(lease)
+
+    async def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        self._call("update Lease")
+        old = self.leases.get((namespace, name))
+        if old is None:
+            raise NotFound(name)
+        if body.get("metadata", {}).get("resourceVersion") != old["metadata"]["resourceVersion"]:
+            raise Conflict("resourceVersion precondition failed")
+        lease = copy.deepcopy(body)
+        lease["metadata"]["resourceVersion"] = str(next(self._ids))
+        self.leases[(namespace, name)] = lease
+        return copy.deepcopy(lease)
 
     # custom objects: what an administrator does (kubectl apply / delete), for tests
     def apply_custom(self, resource: ClusterResource, name: str, spec: Any,

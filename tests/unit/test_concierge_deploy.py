@@ -20,6 +20,7 @@ from pinniped_concierge.cluster_authenticators import (
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.kubeapi import JWT_AUTHENTICATORS, Kind
+from pinniped_concierge.lease import LeaseElector
 from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
@@ -112,7 +113,7 @@ _RESOURCES = {"ServiceAccount": "serviceaccounts", "Secret": "secrets",
               "JWTAuthenticator": "jwtauthenticators", "JWTAuthenticators": "jwtauthenticators",
               "JWTAuthenticator status": "jwtauthenticators/status",
               "CredentialIssuer": "credentialissuers",
-              "CredentialIssuer status": "credentialissuers/status"}
+              "CredentialIssuer status": "credentialissuers/status", "Lease": "leases"}
 _VERBS = {"create": "create", "read": "get", "replace": "update", "delete": "delete",
           "list": "list", "update": "update"}
 
@@ -146,6 +147,7 @@ def _calls_of_every_code_path() -> set[tuple[str, str]]:
         await sessions.sweep()
         await kube.ping(NS)
         await _custom_object_paths(kube)
+        await _lease_paths(kube)
 
     asyncio.run(go())
     used = set()
@@ -180,6 +182,17 @@ async def _custom_object_paths(kube: FakeKube) -> None:
     publisher = CredentialIssuerPublisher(kube, authenticators, name=NS, endpoint="https://c",
                                           ca_bundle=b"ca", namespace=NS)
     await publisher.publish()  # read (not found), create, update status
+
+
+async def _lease_paths(kube: FakeKube) -> None:
+    """Create the Lease, renew it, and read it as another replica."""
+    first, second = (LeaseElector(kube, NS, "pinniped-concierge", identity=name,
+                                  duration_seconds=15, renew_seconds=5) for name in "ab")
+    await first.step()  # read (not found), create
+    await first.step()  # update
+    await second.step()  # read
+    assert first.leading
+    assert not second.leading
 
 
 def test_the_rbac_grants_exactly_the_verbs_the_code_uses() -> None:
