@@ -188,7 +188,7 @@ def _from_credential_issuer(args: argparse.Namespace, published: PublishedConcie
             found.append("its CA")
     if None in (args.issuer, args.client_id, args.concierge_authenticator):
         authenticator = published.authenticator(args.concierge_authenticator,
-                                                authenticator_hint)
+                                                authenticator_hint, issuer=args.issuer)
         args.concierge_authenticator = authenticator.name
         detail = []
         if args.issuer is None:
@@ -197,7 +197,8 @@ def _from_credential_issuer(args: argparse.Namespace, published: PublishedConcie
         if args.client_id is None:
             args.client_id = authenticator.audience
             detail.append(f"client id {printable(authenticator.audience)}")
-        if authenticator.tls is not None and not ca_bundle_from_args(args, "--ca-bundle"):
+        if (authenticator.tls is not None and authenticator.issuer == args.issuer
+                and not ca_bundle_from_args(args, "--ca-bundle")):  # its CA, for its issuer only
             args.ca_bundle_data = [authenticator.tls.certificate_authority_data]
             detail.append("the issuer's CA")
         found.append(f"authenticator {authenticator.name}"

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 CREDENTIAL_ISSUERS = "credentialissuers.config.concierge.pinniped.dev"
 #: Compact JSON of the context and its cluster, one per line (JSON never holds a raw newline).
 _CONTEXT_JSONPATH = 'jsonpath={.contexts}{"\\n"}{.clusters}'
+#: Ways of reaching a cluster that the generated kubeconfig does not copy (yet).
+UNSUPPORTED_CLUSTER_FIELDS = frozenset(("proxy-url", "tls-server-name"))
 #: How many choices an error lists before it says "and N more".
 MAX_LISTED = 20
 
@@ -107,9 +109,13 @@ class PublishedConcierge:
         raise DiscoveryError(f"CredentialIssuer {self.name!r} offers no usable way to reach its "
                              f"concierge: {problems}. {or_pass}")
 
-    def authenticator(self, name: str | None, or_pass: str) -> PublishedAuthenticator:
-        """The one named `name`, or the only one there is."""
+    def authenticator(self, name: str | None, or_pass: str,
+                      issuer: str | None = None) -> PublishedAuthenticator:
+        """The one named `name`, or the only one there is (for `issuer`, when it is given)."""
         found = self.status.authenticators
+        matching = tuple(a for a in found if a.issuer == issuer)
+        if name is None and matching:  # --issuer given: its own authenticator(s) first
+            found = matching
         listed = _listing([f"{a.name} (issuer {printable(a.issuer)}, client id "
                            f"{printable(a.audience)})" for a in found])
         if name is not None:
@@ -139,6 +145,13 @@ def read_cluster(kubectl: Kubectl, or_pass: str) -> ClusterAccess:
     result = kubectl(["config", "view", "--minify", "--flatten", "--raw", "-o",
                       _CONTEXT_JSONPATH])
     if result.returncode != 0:
+        names = kubectl(["config", "get-contexts", "-o", "name"])
+        listed = _listing([printable(n, 253) for n in names.stdout.split()]) \
+            if names.returncode == 0 and names.stdout.strip() else ""
+        if listed:  # e.g. no current-context: the person has to choose
+            raise ChoiceNeeded(f"cannot read the kubeconfig's context (kubectl: "
+                               f"{result.message()}); its contexts are {listed}. Choose one "
+                               "with --kubeconfig-context NAME.")
         raise DiscoveryError(f"cannot read the kubeconfig's context (kubectl: "
                              f"{result.message()}). Pass --kubeconfig FILE and "
                              f"--kubeconfig-context NAME for one that exists. {or_pass}")
@@ -150,6 +163,7 @@ def read_cluster(kubectl: Kubectl, or_pass: str) -> ClusterAccess:
         server = cluster["server"]
         ca_data = cluster.get("certificate-authority-data")
         insecure = cluster.get("insecure-skip-tls-verify", False)
+        unsupported = sorted(set(cluster) & UNSUPPORTED_CLUSTER_FIELDS)
         if not (isinstance(context, str) and isinstance(server, str)
                 and isinstance(ca_data, str | None) and isinstance(insecure, bool)):
             raise TypeError("unexpected types")
@@ -157,6 +171,12 @@ def read_cluster(kubectl: Kubectl, or_pass: str) -> ClusterAccess:
         raise DiscoveryError(f"kubectl printed a kubeconfig context pinniped cannot read "
                              f"({type(exc).__name__}). {or_pass}") from exc
     context = printable(context, 253)
+    if unsupported:  # a kubeconfig without them would not reach the cluster
+        raise DiscoveryError(f"context {context!r} reaches its cluster with "
+                             f"{', '.join(unsupported)}, which the kubeconfig pinniped writes "
+                             "cannot carry yet; pass --server and --cluster-ca-bundle for a "
+                             "direct address, or add those fields to the written kubeconfig "
+                             "by hand.")
     if ca_data is not None:
         ca_data = _ca_data(ca_data, f"context {context!r}'s certificate-authority", or_pass)
     return ClusterAccess(context=context, server=server, ca_data=ca_data, insecure=insecure)

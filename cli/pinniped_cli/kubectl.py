@@ -94,9 +94,18 @@ def new_kubectl(env: Mapping[str, str], kubeconfig: str | None, context: str | N
                 "kubectl, or pass every value with flags (--server, --cluster-ca-bundle, "
                 "--concierge-endpoint, --concierge-ca-bundle, --issuer, --client-id, "
                 "--concierge-authenticator).")
-        return run_bounded([binary, *prefix, *args], env, timeout, max_stdout)
+        return run_bounded([binary, *prefix, *args], _without_secrets(env), timeout,
+                           max_stdout)
 
     return run
+
+
+#: What kubectl (and any exec plugin its kubeconfig names) never needs to see.
+SECRET_VARS = ("PINNIPED_PASSWORD",)
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in SECRET_VARS}
 
 
 def run_bounded(argv: Sequence[str], env: Mapping[str, str], timeout: float,

@@ -6,7 +6,7 @@ apiserver, failures included (the stderr texts are kubectl's own). The rest
 of the login runs against the harness's fake IdP and concierge, so a value
 taken from the wrong place shows as a failed login, not only as a wrong
 line in the kubeconfig. The real kubectl is tested in
-tests/integration/test_cli_discovery.py; the bounded runner is tested here
+tests/integration/test_cli_discovery_cluster.py; the bounded runner is tested here
 with small scripts standing in for kubectl.
 """
 
@@ -71,7 +71,8 @@ class FakeKubectl:
     context: str = "work"
     cluster: dict[str, Any] = field(default_factory=dict)
     issuers: list[dict[str, Any]] = field(default_factory=list)
-    #: Answers that replace the normal ones, by the first word after kubectl ("config", "get").
+    #: Answers that replace the normal ones, by the first two words after kubectl
+    #: ("config get-contexts") or the first ("config", "get").
     answers: dict[str, KubectlResult] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
     #: (kubeconfig, context) each time pinniped set up kubectl.
@@ -88,8 +89,9 @@ class FakeKubectl:
     def __call__(self, args: Sequence[str]) -> KubectlResult:
         args = list(args)
         self.calls.append(args)
-        if args[0] in self.answers:
-            return self.answers[args[0]]
+        for key in (" ".join(args[:2]), args[0]):  # "config get-contexts", then "config"
+            if key in self.answers:
+                return self.answers[key]
         if args[:2] == ["config", "view"]:
             assert "--minify" in args
             assert "--raw" in args  # without it kubectl prints DATA+OMITTED for the CA
@@ -412,7 +414,38 @@ def test_a_context_kubectl_cannot_read(h: CLIHarness, kube: FakeKubectl) -> None
     assert "cannot read the kubeconfig's context (kubectl: error: cannot locate context nope)" \
         in h.last_stderr
     assert "--kubeconfig-context NAME" in h.last_stderr
-    assert kube.calls[1:] == []  # the CredentialIssuer was not read
+    assert [c for c in kube.calls if c[0] == "get"] == []  # the CredentialIssuer was not read
+
+
+def test_no_current_context_lists_the_contexts(h: CLIHarness, kube: FakeKubectl) -> None:
+    kube.answers["config"] = KubectlResult(
+        1, "", "error: current-context must exist in order to minify\n")
+    kube.answers["config get-contexts"] = KubectlResult(0, "ctx-a\nctx-b\n", "")
+    assert _get(h) == 2
+    assert "its contexts are ctx-a, ctx-b" in h.last_stderr
+    assert "--kubeconfig-context NAME" in h.last_stderr
+
+
+def test_a_context_through_a_proxy_is_refused_not_dropped(h: CLIHarness, kube: FakeKubectl,
+                                                          cas: tuple[str, str]) -> None:
+    kube.cluster = {"server": TEST_SERVER, "certificate-authority-data": cas[0],
+                    "proxy-url": "http://proxy.corp:3128"}
+    assert _get(h) == 1
+    assert "proxy-url" in h.last_stderr
+    assert "--server" in h.last_stderr
+
+
+def test_an_issuer_flag_picks_its_own_authenticator_and_ca(h: CLIHarness, kube: FakeKubectl,
+                                                           cas: tuple[str, str],
+                                                           tmp_path: Path) -> None:
+    """--issuer chooses among published authenticators, and another issuer's CA is not used."""
+    kube.issuers = [credential_issuer("c", CONCIERGE, cas[1], WRONG, CORP)]
+    kube.issuers[0]["status"]["authenticators"][0]["tls"] = {"certificateAuthorityData": cas[0]}
+    out = tmp_path / "picked.kubeconfig"
+    assert _get(h, "--issuer", IDP, out=out) == 0, h.last_stderr
+    _, args = _written(out)
+    assert _arg(args, "--concierge-authenticator") == "corp"
+    assert "--ca-bundle-data" not in args  # WRONG's CA is not corp's
 
 
 # --- the context's cluster ------------------------------------------------------------------
@@ -563,6 +596,13 @@ def test_the_runner_passes_kubeconfig_and_context_and_no_stdin(tmp_path: Path) -
     result = kubectl_module.new_kubectl(env, "/k/config", "ctx")(["get", "x"])
     assert result == KubectlResult(3, "--kubeconfig /k/config --context ctx get x\n",
                                    "warning\n")
+
+
+def test_kubectl_and_its_plugins_never_see_the_password(tmp_path: Path) -> None:
+    env = _script(tmp_path / "bin", 'echo "user=${PINNIPED_USERNAME-} pw=${PINNIPED_PASSWORD-}"')
+    env |= {"PINNIPED_USERNAME": "alice", "PINNIPED_PASSWORD": "hunter2-secret"}
+    result = kubectl_module.new_kubectl(env, None, None)(["get", "x"])
+    assert result.stdout == "user=alice pw=\n"
 
 
 def test_the_runner_caps_what_it_reads(tmp_path: Path) -> None:
