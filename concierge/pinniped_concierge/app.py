@@ -9,6 +9,8 @@
                                         keys are usable and the JWTAuthenticator objects have
                                         been listed (answers "ok" or "not ready"; what is
                                         missing goes to the log; re-checked at most every 5 s)
+    GET  /metrics                       Prometheus metrics (`metrics`), unless `serve_metrics`
+                                        is False (they are served on a port of their own)
 
 Requests that cannot be answered get a Kubernetes `Status` object: 400 naming
 the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
@@ -43,6 +45,7 @@ from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCre
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import KubeAPI, counting_calls
 from pinniped_concierge.login import LoginService
+from pinniped_concierge.metrics import CONTENT_TYPE, ConciergeMetrics
 from pinniped_concierge.sessions import Sessions
 
 log = logging.getLogger("concierge.app")
@@ -71,6 +74,9 @@ class Services:
     #: More for /readyz: each returns what is missing, or None (e.g. the JWTAuthenticator
     #: objects not listed yet).
     readiness_checks: Sequence[Callable[[], Awaitable[str | None]]] = ()
+    #: Counted in `_audited`; served at /metrics when `serve_metrics`.
+    metrics: ConciergeMetrics = field(default_factory=ConciergeMetrics)
+    serve_metrics: bool = True
 
 
 class _BadRequest(Exception):
@@ -141,6 +147,13 @@ def create_app(services: Services) -> FastAPI:
         if await readiness.ready():
             return PlainTextResponse("ok")
         return PlainTextResponse("not ready\n", status_code=503)
+
+    if services.serve_metrics:
+        # Public like /healthz: aggregate counts only, no username, token or client address.
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(services.metrics.render(), media_type=CONTENT_TYPE,
+                            headers=NO_STORE)
 
     return app
 
@@ -220,7 +233,7 @@ class _AuditedRoute(APIRoute):
                 except RequestValidationError as exc:
                     raise _invalid(exc) from None
 
-            return await _audited(services.audit, request, kind, run)
+            return await _audited(services.audit, services.metrics, request, kind, run)
 
         return handler
 
@@ -238,9 +251,11 @@ def _event(request: Request) -> AuditEvent:
     return event
 
 
-async def _audited(audit: AuditLog, request: Request, kind: str,
+async def _audited(audit: AuditLog, metrics: ConciergeMetrics, request: Request, kind: str,
                    handler: Callable[[AuditEvent], Awaitable[Response]]) -> Response:
-    """Run one API request, translate every failure into a response, write one audit line."""
+    """Run one API request, translate every failure into a response, write one audit line
+    and count it in the metrics."""
+    started = time.perf_counter()
     client = request.client
     event = AuditEvent(request=kind, client=f"{client.host}:{client.port}" if client else "")
     with counting_calls() as calls:
@@ -269,6 +284,7 @@ async def _audited(audit: AuditLog, request: Request, kind: str,
     event.kube_api_calls = calls.value
     event.http_status = response.status_code
     audit.record(event)
+    metrics.observe_request(event, time.perf_counter() - started)
     return response
 
 

@@ -292,6 +292,18 @@ class LeaseConfig(Section):
         return self
 
 
+class MetricsConfig(Section):
+    """Where Prometheus metrics are served."""
+
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve `/metrics` on this port instead, over plain HTTP on `listen.host` "
+                    "without authentication (it holds only counts: no username, token or "
+                    "address), so that a scraper needs neither the serving CA nor a route "
+                    "to the API port; restrict it with a NetworkPolicy. Omitted: served at "
+                    "`/metrics` on the serving port, over its TLS.")
+
+
 class Config(Section):
     """The whole file."""
 
@@ -321,6 +333,8 @@ class Config(Section):
         description="Leader election: session sweeps, JWTAuthenticator status writes and the "
                     "CredentialIssuer run on the one replica holding this Lease; logins are "
                     "served by every replica.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig,
+                                   description="Prometheus metrics.")
     credential_ttl_seconds: int = _integer(
         MIN_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL,
         "Lifetime of the credentials the concierge mints (600 is TokenRequest's minimum).",
@@ -378,6 +392,13 @@ class Config(Section):
                             "false, so no login could ever succeed; list an authenticator, "
                             "or set jwtAuthenticators.watch: true and apply JWTAuthenticator "
                             "objects")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_is_free(self) -> Config:
+        if self.metrics.port == self.listen.port:
+            raise _error_at(("metrics", "port"), f"is listen.port ({self.listen.port}); omit "
+                            "it to serve /metrics on the serving port, or pick another port")
         return self
 
     @field_validator("max_key_age_seconds")

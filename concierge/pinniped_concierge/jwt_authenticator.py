@@ -162,6 +162,8 @@ class JWTAuthenticator:
         self._lock = asyncio.Lock()
         self._registry = JWSRegistry(algorithms=list(config.algorithms),
                                      strict_check_header=False)
+        #: Told of every refresh attempt, `(name, succeeded)`: the metrics count them.
+        self.on_refresh: Callable[[str, bool], None] | None = None
 
     @property
     def name(self) -> str:
@@ -188,6 +190,18 @@ class JWTAuthenticator:
 
     async def _refresh_locked(self) -> None:
         self._last_attempt = self._monotonic()
+        try:
+            await self._fetch_keys_locked()
+        except FetchError:
+            self._report_refresh(ok=False)
+            raise
+        self._report_refresh(ok=True)
+
+    def _report_refresh(self, *, ok: bool) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh(self.name, ok)
+
+    async def _fetch_keys_locked(self) -> None:
         issuer = self.config.issuer
         try:
             document = await self._fetch(discovery_url(issuer))

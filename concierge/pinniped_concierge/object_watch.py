@@ -137,6 +137,11 @@ class ObjectVersions:
                     return False
             return True
 
+    def count(self, kind: Kind) -> int | None:
+        """How many objects of `kind` there are; None while `kind` is not watched (metrics)."""
+        with self._lock:
+            return len(self._objects[kind]) if kind in self._synced else None
+
     def of_user(self, kind: Kind, user: str) -> dict[str, Seen] | None:
         """The objects of `kind` labelled for `user`; None while `kind` is not watched."""
         with self._lock:

@@ -7,11 +7,13 @@ installed, so `--help`, `--version` and `--config-reference` work without them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import functools
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -19,8 +21,14 @@ import uvicorn
 from pinniped_concierge.app import Services, create_app
 from pinniped_concierge.audit import AuditLog
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet
-from pinniped_concierge.cluster_authenticators import ClusterAuthenticators, https_verifiers
-from pinniped_concierge.config import Config
+from pinniped_concierge.cluster_authenticators import (
+    Built,
+    ClusterAuthenticators,
+    ObjectSettings,
+    VerifierFactory,
+    https_verifiers,
+)
+from pinniped_concierge.config import MAX_FILE_AUTHENTICATORS, Config
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.identity import IdentityMapper
@@ -28,11 +36,14 @@ from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from pinniped_concierge.kubeapi import KubeAPI, KubernetesClientAPI
 from pinniped_concierge.lease import LeaseElector, process_identity
 from pinniped_concierge.login import LoginService
+from pinniped_concierge.metrics import ConciergeMetrics
 from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
 log = logging.getLogger("concierge")
+#: Scrapers come once every few seconds; more connections than this get 503 at once.
+METRICS_MAX_CONNECTIONS = 8
 
 
 def build_services(config: Config, kube: KubeAPI | None = None,
@@ -51,6 +62,10 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    metrics = ConciergeMetrics(
+        max_authenticators=MAX_FILE_AUTHENTICATORS + config.jwt_authenticators.max_objects)
+    if config.metrics.port is not None:
+        background.append(functools.partial(_serve_metrics, config, metrics))
     timeout = float(config.kubernetes.request_timeout_seconds)
     watches: list[WatchSource] = []
     real: KubernetesClientAPI | None = None
@@ -67,14 +82,18 @@ def build_services(config: Config, kube: KubeAPI | None = None,
                            duration_seconds=config.lease.duration_seconds,
                            renew_seconds=config.lease.renew_interval_seconds)
     background.append(elector.run)
-    authenticators = AuthenticatorSet(_file_authenticators(config, closers, background))
+    metrics.watch_lease(lambda: elector.leading)
+    if versions is not None:
+        metrics.watch_objects(versions)
+    authenticators = AuthenticatorSet(_file_authenticators(config, closers, background, metrics))
     readiness: list[Callable[[], Awaitable[str | None]]] = []
     if config.jwt_authenticators.watch:
         cluster = ClusterAuthenticators(
             kube, authenticators, {a.name: a for a in config.authenticators},
-            https_verifiers(clock_skew_seconds=config.clock_skew_seconds,
-                            min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
-                            max_key_age_seconds=config.max_key_age_seconds),
+            _counted(https_verifiers(
+                clock_skew_seconds=config.clock_skew_seconds,
+                min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
+                max_key_age_seconds=config.max_key_age_seconds), metrics),
             max_objects=config.jwt_authenticators.max_objects,
             refresh_interval_seconds=config.key_refresh_interval_seconds,
             may_write_status=lambda: elector.leading)
@@ -106,12 +125,13 @@ def build_services(config: Config, kube: KubeAPI | None = None,
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
         body_timeout_seconds=float(config.request_body_timeout_seconds),
         background=background, on_shutdown=closers, readiness_checks=readiness,
+        metrics=metrics, serve_metrics=config.metrics.port is None,
     )
 
 
 def _file_authenticators(config: Config, closers: list[Callable[[], Awaitable[None]]],
-                         background: list[Callable[[], Coroutine[Any, Any, None]]]
-                         ) -> dict[str, Authenticator]:
+                         background: list[Callable[[], Coroutine[Any, Any, None]]],
+                         metrics: ConciergeMetrics) -> dict[str, Authenticator]:
     """The config file's authenticators, each with its key refresh loop."""
     authenticators: dict[str, Authenticator] = {}
     for auth_config in config.authenticators:
@@ -121,6 +141,7 @@ def _file_authenticators(config: Config, closers: list[Callable[[], Awaitable[No
             auth_config, fetcher, clock_skew_seconds=config.clock_skew_seconds,
             min_refresh_interval_seconds=config.key_refresh_min_interval_seconds,
             max_key_age_seconds=config.max_key_age_seconds)
+        verifier.on_refresh = metrics.jwks_refreshed
         ca_data = (base64.b64encode(auth_config.ca_file.read_bytes()).decode("ascii")
                    if auth_config.ca_file is not None else None)
         authenticators[auth_config.name] = Authenticator(
@@ -129,6 +150,48 @@ def _file_authenticators(config: Config, closers: list[Callable[[], Awaitable[No
         background.append(functools.partial(verifier.run_refresh_loop,
                                             config.key_refresh_interval_seconds))
     return authenticators
+
+
+def _counted(build: VerifierFactory, metrics: ConciergeMetrics) -> VerifierFactory:
+    """`build`, with each JWTAuthenticator object's key refreshes counted in `metrics`."""
+    def counted(settings: ObjectSettings) -> Built:
+        built = build(settings)
+        if isinstance(built.verifier, JWTAuthenticator):
+            built.verifier.on_refresh = metrics.jwks_refreshed
+        return built
+    return counted
+
+
+class _MetricsServer(uvicorn.Server):
+    """A second server in the main one's event loop; the main server handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_metrics(config: Config, metrics: ConciergeMetrics) -> None:
+    """Serve /metrics over plain HTTP on `metrics.port` for as long as the app runs.
+
+    Plain HTTP, like most exporters, so a scraper needs no CA: what it serves
+    is counts only (`metrics`). Bounded like the API: few connections, short keep-alive.
+    """
+    from prometheus_client import make_asgi_app
+
+    assert config.metrics.port is not None
+    server = _MetricsServer(uvicorn.Config(
+        make_asgi_app(metrics.registry), host=config.listen.host, port=config.metrics.port,
+        log_level=config.log_level, access_log=False, server_header=False,
+        proxy_headers=False, lifespan="off", limit_concurrency=METRICS_MAX_CONNECTIONS,
+        timeout_keep_alive=5))
+    log.info("serving metrics on http://%s:%d/metrics", config.listen.host, config.metrics.port)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.shield(task)
+    finally:
+        server.should_exit = True  # close the listener before the process goes on
+        with contextlib.suppress(Exception):
+            await task
 
 
 def _unspecified(host: str) -> bool:

@@ -72,6 +72,7 @@ class AppEnv:
             reviewer=CredentialReviewer(self.kube, NS, user_objects),
             sessions=self.sessions, kube=self.kube, namespace=NS,
             audit=AuditLog(self.audit_stream), **{"readiness_cache_seconds": 0.0} | settings)
+        self.services.metrics.watch_objects(versions)
         self.app = create_app(self.services)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
