@@ -48,6 +48,14 @@ class _View:
 
 
 class AuthenticatorSet:
+    """The authenticators logins may use right now, the file's and the Ready objects'.
+
+    Logins read it on every request while the reconciler replaces the cluster part
+    from another task: one immutable view swapped whole (`publish`) lets the hot
+    path read without locks and never see half an update. It also remembers why an
+    object is not used, so a login naming one gets that reason, not "unknown".
+    """
+
     def __init__(self, file: Mapping[str, Authenticator]) -> None:
         self.file: Mapping[str, Authenticator] = MappingProxyType(dict(file))
         self._view = _View(self.file, MappingProxyType({}))

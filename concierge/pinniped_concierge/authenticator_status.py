@@ -7,9 +7,12 @@
     JWKSFetchValid      the key set was fetched and holds usable signature keys
     Ready               logins use it (all of the above)
 
-`phase` is Ready or Error; Pending (the CRD's default) means the concierge
-has not finished looking at the object yet. A condition that could not be
-checked because an earlier one failed is Unknown. Every False condition's
+`phase` is Ready or Error once the object's first key check is done, and
+Pending (its conditions Unknown) from its admission until then: that status is
+written once, so `kubectl get jwtauthenticators` never shows a blank phase. A
+condition that could not be checked because an earlier one failed is Unknown.
+Conditions of other types (another tool's) are kept as they are: we only own
+`OUR_TYPES`. Every False condition's
 message says what to fix. Messages hold no time or counter, so checking an
 unchanged object again yields an equal status, and nothing is written
 (`condition` keeps each lastTransitionTime until the status changes).
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pinniped_apis.authentication import (
     Condition,
@@ -40,6 +43,9 @@ from pinniped_concierge.object_status import read_status
 #: Condition messages are cut here; the apiserver allows 32 KiB, people read the start.
 MAX_MESSAGE = 1024
 Stage = Literal["discovery", "jwks_uri", "jwks_fetch"]
+#: The condition types this module writes; any other type on the object is kept.
+OUR_TYPES: frozenset[str] = frozenset(get_args(ConditionType))
+PENDING_MESSAGE = "not checked yet: the issuer's discovery and keys are being fetched"
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,20 @@ def current_status(obj: Obj) -> JWTAuthenticatorStatus | None:
 
 def desired_status(candidate: Candidate, verdict: Verdict, check: KeysCheck | None,
                    now: dt.datetime) -> JWTAuthenticatorStatus | None:
-    """The status to write, or None while an admitted object's first check is under way."""
-    if verdict.admitted and check is None:
-        return None
+    """The status to write; None to leave the object's alone.
+
+    While an admitted object's first check is under way that is Pending, unless the
+    object already holds a status about this very spec (e.g. after a restart): then
+    it stays until the check says otherwise, rather than flickering to Pending.
+    """
     current = current_status(candidate.obj)
     previous = current.conditions if current is not None else ()
+    pending = verdict.admitted and check is None
+    if pending and current is not None and current.phase != "Pending" and any(
+            c.type in OUR_TYPES and c.observed_generation == candidate.generation
+            for c in current.conditions):
+        return None
+    theirs = tuple(c for c in previous if c.type not in OUR_TYPES)
 
     def make(type_: ConditionType, ok: bool | None, reason: str, message: str) -> Condition:
         if len(message) > MAX_MESSAGE:
@@ -96,6 +111,13 @@ def desired_status(candidate: Candidate, verdict: Verdict, check: KeysCheck | No
                          generation=candidate.generation, now=now, previous=previous)
 
     conditions = [make("AuthenticatorValid", verdict.admitted, verdict.reason, verdict.message)]
+    if pending:
+        conditions.append(make("IssuerURLValid", True, "Success", "spec.issuer is an https URL"))
+        conditions += [make(type_, None, "Pending", PENDING_MESSAGE)
+                       for type_ in ("DiscoveryURLValid", "JWKSURLValid", "JWKSFetchValid")]
+        conditions.append(make("Ready", None, "Pending", f"logins do not use it yet: "
+                               f"{PENDING_MESSAGE}"))
+        return JWTAuthenticatorStatus(phase="Pending", conditions=(*conditions, *theirs))
     if candidate.issuer_refused:
         conditions.append(make("IssuerURLValid", False, "InvalidIssuerURL",
                                f"{candidate.problem}; set spec.issuer to the identity "
@@ -128,14 +150,22 @@ def desired_status(candidate: Candidate, verdict: Verdict, check: KeysCheck | No
                                f"logins do not use this authenticator: {first.type} is False "
                                f"({first.reason}); its message says what to fix"))
     return JWTAuthenticatorStatus(phase="Ready" if ready else "Error",
-                                  conditions=tuple(conditions))
+                                  conditions=(*conditions, *theirs))
+
+
+def same_status(a: JWTAuthenticatorStatus | None, b: JWTAuthenticatorStatus | None) -> bool:
+    """Equal but for the order of conditions (another tool may put its own first)."""
+    if a is None or b is None:
+        return a is b
+    return a.phase == b.phase and sorted(a.conditions, key=lambda c: c.type) == sorted(
+        b.conditions, key=lambda c: c.type)
 
 
 def why_not(status: JWTAuthenticatorStatus | None) -> str:
     """A short why, for the audit log of a login that names an unusable object."""
-    if status is None:
+    if status is None or status.phase == "Pending":
         return "Pending: its issuer's keys are still being fetched"
     for item in status.conditions:
-        if item.type != "Ready" and item.status == "False":
+        if item.type in OUR_TYPES and item.type != "Ready" and item.status == "False":
             return f"{status.phase}: {item.type} is False ({item.reason})"
     return status.phase

@@ -21,6 +21,11 @@ selector picks; every change wakes the reconcile task, which also runs every
    it has computed at once. Our own writes come back as watch events, but yield an equal status, so
    nothing is written again: no loop. A write that loses a race (409) is
    dropped; the watch brings the newer object and the next pass decides.
+   Someone else may write the status too (another concierge with another
+   config, another tool): conditions of types we do not own are kept, and
+   while the object's status is not the one we last wrote, we write it at
+   most once per `FIGHT_DELAYS_SECONDS` step (1 s up to 30 s) and warn once,
+   so two writers never spin the apiserver.
 
 Key checks: each admitted object's task fetches discovery and the key set at
 once, then every `keyRefreshIntervalSeconds` while it works and with backoff
@@ -50,14 +55,24 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pinniped_apis.authentication import JWTAuthenticatorFields, JWTAuthenticatorSpec
+from pinniped_apis.authentication import (
+    JWTAuthenticatorFields,
+    JWTAuthenticatorSpec,
+    JWTAuthenticatorStatus,
+)
 from pinniped_concierge import backoff
-from pinniped_concierge.authenticator_admission import Candidate, admit, read_object
+from pinniped_concierge.authenticator_admission import (
+    Candidate,
+    admit,
+    cache_key,
+    read_object,
+)
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
 from pinniped_concierge.authenticator_status import (
     KeysCheck,
     current_status,
     desired_status,
+    same_status,
     why_not,
 )
 from pinniped_concierge.config import DEFAULT_MAX_TOKEN_BYTES
@@ -72,6 +87,9 @@ log = logging.getLogger("concierge.authenticators")
 RESYNC_SECONDS = 30.0
 #: Objects per list page; the CRD allows 64 KiB of CA data in each.
 LIST_PAGE_SIZE = 100
+#: The least time between two status writes to an object whose status someone else
+#: keeps changing, by how many such writes came before.
+FIGHT_DELAYS_SECONDS = backoff.DELAYS_SECONDS
 
 
 class CheckedVerifier(TokenVerifier, Protocol):
@@ -175,7 +193,30 @@ class _Entry:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+@dataclass
+class _Written:
+    """What we last wrote to one object's status, to tell our writes from another's."""
+
+    uid: str
+    status: JWTAuthenticatorStatus
+    #: The resourceVersion the write was based on: a mirror still holding it has not
+    #: seen the write yet.
+    over_version: object
+    at: float
+    #: Writes in a row made over someone else's status.
+    fights: int = 0
+
+
 class ClusterAuthenticators:
+    """Turns the JWTAuthenticator objects into authenticators and their status.
+
+    One object owns the whole lifecycle (watch mirror, admission, verifiers and
+    their key checks, the usable set, status writes) because each step needs
+    the previous one's result for the same object, and reconciling the whole
+    set at once is what keeps the decisions consistent; the pure decisions
+    live in `authenticator_admission` and `authenticator_status`.
+    """
+
     def __init__(self, kube: KubeAPI, authenticators: AuthenticatorSet,
                  file: Mapping[str, JWTAuthenticatorFields], build: VerifierFactory, *,
                  max_objects: int, refresh_interval_seconds: float,
@@ -197,6 +238,10 @@ class ClusterAuthenticators:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_failures: dict[str, str] = {}
+        self._written: dict[str, _Written] = {}
+        self._warned: set[str] = set()  # uids whose status fight was logged
+        #: When (self._clock) a write held back by the fight backoff is due.
+        self._due: float | None = None
 
     def watch_source(self, api_client: Any, label_selector: str) -> WatchSource:
         """The list-then-watch of JWTAuthenticator objects that feeds `mirror`."""
@@ -242,8 +287,11 @@ class ClusterAuthenticators:
                 except Exception as exc:  # a bug must not end reconciling for good
                     log.error("reconciling JWTAuthenticators failed: %s: %s",
                               type(exc).__name__, str(exc)[:300])
+                wait = RESYNC_SECONDS
+                if self._due is not None:
+                    wait = min(wait, max(self._due - self._clock(), 0.0) + 0.01)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RESYNC_SECONDS):
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
         finally:
             await self.close()
@@ -256,11 +304,14 @@ class ClusterAuthenticators:
             return
         candidates = [c for obj in self.mirror.snapshot()
                       if (c := read_object(obj, self._parsed)) is not None]
-        present = {c.uid for c in candidates}
-        self._parsed = {key: c for key, c in self._parsed.items() if c.uid in present}
+        current = {cache_key(c.obj) for c in candidates}  # one generation per object
+        self._parsed = {key: c for key, c in self._parsed.items() if key in current}
         names = {c.name for c in candidates}
         self._write_failures = {n: e for n, e in self._write_failures.items() if n in names}
-        verdicts = admit(candidates, self._file, self._max)
+        self._written = {n: w for n, w in self._written.items() if n in names}
+        self._warned &= {c.uid for c in candidates}
+        verdicts = admit(candidates, self._file, self._max,
+                         {entry.uid: entry.spec for entry in self._entries.values()})
         admitted = {c.name: c for c in candidates if verdicts[c.name].admitted}
 
         for name in list(self._entries):
@@ -280,11 +331,38 @@ class ClusterAuthenticators:
                                    if c.name not in usable})
         if not self._may_write_status():
             return  # another replica holds the Lease and writes status
+        self._due = None
         for candidate in candidates:
             status = statuses[candidate.name]
-            if status is not None and status != current_status(candidate.obj):
-                await self._write_status(candidate, status.model_dump(
-                    mode="json", by_alias=True, exclude_none=True))
+            if status is not None and self._may_write_now(candidate, status):
+                await self._write_status(candidate, status)
+
+    def _may_write_now(self, candidate: Candidate, status: JWTAuthenticatorStatus) -> bool:
+        """Whether to write `status` now: it differs from the object's, and we are not
+        fighting another writer faster than `FIGHT_DELAYS_SECONDS` allow."""
+        held = current_status(candidate.obj)
+        if same_status(held, status):
+            return False
+        written = self._written.get(candidate.name)
+        if written is None or written.uid != candidate.uid:
+            return True
+        if candidate.obj.get("metadata", {}).get("resourceVersion") == written.over_version:
+            return False  # our write has not come back through the watch yet
+        if same_status(held, written.status):
+            written.fights = 0  # the object holds what we wrote: ours alone to change
+            return True
+        if candidate.uid not in self._warned:
+            self._warned.add(candidate.uid)
+            log.warning("JWTAuthenticator %s: someone else keeps writing its status (another "
+                        "concierge selecting it with another config, or another tool); "
+                        "writing ours at most every %.0f s. Give each concierge its own "
+                        "objects (jwtAuthenticators.labelSelector)", candidate.name,
+                        FIGHT_DELAYS_SECONDS[-1])
+        due = written.at + backoff.delay(written.fights, FIGHT_DELAYS_SECONDS)
+        if self._clock() >= due:
+            return True
+        self._due = due if self._due is None else min(self._due, due)
+        return False
 
     def _check_of(self, candidate: Candidate) -> KeysCheck | None:
         entry = self._entries.get(candidate.name)
@@ -335,9 +413,13 @@ class ClusterAuthenticators:
                 self._wake.set()
             await asyncio.sleep(delay)
 
-    async def _write_status(self, candidate: Candidate, status: Obj) -> None:
+    async def _write_status(self, candidate: Candidate, status: JWTAuthenticatorStatus) -> None:
         body = copy.deepcopy(candidate.obj)
-        body["status"] = status
+        body["status"] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        written = self._written.get(candidate.name)
+        fighting = (written is not None and written.uid == candidate.uid
+                    and not same_status(current_status(candidate.obj), written.status))
+        fights = written.fights + 1 if written is not None and fighting else 0
         try:
             await self._kube.replace_custom_status(JWT_AUTHENTICATORS, candidate.name, body)
         except (Conflict, NotFound):
@@ -349,6 +431,9 @@ class ClusterAuthenticators:
             self._write_failures[candidate.name] = str(exc)
             return
         self._write_failures.pop(candidate.name, None)
+        self._written[candidate.name] = _Written(
+            candidate.uid, status, candidate.obj.get("metadata", {}).get("resourceVersion"),
+            self._clock(), fights)
 
     async def close(self) -> None:
         """Stop every key check and close every client (server shutdown)."""

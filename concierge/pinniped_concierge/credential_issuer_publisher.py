@@ -49,6 +49,14 @@ RESYNC_SECONDS = 60.0
 
 
 class CredentialIssuerPublisher:
+    """Keeps the cluster's CredentialIssuer saying how to reach this concierge.
+
+    Clients (`pinniped get kubeconfig`) discover the endpoint, its CA and the usable
+    authenticators there instead of taking eight flags; so it is rewritten whenever
+    the usable set changes (`AuthenticatorSet.on_change`), and only when what it says
+    differs, so replicas and restarts do not churn it.
+    """
+
     def __init__(self, kube: KubeAPI, authenticators: AuthenticatorSet, *, name: str,
                  endpoint: str, ca_bundle: bytes, namespace: str,
                  clock: Callable[[], float] = time.time) -> None:

@@ -22,7 +22,7 @@ from pinniped_concierge import config as config_module
 from pinniped_concierge.config import Config, ConfigError
 
 #: What `pip install 'pinniped-py[concierge]'` adds (pyproject.toml's `concierge` extra).
-SERVER_DEPENDENCIES = ("fastapi", "uvicorn", "kubernetes")
+SERVER_DEPENDENCIES = ("fastapi", "uvicorn", "kubernetes", "prometheus_client")
 INSTALL_HINT = "pip install 'pinniped-py[concierge]'"
 REFERENCE_DOC = "deploy/concierge-config.md"
 

@@ -33,7 +33,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -208,9 +208,17 @@ class ListWatch:
 
     def _run(self, source: WatchSource) -> None:
         failures = 0
+
+        def listed() -> None:
+            # A successful list ends the run of failures: the next break (say the
+            # apiserver restarting again) retries after the shortest delay, not the
+            # longest, so changes are seen again within seconds.
+            nonlocal failures
+            failures = 0
+
         while not self._stopping.is_set():
             try:
-                self._list_and_watch(source)
+                self._list_and_watch(source, listed)
                 failures = 0
             except Exception as exc:  # any failure: unknown until listed again
                 source.target.lost()
@@ -222,11 +230,12 @@ class ListWatch:
                             _describe(exc), source.meanwhile, delay)
                 self._stopping.wait(delay)
 
-    def _list_and_watch(self, source: WatchSource) -> None:
+    def _list_and_watch(self, source: WatchSource, listed: Callable[[], None]) -> None:
         from kubernetes import watch as kube_watch
 
         watch: Any = kube_watch  # untyped
         version = self._list(source)
+        listed()
         log.info("watching %s (label selector %r)", source.what, source.label_selector)
         while not self._stopping.is_set():
             stream = watch.Watch()

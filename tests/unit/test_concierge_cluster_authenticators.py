@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import threading
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,14 @@ class World:
         (found,) = [c for c in self.status(name)["conditions"] if c["type"] == type_]
         return dict(found)
 
+    def assert_kept_out(self, used: str, refused: str) -> None:
+        """`refused` overlaps `used`, which logins go on using."""
+        assert used in self.set.usable
+        assert refused not in self.set.usable
+        valid = self.condition(refused, "AuthenticatorValid")
+        assert valid["reason"] == "PrefixOverlap"
+        assert f"{used!r} is a JWTAuthenticator in use" in valid["message"]
+
     def writes(self) -> int:
         return self.kube.calls.count(STATUS_WRITE)
 
@@ -189,24 +198,24 @@ def test_a_valid_object_is_used_and_reported_ready(world: World, tmp_path: Path)
     for item in status["conditions"]:
         assert (item["status"], item["reason"], item["observedGeneration"]) == (
             "True", "Success", 1), item
-    assert world.writes() == 1
+    assert world.writes() == 2  # Pending, then Ready
 
 
 def test_status_is_written_only_when_it_changes(world: World) -> None:
     async def go() -> None:
         world.apply("obj")
         await world.settle()
-        assert world.writes() == 1
+        assert world.writes() == 2  # Pending, then Ready
         for _ in range(3):  # our own write came back through the watch: nothing to do
             await world.settle()
-        assert world.writes() == 1
+        assert world.writes() == 2
         world.apply("obj", labels={"team": "a"})  # no new generation, same status
         await world.settle()
-        assert world.writes() == 1
+        assert world.writes() == 2
         assert len(world.built["obj"]) == 1  # nor a new verifier
         world.apply("obj", audience="another")  # a new generation: a new verifier and status
         await world.settle()
-        assert world.writes() == 2
+        assert world.writes() == 4  # Pending again (a new spec), then Ready
         assert world.condition("obj", "Ready")["observedGeneration"] == 2
         first, second = world.built["obj"]
         assert first.closed
@@ -388,16 +397,36 @@ def test_an_empty_file_prefix_leaves_no_room_for_any_object() -> None:
     assert w.condition("obj", "AuthenticatorValid")["reason"] == "PrefixOverlap"
 
 
-def test_the_same_issuer_claims_and_prefix_may_share_a_prefix_with_the_file() -> None:
+def test_an_object_never_shares_a_prefix_with_the_file_even_with_its_issuer() -> None:
+    """Whoever may create objects must not get the file's names: with the file's issuer
+    and prefix but another audience (or CA), an object could accept tokens the file's
+    authenticator would refuse, and mint the file's names from them."""
     w = file_world(file_authenticator("corp", issuer=ISSUER))
     run(w, lambda: w.apply("corp-other-client", usernamePrefix="corp:", groupsPrefix="corp:",
-                           audience="another-client"), w.settle,
-        lambda: w.apply("corp-by-sub", usernamePrefix="corp:", groupsPrefix="corp:",
-                        claims={"username": "sub", "groups": "groups"}), w.settle)
-    assert w.status("corp-other-client")["phase"] == "Ready"
-    assert "corp-other-client" in w.set.usable
+                           audience="another-client"), w.settle)
+    valid = w.condition("corp-other-client", "AuthenticatorValid")
+    assert valid["reason"] == "PrefixOverlap"
+    assert "never shares a prefix with the config file's" in valid["message"]
+    assert "corp-other-client" not in w.set.usable
+
+
+def test_objects_share_a_prefix_only_with_the_same_issuer_claims_and_ca(
+        world: World, tmp_path: Path) -> None:
+    ca_data = base64.b64encode(pki.CA.create(tmp_path, "other-ca").cert_path.read_bytes()
+                               ).decode()
+    run(world, lambda: world.apply("one"), world.settle,
+        lambda: world.apply("other-client", audience="another-client"),
+        lambda: world.apply("by-sub", claims={"username": "sub", "groups": "groups"}),
+        lambda: world.apply("other-ca", audience="third", tls={"certificateAuthorityData":
+                                                               ca_data}),
+        world.settle)
+    assert world.status("other-client")["phase"] == "Ready"  # same IdP, another OAuth client
     # the same issuer, but sub "bob" could meet email "bob": not the same mapping
-    assert w.condition("corp-by-sub", "AuthenticatorValid")["reason"] == "PrefixOverlap"
+    assert world.condition("by-sub", "AuthenticatorValid")["reason"] == "PrefixOverlap"
+    # another CA could mean another server's keys for the same issuer URL
+    other_ca = world.condition("other-ca", "AuthenticatorValid")
+    assert other_ca["reason"] == "PrefixOverlap"
+    assert "spec.tls" in other_ca["message"]
 
 
 def test_of_two_overlapping_objects_the_older_is_used_until_it_goes(world: World) -> None:
@@ -406,11 +435,7 @@ def test_of_two_overlapping_objects_the_older_is_used_until_it_goes(world: World
         world.apply("newer", usernamePrefix="obj:x", groupsPrefix="x:",
                     issuer="https://other.example")
         await world.settle()
-        assert "older" in world.set.usable
-        assert "newer" not in world.set.usable
-        valid = world.condition("newer", "AuthenticatorValid")
-        assert valid["reason"] == "PrefixOverlap"
-        assert "'older' is an older JWTAuthenticator" in valid["message"]
+        world.assert_kept_out("older", "newer")
         world.kube.delete_custom(JWT_AUTHENTICATORS, "older")
         await world.settle()
         assert "newer" in world.set.usable
@@ -451,7 +476,7 @@ def test_deleted_objects_stop_their_checks_and_close_their_clients(world: World)
         assert world.built["obj"][0].closed
         assert "obj" not in world.set.usable
         assert world.set.lookup("obj") == (None, None)  # unknown again, not "not ready"
-        assert world.kube.calls.count(STATUS_WRITE) == 1  # nothing written about a deleted one
+        assert world.kube.calls.count(STATUS_WRITE) == 2  # nothing written about a deleted one
 
     asyncio.run(go())
 
@@ -564,3 +589,146 @@ def test_logins_read_a_new_set_without_waiting_for_anyone() -> None:
     with pytest.raises(TypeError):
         authenticators.usable["two"] = one  # type: ignore[index]
 
+
+
+def test_pending_is_written_before_the_first_check_completes(world: World) -> None:
+    async def go() -> None:
+        world.apply("obj")
+        await world.controller.reconcile()  # admitted; its key check has not run yet
+        status = world.status("obj")
+        assert status["phase"] == "Pending"
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+            "AuthenticatorValid": "True", "IssuerURLValid": "True", "DiscoveryURLValid":
+            "Unknown", "JWKSURLValid": "Unknown", "JWKSFetchValid": "Unknown",
+            "Ready": "Unknown"}
+        assert world.writes() == 1
+        await world.controller.reconcile()  # still checking: Pending is not written again
+        assert world.writes() == 1
+        await world.settle()
+        assert world.status("obj")["phase"] == "Ready"
+        assert world.writes() == 2
+        await world.controller.close()
+
+    asyncio.run(go())
+
+
+def test_only_the_current_generation_of_an_object_is_kept_parsed(world: World) -> None:
+    async def go() -> None:
+        for i in range(20):
+            world.kube.apply_custom(JWT_AUTHENTICATORS, "obj", spec(audience=f"a{i % 2}"))
+            await world.controller.reconcile()
+        assert len(world.controller._parsed) == 1
+        await world.controller.close()
+
+    asyncio.run(go())
+
+
+def _write_foreign_status(world: World, name: str, phase: str) -> None:
+    """Another writer (a concierge with another config, another tool) sets the status."""
+    obj = world.kube.custom[("jwtauthenticators", name)]
+    new = copy.deepcopy(obj)
+    new["status"] = {"phase": phase, "conditions": [
+        {"type": "Ready", "status": "False", "reason": "Theirs", "message": "theirs",
+         "lastTransitionTime": "2030-01-01T00:00:00Z"},
+        {"type": "example.com/Scanned", "status": "True", "reason": "Scanned",
+         "message": "by another tool", "lastTransitionTime": "2030-01-01T00:00:00Z"}]}
+    world.kube._store(JWT_AUTHENTICATORS, new, obj)  # a new resourceVersion, a watch event
+
+
+def test_fighting_another_status_writer_is_bounded_and_warned_once(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        world.apply("obj")
+        await world.settle()
+        assert world.writes() == 2
+        start = world.clock.now
+        for _ in range(200):  # the other writer answers every write of ours at once
+            _write_foreign_status(world, "obj", "Error")
+            await world.controller.reconcile()
+            world.clock.now += 0.1
+        # 20 s: after 1, 2, 5 and 10 s, not 200 writes
+        assert world.writes() - 2 == 4, world.clock.now - start
+        world.clock.now += 30  # the longest step passed: ours is written again
+        await world.controller.reconcile()
+        assert world.writes() - 2 == 5
+        await world.controller.close()
+
+    with caplog.at_level("WARNING", logger="concierge.authenticators"):
+        asyncio.run(go())
+    assert sum("someone else keeps writing" in r.getMessage() for r in caplog.records) == 1
+    # what we write keeps the other tool's condition and replaces only ours
+    types = [c["type"] for c in world.status("obj")["conditions"]]
+    assert sorted(types) == sorted((*CONDITIONS, "example.com/Scanned"))
+
+
+def test_conditions_of_other_types_are_kept_when_we_write(world: World) -> None:
+    async def go() -> None:
+        world.apply("obj")
+        await world.settle()
+        _write_foreign_status(world, "obj", "Ready")  # their Ready and their own type
+        await world.settle()
+        assert world.condition("obj", "Ready")["reason"] == "Theirs"  # not at once: 1 s on
+        world.clock.now += 1
+        await world.settle()
+        await world.controller.close()
+
+    asyncio.run(go())
+    status = world.status("obj")
+    assert status["phase"] == "Ready"
+    assert world.condition("obj", "Ready")["reason"] == "Success"  # ours again
+    assert world.condition("obj", "example.com/Scanned")["message"] == "by another tool"
+
+
+def test_an_object_in_use_keeps_its_place_against_a_newer_one_of_the_same_second(
+        world: World) -> None:
+    async def go() -> None:
+        world.kube.apply_custom(JWT_AUTHENTICATORS, "zeta", spec(issuer="https://zeta.example"))
+        await world.settle()
+        assert "zeta" in world.set.usable
+        # another admin applies another IdP with the same prefixes within the same second
+        world.kube.apply_custom(JWT_AUTHENTICATORS, "alpha",
+                                spec(issuer="https://alpha.example"))
+        await world.settle()
+        world.assert_kept_out("zeta", "alpha")
+        assert world.status("zeta")["phase"] == "Ready"
+        await world.controller.close()
+
+    asyncio.run(go())
+
+
+def test_fixing_an_older_invalid_object_does_not_displace_a_younger_one_in_use(
+        world: World) -> None:
+    async def go() -> None:
+        world.apply("old", issuer="http://old.example")  # invalid: http
+        world.apply("new", issuer="https://new.example")
+        await world.settle()
+        assert sorted(world.set.usable) == ["new"]
+        world.kube.apply_custom(JWT_AUTHENTICATORS, "old", spec(issuer="https://old.example"))
+        await world.settle()
+        assert sorted(world.set.usable) == ["new"]
+        assert world.condition("old", "AuthenticatorValid")["reason"] == "PrefixOverlap"
+        await world.controller.close()
+
+    asyncio.run(go())
+
+
+def test_two_new_overlapping_objects_of_the_same_second_are_both_refused(
+        world: World) -> None:
+    async def go() -> None:
+        world.kube.apply_custom(JWT_AUTHENTICATORS, "zeta", spec(issuer="https://zeta.example"))
+        world.kube.apply_custom(JWT_AUTHENTICATORS, "alpha",
+                                spec(issuer="https://alpha.example"))
+        world.apply("apart", usernamePrefix="apart:", groupsPrefix="apart:")
+        await world.settle()
+        assert sorted(world.set.usable) == ["apart"]
+        for name, other in (("zeta", "alpha"), ("alpha", "zeta")):
+            valid = world.condition(name, "AuthenticatorValid")
+            assert valid["reason"] == "PrefixOverlap"
+            assert f"{other!r} was created in the same second" in valid["message"]
+            assert "delete one of them" in valid["message"]
+        world.kube.delete_custom(JWT_AUTHENTICATORS, "alpha")
+        await world.settle()
+        assert sorted(world.set.usable) == ["apart", "zeta"]
+        await world.controller.close()
+
+    asyncio.run(go())

@@ -104,3 +104,42 @@ def test_the_watch_has_its_own_user_agent_and_selectors() -> None:
     assert selectors[Kind.CLUSTER_ROLE] == (
         f"app.kubernetes.io/managed-by=pinniped-concierge,concierge.pinniped.dev/namespace={NS}")
     assert selectors[Kind.SECRET] == naming.session_selector()
+
+
+class _Response:
+    data = b'{"metadata": {"resourceVersion": "1"}, "items": []}'
+
+
+class _Target:
+    def reset(self, objects: list[Any]) -> None: ...
+    def apply(self, event_type: str, obj: Any) -> None: ...
+    def lost(self) -> None: ...
+
+
+def test_a_successful_list_resets_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After apiserver restarts that each break the watch, the retry waits the shortest
+    delay again once a list succeeded: the longest one would break the 10 s promise."""
+    from pinniped_concierge import object_watch
+
+    waits: list[float] = []
+    lists: list[int] = []
+
+    def list_fn(**arguments: Any) -> _Response:
+        if arguments.get("watch"):
+            raise ConnectionResetError("apiserver restarted")
+        lists.append(1)
+        return _Response()
+
+    watch = object_watch.ListWatch([object_watch.WatchSource(
+        "things", list_fn, {}, "", _Target(), meanwhile="the last known things stay")])
+
+    def wait(delay: float | None = None) -> bool:
+        waits.append(delay or 0.0)
+        if len(waits) >= 6:
+            watch._stopping.set()
+        return watch._stopping.is_set()
+
+    monkeypatch.setattr(watch._stopping, "wait", wait)
+    watch._run(watch.sources[0])
+    assert len(lists) == 6  # every retry listed successfully
+    assert waits == [object_watch.RETRY_DELAYS_SECONDS[0]] * 6
