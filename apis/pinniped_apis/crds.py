@@ -49,7 +49,8 @@ def structural(node: Any) -> Any:
         if key == "const":
             out["enum"] = [value]
         elif key == "properties":
-            out[key] = {name: structural(child) for name, child in value.items()}
+            if value:  # an empty one is dropped when stored: every apply would rewrite it
+                out[key] = {name: structural(child) for name, child in value.items()}
         else:
             out[key] = structural(value)
     return out
