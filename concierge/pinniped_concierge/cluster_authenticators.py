@@ -333,6 +333,8 @@ class ClusterAuthenticators:
             return  # another replica holds the Lease and writes status
         self._due = None
         for candidate in candidates:
+            if not self._may_write_status():
+                return  # the Lease was lost while writing: the new holder writes the rest
             status = statuses[candidate.name]
             if status is not None and self._may_write_now(candidate, status):
                 await self._write_status(candidate, status)

@@ -59,6 +59,21 @@ def micro_time(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _as_micro_time(value: str) -> str | None:
+    """`value` (any RFC 3339 form) as a MicroTime, or None when it is no timestamp."""
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return micro_time(parsed.timestamp())
+
+
+#: The shortest wait between two looks, so a deadline already reached cannot spin.
+MIN_WAIT_SECONDS = 0.05
+
+
 class LeaseElector:
     def __init__(self, kube: LeaseAPI, namespace: str, name: str, *, identity: str,
                  duration_seconds: float, renew_seconds: float,
@@ -114,8 +129,11 @@ class LeaseElector:
     async def step(self) -> float:
         """One look at the Lease (acquire, renew or observe); returns the seconds to wait."""
         started = self._clock()
+        limit = self._renew
+        if self._leading:  # a call that hangs must not carry us past the step-down point
+            limit = min(limit, max(MIN_WAIT_SECONDS, self._step_down_at() - started))
         try:
-            async with asyncio.timeout(self._renew):
+            async with asyncio.timeout(limit):
                 won = await self._acquire_or_renew(started)
         except Conflict:
             self._lease = None  # someone else wrote it: read it next time
@@ -132,20 +150,28 @@ class LeaseElector:
             return self._renew
         await self._stop_leading("another replica holds it")
         expires_in = self._observed_at + self._lease_duration() - self._clock()
-        return max(0.05, min(self._renew, expires_in))
+        return max(MIN_WAIT_SECONDS, min(self._renew, expires_in))
 
-    async def _failed(self, started: float, exc: Exception) -> float:
+    async def _failed(self, _started: float, exc: Exception) -> float:
         self._lease = None
         self._failures += 1
         problem = "timed out" if isinstance(exc, TimeoutError) else str(exc)
         if problem != self._problem:
             log.warning("Lease %s: cannot read or renew it (retrying): %s", self.name, problem)
         self._problem = problem
-        if self._leading and started - self._renewed_at >= self._duration - self._renew:
+        left = self._step_down_at() - self._clock()
+        if self._leading and left <= MIN_WAIT_SECONDS:
             await self._stop_leading("renewals failed; stepping down before the Lease expires")
-        if self._leading:
-            return self._renew
+        if self._leading:  # try again, but no later than the step-down point
+            return max(MIN_WAIT_SECONDS, min(self._renew, left))
         return min(max(self._renew, backoff.delay(self._failures - 1)), self._duration)
+
+    def _step_down_at(self) -> float:
+        """When a holder whose renewals keep failing must have stopped its leader work: one
+        renew period before the Lease can have expired for the others. Measured from the
+        start of the last good renewal on our own clock, and checked against the time now,
+        not the time a (possibly hung) call began."""
+        return self._renewed_at + self._duration - self._renew
 
     async def _acquire_or_renew(self, now: float) -> bool:
         if self._leading and self._lease is not None:  # renew: one call
@@ -200,6 +226,9 @@ class LeaseElector:
         if acquire:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             spec["acquireTime"] = now
+        elif isinstance(spec.get("acquireTime"), str):
+            # As read back it may lack the fixed six-digit fraction MicroTime requires.
+            spec["acquireTime"] = _as_micro_time(spec["acquireTime"]) or now
         spec.update({"holderIdentity": self.identity,
                      "leaseDurationSeconds": int(self._duration), "renewTime": now})
         return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,46 @@ def test_the_rbac_names_the_default_lease() -> None:
     assert named
     assert all(rule["resourceNames"] == [NAME] for rule in named)
     assert sorted(v for rule in rules for v in rule["verbs"]) == ["create", "get", "update"]
+
+
+def test_a_holder_whose_renewals_hang_steps_down_before_the_lease_expires() -> None:
+    """A partition makes calls hang, not fail: the step-down point must hold regardless."""
+    clock = time.monotonic
+    kube = FakeKube(clock)
+    a = LeaseElector(kube, NS, NAME, identity="a", duration_seconds=0.6, renew_seconds=0.2,
+                     clock=clock, wall_clock=time.time)
+
+    async def hang(*_: object) -> None:
+        await asyncio.sleep(60)
+
+    async def go() -> float:
+        await a.step()
+        assert a.leading
+        renewed = clock()
+        kube.replace_lease = hang  # type: ignore[assignment]
+        while clock() - renewed < 2:
+            wait = await a.step()
+            if not a.leading:
+                return clock() - renewed
+            await asyncio.sleep(wait)
+        raise AssertionError("still leading 2 s after the last renewal")
+
+    stepped_down_after = asyncio.run(go())
+    assert not a.leading
+    assert stepped_down_after < 0.6  # before anyone else may take over
+
+
+def test_a_renewal_sends_acquire_time_as_a_micro_time(clock: ManualClock) -> None:
+    """As read back, acquireTime may lack the six-digit fraction the apiserver requires."""
+    kube = FakeKube(clock)
+    a = elector(kube, clock, "a")
+
+    async def go() -> None:
+        await a.step()
+        kube.leases[(NS, NAME)]["spec"]["acquireTime"] = "2026-12-01T10:00:00+00:00"
+        a._lease = kube.leases[(NS, NAME)]  # what the client returned
+        clock.now += 5
+        await a.step()
+
+    asyncio.run(go())
+    assert spec(kube)["acquireTime"] == "2026-12-01T10:00:00.000000Z"
