@@ -1,7 +1,8 @@
 """Verify an ID token against one OIDC issuer, the way Pinniped's JWTAuthenticator does.
 
 Order of checks, each with its own audit reason: size, shape, header (`alg`
-on the allow-list of asymmetric algorithms, no `crit`/`b64`), key by `kid`,
+on the allow-list of asymmetric algorithms, no `crit`/`b64` and no key-pointing
+parameters such as `jku`), key by `kid`,
 signature, then the registered claims: exact `iss`, `aud` containing our
 audience (and, when `aud` names several parties, `azp` naming us: OIDC Core
 3.1.3.7, so a token minted for another client that merely lists us is not
@@ -48,6 +49,12 @@ _MIN_RSA_BITS = 2048
 
 Fetcher = Callable[[str], Awaitable[object]]
 
+
+
+#: Header parameters that say where to find the verification key (a URL, an embedded key or
+#: certificate). Keys come only from the issuer's JWKS; a token carrying one of these was
+#: made by someone probing for a verifier that follows them.
+KEY_POINTING_HEADERS = frozenset(("jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"))
 
 class FetchError(Exception):
     """Discovery or JWKS could not be fetched; the message names the URL, never a secret."""
@@ -277,6 +284,10 @@ class JWTAuthenticator:
             raise Rejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {shown!r} is not allowed")
         if "crit" in header or "b64" in header:
             raise Rejected(Reason.UNSUPPORTED_HEADER, "crit/b64 header parameters")
+        pointers = sorted(KEY_POINTING_HEADERS.intersection(header))
+        if pointers:  # RFC 8725 3.10: never act on them; a real IdP never sends them
+            raise Rejected(Reason.UNSUPPORTED_HEADER,
+                           f"key-pointing header parameters {', '.join(pointers)}")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise Rejected(Reason.MALFORMED_TOKEN, "kid is not a string")

@@ -24,6 +24,7 @@ from joserfc.jwk import RSAKey
 
 from localenv.concierge import LocalConcierge, MintingIssuer
 from localenv.idp import LocalIdP
+from localenv.logins import login
 from pinniped_apis import wire
 
 pytestmark = pytest.mark.integration
@@ -236,3 +237,15 @@ def test_the_minted_issuer_is_otherwise_accepted(concierge: LocalConcierge,
         credential = wire.parse_credential_response(response.json())
         assert credential.identity == wire.Identity("minted:alice@example.com",
                                                     ("minted:devs",))
+
+
+@pytest.mark.parametrize("pointer", ["jku", "x5u"])
+def test_a_token_pointing_at_other_keys_is_refused(concierge: LocalConcierge,
+                                                   minting_issuer: MintingIssuer,
+                                                   pointer: str) -> None:
+    """Signed with the issuer's real key, but carrying a key URL: refused (RFC 8725)."""
+    token = minting_issuer.mint(header={pointer: "https://127.0.0.1:9/keys"})
+    assert_refused(concierge, token, "minted", "unsupported_header")
+    # The same key without the header logs in: the header alone made the difference.
+    assert login(concierge, minting_issuer.mint(), "minted").identity.username.startswith(
+        "minted:")

@@ -413,3 +413,20 @@ def test_ca_file_replaces_the_system_trust_store(tmp_path: Path,
             asyncio.run(fetch(other_ca.cert_path))
     finally:
         issuer.stop()
+
+
+@pytest.mark.parametrize("pointer", [
+    {"jku": "https://attacker.example/jwks"},
+    {"x5u": "https://attacker.example/cert.pem"},
+    {"jwk": {"kty": "oct", "k": "c2VjcmV0"}},
+    {"x5c": ["MIIB"]},
+    {"x5t": "abc"},
+    {"x5t#S256": "abc"},
+])
+def test_key_pointing_headers_are_refused_even_when_the_signature_verifies(
+        idp: FakeIdP, clocks: Clocks, pointer: dict[str, Any]) -> None:
+    """RFC 8725: never act on them; their presence alone is a sign of tampering."""
+    token = idp.mint(header=pointer)  # signed with the issuer's own published key
+    auth = make(idp, clocks)
+    assert rejection(auth, token) == Reason.UNSUPPORTED_HEADER
+    assert verify(auth, idp.mint())["email"]  # the same key, without the header: accepted
