@@ -38,6 +38,7 @@ from pinniped_apis.authentication import (
     JWTAuthenticatorFields,
     SpecModel,
     https_issuer,
+    schema_without_refs,
 )
 from pinniped_apis.constants import MAX_TOKEN_BYTES
 from pinniped_concierge import prefixes
@@ -443,19 +444,18 @@ def _error_at(loc: tuple[int | str, ...], problem: str) -> ValidationError:
 def key_schemas() -> dict[str, dict[str, Any]]:
     """Every key's JSON schema by its path (`authenticators[].usernamePrefix`), in file order.
 
-    Each schema has its `$ref` resolved and a `null` alternative dropped, and
-    carries `required: True` when the key must be present.
+    Each schema has its `$ref`s inlined (`schema_without_refs`, as the CRDs do)
+    and a `null` alternative dropped, and carries `required: True` when the key
+    must be present.
     """
-    schema = Config.model_json_schema(by_alias=True)
-    definitions = schema.get("$defs", {})
+    schema = schema_without_refs(Config)
 
     def resolved(node: dict[str, Any]) -> dict[str, Any]:
         options = [o for o in node.get("anyOf", [node]) if o.get("type") != "null"]
-        node = {k: v for k, v in node.items() if k != "anyOf"} | options[0]
-        if "$ref" in node:
-            definition = definitions[node["$ref"].rsplit("/", 1)[1]]
-            node = definition | {k: v for k, v in node.items() if k != "$ref"}
-        return node
+        if "anyOf" not in node:
+            return node
+        option: dict[str, Any] = options[0]
+        return {k: v for k, v in node.items() if k != "anyOf"} | option
 
     keys: dict[str, dict[str, Any]] = {}
 
