@@ -293,6 +293,27 @@ class LeaseConfig(Section):
         return self
 
 
+class RateLimitConfig(Section):
+    """A token bucket per client address, so that one client cannot crowd out the rest.
+
+    Every request (login, whoami, logout, probes excepted) takes a token from
+    its address's bucket; an empty bucket is answered 429 with Retry-After.
+    Behind a load balancer or NAT that hides client addresses, many people
+    share one bucket: raise the figures to suit, or set `requestsPerSecond: 0`
+    to turn the limit off.
+    """
+
+    requests_per_second: int = _integer(
+        20, 0, 100000, "Sustained requests per second allowed from one client address; 0: no "
+                       "limit.")
+    burst: int = _integer(
+        100, 1, 1000000, "Requests one client address may make at once before the sustained "
+                         "rate applies.")
+    max_tracked_addresses: int = _integer(
+        10000, 1, 1000000, "Client addresses remembered at once (least recently seen ones are "
+                           "forgotten first), which bounds the memory the limit uses.")
+
+
 class MetricsConfig(Section):
     """Where Prometheus metrics are served."""
 
@@ -336,6 +357,8 @@ class Config(Section):
                     "served by every replica.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig,
                                    description="Prometheus metrics.")
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig,
+                                        description="Requests allowed per client address.")
     credential_ttl_seconds: int = _integer(
         MIN_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL, MAX_CREDENTIAL_TTL,
         "Lifetime of the credentials the concierge mints (600 is TokenRequest's minimum).",
@@ -364,6 +387,21 @@ class Config(Section):
         50, 1, 10000, "A login beyond this many sessions ends the user's oldest ones.")
     request_body_timeout_seconds: int = _integer(
         10, 1, 300, "A client must send its whole request body within this time.")
+    request_header_timeout_seconds: int = _integer(
+        10, 1, 300, "A client must finish the TLS handshake and send its request line and "
+                    "headers within this time of connecting (or of its previous request), or "
+                    "the connection is closed; so half-sent requests cannot hold the "
+                    "`maxConcurrentRequests` slots.")
+    identity_idle_timeout_seconds: int = _integer(
+        3600, 600, 30 * 86400, "A user with no live session for this long has their "
+                               "ServiceAccount, ClusterRole and ClusterRoleBinding deleted "
+                               "(recreated at their next login, 3 writes), because every "
+                               "ClusterRoleBinding slows down every request in the cluster. "
+                               "Run by the replica holding the Lease.")
+    revocation_retention_seconds: int = _integer(
+        30 * 86400, 3600, 366 * 86400, "How long `pinniped-concierge revoke-user` keeps "
+                                       "refusing ID tokens issued before the revocation; "
+                                       "make it longer than the IdP's ID-token lifetime.")
     max_concurrent_requests: int = _integer(
         200, 1, 100000, "Beyond this many requests in flight, new ones are answered 503 at once.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
