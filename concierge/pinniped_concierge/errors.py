@@ -19,6 +19,8 @@ class Reason(StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     REQUEST_TOO_LARGE = "request_too_large"
     REQUEST_TIMEOUT = "request_timeout"
+    #: The client address used up its `rateLimit` bucket (answered 429 with Retry-After).
+    RATE_LIMITED = "rate_limited"
     UNKNOWN_AUTHENTICATOR = "unknown_authenticator"
     #: A JWTAuthenticator object of that name exists but is not Ready (see its status).
     AUTHENTICATOR_NOT_READY = "authenticator_not_ready"
@@ -43,6 +45,8 @@ class Reason(StrEnum):
     CLAIM_TOO_LARGE = "claim_too_large"
     RESERVED_NAME = "reserved_name"
     INVALID_NAME = "invalid_name"
+    #: An admin ran `revoke-user`, and the token's authentication predates it.
+    USER_REVOKED = "user_revoked"
     # Cluster credentials presented to whoami and logout.
     MISSING_CREDENTIAL = "missing_credential"
     INVALID_CREDENTIAL = "invalid_credential"
