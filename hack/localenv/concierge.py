@@ -253,6 +253,9 @@ class LocalConcierge:
             "clockSkewSeconds": 10,
             "auditLog": str(audit_log),
             "keyRefreshMinIntervalSeconds": 1,
+            # Every test client shares 127.0.0.1: a per-address limit sized for people
+            # would throttle the suite. Tests of the limit itself pass their own.
+            "rateLimit": {"requestsPerSecond": 5000, "burst": 20000},
             "authenticators": authenticators,
         } | overrides
         config_path = workdir / "concierge.yaml"
