@@ -51,17 +51,23 @@ class LoginService:
         identity = authenticator.mapper.map(claims)
         event.username, event.groups = identity.username, identity.groups
 
-        session = await self._start_session(identity)
+        session = await self._start_session(identity, _issued_at(claims))
         event.session = session.id
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
                                       identity=identity)
 
-    async def _start_session(self, identity: wire.Identity) -> Session:
-        user = await self._user_objects.ensure(identity)
+    async def _start_session(self, identity: wire.Identity, issued_at: float | None) -> Session:
+        user = await self._user_objects.ensure(identity, issued_at)
         try:
             return await self._sessions.start(user)
         except ServiceAccountGone:
             # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
             self._user_objects.forget(identity.username)
-            user = await self._user_objects.ensure(identity)
+            user = await self._user_objects.ensure(identity, issued_at)
             return await self._sessions.start(user)
+
+
+def _issued_at(claims: Mapping[str, object]) -> float | None:
+    """The token's `iat`; the verifier has already checked its type and that it is not ahead."""
+    iat = claims.get("iat")
+    return float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinniped-concierge: the server's dependencies are not installed ({missing}); "
               f"install them with: {INSTALL_HINT}", file=sys.stderr)
         return 1
-    from pinniped_concierge import server
+    from pinniped_concierge import http_server, server
 
     try:
         config = config_module.load(args.config)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinniped-concierge: cannot set up the Kubernetes client ({where}): "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    server.serve(config, services)
+    http_server.serve(config, services)
     return 0
 
 

@@ -24,6 +24,10 @@ NAMESPACE_LABEL = "concierge.pinniped.dev/namespace"
 SESSION_LABEL = "concierge.pinniped.dev/session"
 USERNAME_ANNOTATION = "concierge.pinniped.dev/username"
 EXPIRES_ANNOTATION = "concierge.pinniped.dev/expires-at"
+#: On a user's ClusterRole: when the ID token that last set its groups was issued (RFC 3339).
+GROUPS_ISSUED_AT_ANNOTATION = "concierge.pinniped.dev/groups-issued-at"
+#: On a user's ClusterRole: the user's last login, written at most once an hour (RFC 3339).
+LAST_LOGIN_ANNOTATION = "concierge.pinniped.dev/last-login-at"
 
 USER_OBJECT_PREFIX = "pinniped-user-"
 SESSION_PREFIX = "pinniped-session-"

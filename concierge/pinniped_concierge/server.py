@@ -1,24 +1,18 @@
-"""The serving half of `pinniped-concierge`: assemble the services from a config, serve HTTPS.
+"""Assemble the concierge's services from its config (`http_server` serves them).
 
-It imports FastAPI, uvicorn and the Kubernetes client, which come with the
+It imports FastAPI and the Kubernetes client, which come with the
 `[concierge]` extra; `main` imports this module only once it knows they are
 installed, so `--help`, `--version` and `--config-reference` work without them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import functools
-import ipaddress
-import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import uvicorn
-
-from pinniped_concierge.app import Services, create_app
+from pinniped_concierge.app import Services
 from pinniped_concierge.audit import AuditLog
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet
 from pinniped_concierge.cluster_authenticators import (
@@ -31,6 +25,7 @@ from pinniped_concierge.cluster_authenticators import (
 from pinniped_concierge.config import MAX_FILE_AUTHENTICATORS, Config
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
+from pinniped_concierge.http_server import serve_metrics
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from pinniped_concierge.kubeapi import KubeAPI, KubernetesClientAPI
@@ -40,10 +35,6 @@ from pinniped_concierge.metrics import ConciergeMetrics
 from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
-
-log = logging.getLogger("concierge")
-#: Scrapers come once every few seconds; more connections than this get 503 at once.
-METRICS_MAX_CONNECTIONS = 8
 
 
 def build_services(config: Config, kube: KubeAPI | None = None,
@@ -65,7 +56,7 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     metrics = ConciergeMetrics(
         max_authenticators=MAX_FILE_AUTHENTICATORS + config.jwt_authenticators.max_objects)
     if config.metrics.port is not None:
-        background.append(functools.partial(_serve_metrics, config, metrics))
+        background.append(functools.partial(serve_metrics, config, metrics))
     timeout = float(config.kubernetes.request_timeout_seconds)
     watches: list[WatchSource] = []
     real: KubernetesClientAPI | None = None
@@ -162,74 +153,7 @@ def _counted(build: VerifierFactory, metrics: ConciergeMetrics) -> VerifierFacto
     return counted
 
 
-class _MetricsServer(uvicorn.Server):
-    """A second server in the main one's event loop; the main server handles the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve_metrics(config: Config, metrics: ConciergeMetrics) -> None:
-    """Serve /metrics over plain HTTP on `metrics.port` for as long as the app runs.
-
-    Plain HTTP, like most exporters, so a scraper needs no CA: what it serves
-    is counts only (`metrics`). Bounded like the API: few connections, short keep-alive.
-    """
-    from prometheus_client import make_asgi_app
-
-    assert config.metrics.port is not None
-    server = _MetricsServer(uvicorn.Config(
-        make_asgi_app(metrics.registry), host=config.listen.host, port=config.metrics.port,
-        log_level=config.log_level, access_log=False, server_header=False,
-        proxy_headers=False, lifespan="off", limit_concurrency=METRICS_MAX_CONNECTIONS,
-        timeout_keep_alive=5))
-    log.info("serving metrics on http://%s:%d/metrics", config.listen.host, config.metrics.port)
-    task = asyncio.create_task(server.serve())
-    try:
-        await asyncio.shield(task)
-    finally:
-        server.should_exit = True  # close the listener before the process goes on
-        with contextlib.suppress(Exception):
-            await task
-
-
-def _unspecified(host: str) -> bool:
-    """`0.0.0.0` or `::`: every interface, which no client can connect to by that name."""
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
 def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def closer() -> None:
         close()
     return closer
-
-
-def serve(config: Config, services: Services) -> None:
-    """Serve the API over TLS until stopped."""
-    log.info("serving https://%s:%d (clients: %s) for authenticators %s; namespace %s",
-             config.listen.host, config.listen.port, config.public_endpoint(),
-             ", ".join(f"{a.name} ({a.issuer})" for a in config.authenticators) or "(none)",
-             config.namespace)
-    if config.jwt_authenticators.watch:
-        selector = config.jwt_authenticators.label_selector
-        log.info("JWTAuthenticator objects are used too (label selector %s)",
-                 repr(selector) if selector else "none: every object")
-    if not config.authenticators:
-        log.warning("the config file lists no authenticators: logins use JWTAuthenticator "
-                    "objects only, and fail until one is applied and Ready "
-                    "(kubectl get jwtauthenticators)")
-    if config.external_endpoint is None and _unspecified(config.listen.host):
-        log.warning("externalEndpoint is not set, so the CredentialIssuer tells clients %s, "
-                    "which they cannot reach; set externalEndpoint to the Service's or load "
-                    "balancer's https URL", config.public_endpoint())
-    uvicorn.run(create_app(services), host=config.listen.host, port=config.listen.port,
-                ssl_certfile=str(config.tls.cert_file), ssl_keyfile=str(config.tls.key_file),
-                log_level=config.log_level, access_log=False, server_header=False,
-                proxy_headers=False, lifespan="on",
-                # uvicorn answers 503 once open connections or tasks reach this number,
-                # counting the connection asking; +1 so that the key means what it says.
-                limit_concurrency=config.max_concurrent_requests + 1)

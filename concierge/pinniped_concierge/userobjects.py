@@ -114,8 +114,11 @@ class UserObjects:
     def object_name(self, username: str) -> str:
         return naming.user_object_name(username, self._namespace)
 
-    async def ensure(self, identity: wire.Identity) -> UserRef:
-        """Make the cluster match `identity`; return the user's ServiceAccount."""
+    async def ensure(self, identity: wire.Identity, issued_at: float | None = None) -> UserRef:
+        """Make the cluster match `identity`; return the user's ServiceAccount.
+
+        `issued_at` is the ID token's `iat` (None when it has none).
+        """
         key = naming.user_key(identity.username, self._namespace)
         async with self._locks[int(key[:8], 16) % _LOCK_STRIPES]:
             groups = frozenset(identity.groups)
