@@ -48,7 +48,7 @@ class IdentityMapper:
                 raise Rejected(Reason.BAD_CLAIM_TYPE, "claim 'email_verified' is not a boolean")
             if not verified:
                 raise Rejected(Reason.EMAIL_NOT_VERIFIED, "email_verified is false")
-        username = _checked_name(self.username_prefix + raw_username, "username")
+        username = _checked_name(self.username_prefix, raw_username, "username")
         return wire.Identity(username=username, groups=self._groups(claims))
 
     def _groups(self, claims: Mapping[str, object]) -> tuple[str, ...]:
@@ -62,15 +62,22 @@ class IdentityMapper:
                            f"claim {self.groups_claim!r} is not a list of non-empty strings")
         if len(raw) > MAX_GROUPS:
             raise Rejected(Reason.CLAIM_TOO_LARGE, f"{len(raw)} groups, at most {MAX_GROUPS}")
-        groups = (_checked_name(self.groups_prefix + g, "group") for g in raw)
+        groups = (_checked_name(self.groups_prefix, g, "group") for g in raw)
         return tuple(dict.fromkeys(groups))  # de-duplicated, order kept
 
 
-def _checked_name(name: str, what: str) -> str:
+def _checked_name(prefix: str, value: str, what: str) -> str:
+    """`prefix + value`, if it is a name a person could read and type.
+
+    White space is looked for around the claim's own value: behind a prefix,
+    " alice" would pass for a name without any (`corp: alice`), yet to a
+    reader it is alice's.
+    """
+    name = prefix + value
     if len(name) > wire.MAX_NAME_LENGTH:
         raise Rejected(Reason.CLAIM_TOO_LARGE,
                        f"{what} longer than {wire.MAX_NAME_LENGTH} characters")
-    if not name.isprintable() or name != name.strip():
+    if not name.isprintable() or value != value.strip():
         raise Rejected(Reason.INVALID_NAME,
                        f"{what} has control characters or surrounding white space")
     if name.lower().startswith(RESERVED_PREFIX):

@@ -1,14 +1,16 @@
 """Verify an ID token against one OIDC issuer, the way Pinniped's JWTAuthenticator does.
 
-Order of checks, each with its own audit reason: size, shape, header (`alg`
-on the allow-list of asymmetric algorithms, no `crit`/`b64` and no key-pointing
-parameters such as `jku`), key by `kid`,
-signature, then the registered claims: exact `iss`, `aud` containing our
-audience (and, when `aud` names several parties, `azp` naming us: OIDC Core
-3.1.3.7, so a token minted for another client that merely lists us is not
-ours), `exp`/`nbf`/`iat` with a small clock-skew leeway. The `alg` is
-checked before any key is touched, which is what defeats `none` and the
-HS256-with-the-public-key trick.
+Order of checks, each with its own audit reason: size, shape (three base64url
+segments in their one canonical spelling, a header that is one JSON object
+naming no parameter twice), header (`alg` on the allow-list of asymmetric
+algorithms, no `crit`/`b64`, no key-pointing parameters such as `jku`, and a
+`typ`, if any, that says JWT), key by `kid`, signature, then the payload (one
+strict JSON object, again no name twice) and the registered claims: exact
+`iss`, `aud` containing our audience (and, when `aud` names several parties,
+`azp` naming us: OIDC Core 3.1.3.7, so a token minted for another client that
+merely lists us is not ours), `exp`/`nbf`/`iat` with a small clock-skew
+leeway. The `alg` is checked before any key is touched, which is what
+defeats `none` and the HS256-with-the-public-key trick.
 
 Keys come from OIDC discovery (https only, `issuer` in the document must match
 exactly) and are cached. A token signed with a `kid` we have not seen causes a
@@ -24,9 +26,11 @@ logins get 503 (`issuer_keys_expired`) until the IdP answers again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
+import re
 import ssl
 import time
 import warnings
@@ -49,12 +53,18 @@ _MIN_RSA_BITS = 2048
 
 Fetcher = Callable[[str], Awaitable[object]]
 
-
-
 #: Header parameters that say where to find the verification key (a URL, an embedded key or
 #: certificate). Keys come only from the issuer's JWKS; a token carrying one of these was
 #: made by someone probing for a verifier that follows them.
 KEY_POINTING_HEADERS = frozenset(("jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"))
+#: `typ` values that mean "a JWT" (RFC 7515 4.1.9: compared without case, "application/"
+#: optional). An issuer signs other JWTs with the same keys, some with our client as their
+#: audience: a logout token (logout+jwt) or an access token (at+jwt, RFC 9068) must not
+#: pass for an ID token (RFC 8725 3.11). ID tokens carry `JWT` or no `typ` at all.
+JWT_TYPES = frozenset(("jwt", "application/jwt"))
+#: One compact JWS segment: base64url, no padding, no white space (RFC 7515 section 2).
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+
 
 class FetchError(Exception):
     """Discovery or JWKS could not be fetched; the message names the URL, never a secret."""
@@ -272,25 +282,12 @@ class JWTAuthenticator:
 
         if len(token.encode("utf-8", "surrogatepass")) > self.config.max_token_bytes:
             raise Rejected(Reason.TOKEN_TOO_LARGE, f"over {self.config.max_token_bytes} bytes")
+        header, payload = _read_compact(token)
+        alg, kid = _checked_header(header, self.config.algorithms)
         try:
             compact = jws.extract_compact(token.encode("ascii"), registry=self._registry)
-            header = dict(compact.headers())
         except (JoseError, ValueError, TypeError, UnicodeError):
             raise Rejected(Reason.MALFORMED_TOKEN, "not a compact JWS") from None
-
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.config.algorithms:
-            shown = alg[:16] if isinstance(alg, str) else type(alg).__name__
-            raise Rejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {shown!r} is not allowed")
-        if "crit" in header or "b64" in header:
-            raise Rejected(Reason.UNSUPPORTED_HEADER, "crit/b64 header parameters")
-        pointers = sorted(KEY_POINTING_HEADERS.intersection(header))
-        if pointers:  # RFC 8725 3.10: never act on them; a real IdP never sends them
-            raise Rejected(Reason.UNSUPPORTED_HEADER,
-                           f"key-pointing header parameters {', '.join(pointers)}")
-        kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise Rejected(Reason.MALFORMED_TOKEN, "kid is not a string")
 
         if self._keys_expired():
             await self._refresh_if_allowed()
@@ -311,7 +308,7 @@ class JWTAuthenticator:
 
         if not any(self._signature_ok(compact, c.key, alg) for c in candidates):
             raise Rejected(Reason.BAD_SIGNATURE, "signature does not verify")
-        claims = _parse_claims(compact.payload)
+        claims = _json_object(payload, "payload")
         self._check_registered_claims(claims)
         return claims
 
@@ -371,29 +368,98 @@ def _numeric_date(claims: Mapping[str, object], name: str, *, required: bool) ->
         if required:
             raise Rejected(Reason.MISSING_CLAIM, f"no {name} claim")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise Rejected(Reason.BAD_CLAIM_TYPE, f"{name} is not a number")
-    return float(value)
+    try:
+        number = float(value)  # an integer of hundreds of digits is too big for a float
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise Rejected(Reason.BAD_CLAIM_TYPE, f"{name} is not a finite number")
+    return number
+
+
+def _read_compact(token: str) -> tuple[dict[str, object], bytes]:
+    """The protected header and the payload bytes of a compact JWS, read strictly.
+
+    Strict because lenient readers differ, and a token that two readers read
+    differently is how checks get bypassed: each segment must be base64url in
+    its one canonical spelling (no padding, white space, other alphabet or
+    stray low bits, which would also give one token many spellings and audit
+    hashes), and the header one JSON object with no name twice (one reader
+    takes the first `alg`, another the last).
+    """
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise Rejected(Reason.MALFORMED_TOKEN, f"{len(segments)} segments, a signed JWT has 3")
+    decoded = []
+    for which, segment in zip(("header", "payload", "signature"), segments, strict=True):
+        data = _base64url(segment)
+        if data is None:
+            raise Rejected(Reason.MALFORMED_TOKEN, f"the {which} is not canonical base64url")
+        decoded.append(data)
+    return _json_object(decoded[0], "header"), decoded[1]
+
+
+def _base64url(segment: str) -> bytes | None:
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return None
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        return None  # the last character has bits set that no encoder writes
+    return data
+
+
+def _checked_header(header: Mapping[str, object], algorithms: Sequence[str]
+                    ) -> tuple[str, str | None]:
+    """The header's `alg` and `kid`, once the header asks for nothing we refuse to do."""
+    if "alg" not in header:
+        raise Rejected(Reason.MALFORMED_TOKEN, "no alg header parameter")
+    alg = header["alg"]
+    if not isinstance(alg, str) or alg not in algorithms:
+        shown = alg[:16] if isinstance(alg, str) else type(alg).__name__
+        raise Rejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {shown!r} is not allowed")
+    if "crit" in header or "b64" in header:
+        raise Rejected(Reason.UNSUPPORTED_HEADER, "crit/b64 header parameters")
+    pointers = sorted(KEY_POINTING_HEADERS.intersection(header))
+    if pointers:  # RFC 8725 3.10: never act on them; a real IdP never sends them
+        raise Rejected(Reason.UNSUPPORTED_HEADER,
+                       f"key-pointing header parameters {', '.join(pointers)}")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in JWT_TYPES):
+        shown = typ[:16] if isinstance(typ, str) else type(typ).__name__
+        raise Rejected(Reason.UNSUPPORTED_HEADER, f"typ {shown!r} is not an ID token's")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise Rejected(Reason.MALFORMED_TOKEN, "kid is not a string")
+    return alg, kid
+
+
+def _json_object(data: bytes, what: str) -> dict[str, object]:
+    """`data` as one JSON object, by RFC 8259 alone: UTF-8 without a byte order mark, no
+    NaN or Infinity, no name twice (Python's own reader would take UTF-16, a BOM, NaN
+    and the last of two names; other readers would not, or would take the first)."""
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                           parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise Rejected(Reason.MALFORMED_TOKEN, f"the {what} is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise Rejected(Reason.MALFORMED_TOKEN, f"the {what} is not a JSON object")
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError("duplicate claim")
+            raise ValueError("a name appears twice")
         result[key] = value
     return result
 
 
-def _parse_claims(payload: bytes | None) -> dict[str, object]:
-    """The payload as a JSON object; duplicate names are refused (parsers disagree on them)."""
-    try:
-        claims = json.loads(payload or b"", object_pairs_hook=_no_duplicates)
-    except ValueError:
-        raise Rejected(Reason.MALFORMED_TOKEN, "payload is not a JSON object") from None
-    if not isinstance(claims, dict):
-        raise Rejected(Reason.MALFORMED_TOKEN, "payload is not a JSON object")
-    return claims
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _parse_jwks(document: object) -> tuple[_VerificationKey, ...]:

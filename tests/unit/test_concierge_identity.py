@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from localenv.hostile_tokens import (
+    CONTROLS,
+    CORPUS,
+    Control,
+    HostileToken,
+    expected_identity,
+    offline_authenticators,
+)
 from pinniped_apis import wire
 from pinniped_apis.constants import MAX_GROUPS
 from pinniped_concierge.errors import Reason, Rejected
@@ -70,6 +79,15 @@ def test_system_names_are_refused_without_prefix(claims: dict[str, Any]) -> None
     assert rejection(IdentityMapper("email", "groups", "", ""), claims) == Reason.RESERVED_NAME
 
 
+@pytest.mark.parametrize(("prefix", "claim"), [("system", ":admin"), ("sys", "tem:masters"),
+                                               ("SYSTEM", ":nodes")])
+def test_a_prefix_and_a_claim_may_not_add_up_to_a_system_name(prefix: str, claim: str) -> None:
+    """A prefix without the colon is allowed; the name it makes with the claim is checked."""
+    mapper = IdentityMapper("email", "groups", prefix, prefix)
+    assert rejection(mapper, {"email": claim}) == Reason.RESERVED_NAME
+    assert rejection(mapper, {"email": "alice", "groups": [claim]}) == Reason.RESERVED_NAME
+
+
 def test_system_names_behind_a_prefix_are_harmless() -> None:
     identity = MAPPER.map({"email": "system:admin", "groups": ["system:masters"]})
     assert identity == wire.Identity("corp:system:admin", ("corp:system:masters",))
@@ -78,3 +96,29 @@ def test_system_names_behind_a_prefix_are_harmless() -> None:
 def test_email_verified_true_is_fine() -> None:
     assert MAPPER.map({"email": "a@example.com", "email_verified": True}).username == \
         "corp:a@example.com"
+
+
+# --- the hostile token corpus (localenv.hostile_tokens): claims the verifier lets through --
+
+MAPPED_CASES = [case for case in CORPUS if case.mapped]
+
+
+@pytest.mark.parametrize("case", MAPPED_CASES, ids=[case.id for case in MAPPED_CASES])
+def test_hostile_claims_are_refused_by_the_mapping_for_their_reason(case: HostileToken) -> None:
+    """Validly signed, registered claims in order: only the identity mapping stands between
+    these claims and a cluster identity."""
+    offline = offline_authenticators()
+    claims = asyncio.run(offline.verifier(case.authenticator).verify(case.make(offline.forge)))
+    assert rejection(offline.mapper(case.authenticator), claims) == case.reason
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[control.id for control in CONTROLS])
+def test_genuine_tokens_map_to_names_under_their_own_prefix(control: Control) -> None:
+    """The corpus's controls: each authenticator accepts its own genuine tokens, and names
+    that look like another authenticator's (corp:) or the cluster's (system:) stay under
+    the prefix of the authenticator that verified them."""
+    offline = offline_authenticators()
+    token = control.make(offline.forge)
+    claims = asyncio.run(offline.verifier(control.authenticator).verify(token))
+    identity = offline.mapper(control.authenticator).map(claims)
+    assert identity == expected_identity(control, token)
