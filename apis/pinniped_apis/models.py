@@ -11,6 +11,11 @@ Two strictness rules, on purpose:
   ignore fields they do not know, so an older CLI keeps working against a
   newer concierge that reports more (the Kubernetes API convention).
 
+Every string must be valid Unicode text: JSON can carry an unpaired UTF-16
+surrogate (`"\\udc80"`) that Python's parser turns into a string no UTF-8
+encoder accepts. Such a string is refused by the model, naming the field, so
+that whether it is refused never depends on the pydantic release installed.
+
 Secrets (the ID token, the cluster token) are excluded from `repr`, and
 `pinniped_apis.validation` turns a `ValidationError` into a message that names
 the field without quoting the input.
@@ -37,7 +42,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from pinniped_apis import rfc3339
+from pinniped_apis import rfc3339, validation
 from pinniped_apis.constants import (
     AUTHENTICATOR_GROUP,
     IDENTITY_API_VERSION,
@@ -86,6 +91,17 @@ def _at_most(length: int) -> Any:
     return cut
 
 
+def _unicode_text(value: object) -> object:
+    """A before-validator refusing strings with unpaired surrogates (other types pass on to
+    the type check)."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(validation.NOT_UNICODE) from None
+    return value
+
+
 def _parse_time(value: object) -> dt.datetime:
     if isinstance(value, dt.datetime) and value.tzinfo is not None:  # built in Python
         return value.astimezone(dt.UTC)
@@ -96,10 +112,13 @@ def _parse_time(value: object) -> dt.datetime:
     return parsed
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
+# The before-validator comes last so that it wraps the constrained string (placed first,
+# pydantic would check the lengths outside the string type, as for a list: "items").
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH),
+                 BeforeValidator(_unicode_text)]
 #: A bearer secret: bounded, and never shown in a repr or an error.
 Token = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_BYTES),
-                  Field(repr=False)]
+                  BeforeValidator(_unicode_text), Field(repr=False)]
 Groups = Annotated[list[Name], Field(max_length=MAX_GROUPS)]
 #: Timestamps on the wire are RFC 3339 in UTC with whole seconds, as Kubernetes writes them.
 Timestamp = Annotated[dt.datetime, PlainValidator(_parse_time),

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 
+#: A string that is not valid Unicode text (an unpaired UTF-16 surrogate, which JSON's
+#: `\uXXXX` escapes can carry), in the words a person can act on.
+NOT_UNICODE = "must be valid Unicode text (it holds an unpaired UTF-16 surrogate)"
+
+
 class WireError(ValueError):
     """A document that does not have the expected shape; `field` names the culprit."""
 
@@ -82,6 +87,7 @@ _FIXED: dict[str, str] = {
     "list_type": "must be a list",
     "tuple_type": "must be a list",
     "json_invalid": "must be valid JSON",
+    "string_unicode": NOT_UNICODE,
     "url_scheme": "must be an https:// URL",
 }
 _COMPARISONS: dict[str, Any] = {

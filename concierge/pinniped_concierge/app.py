@@ -17,9 +17,17 @@ the wrong field, 413 above `wire.MAX_REQUEST_BYTES`, 408 for a body not sent
 within `requestBodyTimeoutSeconds` (a slow sender must not hold a worker),
 415 for a body without a JSON Content-Type (application/json or
 application/*+json; refused before it is read when the headers announce it),
-401 for a missing or rejected bearer credential, 503 with `Retry-After` when
-Kubernetes or an issuer is unreachable, 500 when the concierge itself is
-misconfigured. Every request to the three APIs gets exactly one audit line.
+429 with `Retry-After` for a client address over its `rateLimit` (checked
+before the body is read; probes are never limited), 401 for a missing or
+rejected bearer credential, 503 with `Retry-After` when Kubernetes or an
+issuer is unreachable, 500 when the concierge itself is misconfigured. Every
+request to the three APIs gets exactly one audit line, refused ones included.
+
+Every JSON answer is written with non-ASCII characters escaped: answers echo
+what clients sent (the authenticator's name, an unknown field's name in a
+400), and a Python string from a JSON document may hold an unpaired UTF-16
+surrogate (`"\\udc80"`), which no UTF-8 encoder accepts; escaped, it is
+valid JSON whatever it holds, so no client string can turn an answer into a 500.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import KubeAPI, counting_calls
 from pinniped_concierge.login import LoginService
 from pinniped_concierge.metrics import CONTENT_TYPE, ConciergeMetrics
+from pinniped_concierge.ratelimit import RateLimiter
 from pinniped_concierge.sessions import Sessions
 
 log = logging.getLogger("concierge.app")
@@ -90,7 +99,8 @@ class _BadRequest(Exception):
         self.headers = headers
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
+    """The app; `rate_limiter` (None: no limit) applies to the three APIs, not the probes."""
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(loop()) for loop in services.background]
@@ -112,6 +122,7 @@ def create_app(services: Services) -> FastAPI:
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None,
                   separate_input_output_schemas=False)
     app.state.services = services
+    app.state.rate_limiter = rate_limiter
     api = APIRouter(route_class=_AuditedRoute)
 
     @api.post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, name="login",
@@ -183,6 +194,8 @@ def _responses(model: type[models.Tolerant], *, bearer: bool = False) -> dict[in
         408: {"model": models.Status, "description": "Body not sent in time"},
         413: {"model": models.Status, "description": "Body too large"},
         415: {"model": models.Status, "description": "Body not JSON"},
+        429: {"model": models.Status,
+              "description": "Too many requests from this address; see Retry-After"},
         503: {"model": models.Status, "description": "Kubernetes or an issuer unreachable"},
     }
     if bearer:
@@ -223,10 +236,13 @@ class _AuditedRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             services: Services = request.app.state.services
+            limiter: RateLimiter | None = request.app.state.rate_limiter
             bounded = _BoundedRequest(request.scope, request.receive)
 
             async def run(event: AuditEvent) -> Response:
                 bounded.state.audit_event = event
+                if limiter is not None:
+                    _within_rate(limiter, request, kind, services.metrics)
                 await bounded.read_within(services.body_timeout_seconds)
                 try:
                     return await validate_and_run(bounded)
@@ -236,6 +252,18 @@ class _AuditedRoute(APIRoute):
             return await _audited(services.audit, services.metrics, request, kind, run)
 
         return handler
+
+
+def _within_rate(limiter: RateLimiter, request: Request, kind: str,
+                 metrics: ConciergeMetrics) -> None:
+    """Take a token from the TCP peer's bucket, or refuse the request with 429."""
+    retry_after = limiter.check(request.client.host if request.client else "")
+    if retry_after is not None:
+        metrics.rate_limited(kind)
+        raise _BadRequest(429, "TooManyRequests", "too many requests from your address; "
+                          f"retry after {retry_after} s (Retry-After)",
+                          audit_reason=Reason.RATE_LIMITED,
+                          headers={"Retry-After": str(retry_after)})
 
 
 def _invalid(exc: RequestValidationError) -> _BadRequest:
@@ -450,11 +478,20 @@ class _Readiness:
         return problems
 
 
+class _EscapedJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped, so that it encodes whatever it echoes
+    (starlette's own writes UTF-8, and fails on an unpaired surrogate)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
 def _json(body: dict[str, Any]) -> Response:
-    return JSONResponse(body, headers=NO_STORE)
+    return _EscapedJSON(body, headers=NO_STORE)
 
 
 def _status(code: int, reason: str, message: str, field_path: str | None = None,
             headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(wire.status_error(code, reason, message, field_path), status_code=code,
+    return _EscapedJSON(wire.status_error(code, reason, message, field_path), status_code=code,
                         headers=NO_STORE | (headers or {}))

@@ -5,9 +5,11 @@ one), so several apps in one process, and tests, do not see each other's counts.
 
 Every label value comes from a bounded set decided here, never from a client:
 `outcome` and `reason` are the audit log's enums (anything else is "other"),
-and `authenticator` is an admin-chosen name, but only the first
-`max_authenticators` distinct names get their own value (then "other"), so
-churning JWTAuthenticator objects cannot grow the series without bound.
+`request` names one of the three APIs, a closed connection's `reason` is one
+of `CONNECTION_CLOSE_REASONS`, and `authenticator` is an admin-chosen name,
+but only the first `max_authenticators` distinct names get their own value
+(then "other"), so churning JWTAuthenticator objects cannot grow the series
+without bound.
 Usernames, tokens and groups never appear.
 
 The gauges of sessions and users are read at scrape time from what the
@@ -36,6 +38,9 @@ PREFIX = "pinniped_concierge"
 OUTCOMES = frozenset({"success", "failure", "error"})
 REASONS = frozenset(str(reason) for reason in Reason)
 OTHER = "other"
+REQUESTS = frozenset({"login", "whoami", "logout"})
+#: Why the server closed a connection (`connection_limits`).
+CONNECTION_CLOSE_REASONS = frozenset({"header_timeout", "evicted", "refused"})
 #: Logins take milliseconds warm and a few hundred cold (six API writes); 503s wait on an IdP.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: A warm login costs 2 calls (session Secret, TokenRequest); a new user about 5.
@@ -80,6 +85,17 @@ class ConciergeMetrics:
         self._refresh_failures = Counter(
             "jwks_refresh_failures", "JWKS refreshes that failed (cached keys stay in use).",
             ["authenticator"], namespace=PREFIX, registry=self.registry)
+        self._rate_limited = Counter(
+            "requests_rate_limited", "API requests refused with 429: their client address was "
+            "over its rateLimit.", ["request"], namespace=PREFIX, registry=self.registry)
+        self._over_capacity = Counter(
+            "requests_over_capacity", "Requests refused with 503: maxConcurrentRequests were "
+            "already in flight.", namespace=PREFIX, registry=self.registry)
+        self._connections_closed = Counter(
+            "connections_closed", "Connections the server closed: no request line and headers "
+            "within requestHeaderTimeoutSeconds (header_timeout), to make room for a new one "
+            "(evicted), or refused because every open one had a request in flight (refused).",
+            ["reason"], namespace=PREFIX, registry=self.registry)
         self._authenticators = BoundedNames(max_authenticators)
         self._state = _StateCollector()
         self.registry.register(self._state)
@@ -93,6 +109,16 @@ class ConciergeMetrics:
         self._logins.labels(outcome, reason).inc()
         self._latency.labels(outcome).observe(seconds)
         self._calls.observe(event.kube_api_calls)
+
+    def rate_limited(self, request: str) -> None:
+        self._rate_limited.labels(request if request in REQUESTS else OTHER).inc()
+
+    def over_capacity(self) -> None:
+        self._over_capacity.inc()
+
+    def connection_closed(self, reason: str) -> None:
+        self._connections_closed.labels(
+            reason if reason in CONNECTION_CLOSE_REASONS else OTHER).inc()
 
     def jwks_refreshed(self, authenticator: str, ok: bool) -> None:
         label = self._authenticators.label(authenticator)

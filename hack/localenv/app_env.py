@@ -23,6 +23,7 @@ from pinniped_concierge.errors import Reason, Rejected
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.login import Authenticator, LoginService
 from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.ratelimit import RateLimiter
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
@@ -57,8 +58,12 @@ class FakeVerifier:
         return self.is_ready
 
 
+#: The client address requests come from, unless a test says otherwise.
+CLIENT = ("192.0.2.7", 50123)
+
+
 class AppEnv:
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, *, rate_limiter: RateLimiter | None = None, **settings: Any) -> None:
         self.kube = FakeKube()
         self.verifier = FakeVerifier()
         self.audit_stream = io.StringIO()
@@ -73,14 +78,19 @@ class AppEnv:
             sessions=self.sessions, kube=self.kube, namespace=NS,
             audit=AuditLog(self.audit_stream), **{"readiness_cache_seconds": 0.0} | settings)
         self.services.metrics.watch_objects(versions)
-        self.app = create_app(self.services)
+        self.app = create_app(self.services, rate_limiter=rate_limiter)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request_from(CLIENT, method, path, **kwargs)
+
+    def request_from(self, client: tuple[str, int], method: str, path: str,
+                     **kwargs: Any) -> httpx.Response:
+        """One request from `client` (the TCP peer's address and port)."""
         async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, client=("192.0.2.7", 50123))
+            transport = httpx.ASGITransport(app=self.app, client=client)
             async with httpx.AsyncClient(transport=transport,
-                                         base_url="https://concierge") as client:
-                return await client.request(method, path, **kwargs)
+                                         base_url="https://concierge") as http:
+                return await http.request(method, path, **kwargs)
 
         return asyncio.run(go())
 

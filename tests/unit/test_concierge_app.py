@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from localenv.app_env import ALICE_TOKEN, NS, AppEnv, FakeVerifier
 from pinniped_apis import wire
+from pinniped_concierge import app as app_module
 from pinniped_concierge import naming
 from pinniped_concierge.audit import token_digest
 from pinniped_concierge.authenticator_set import AuthenticatorSet
@@ -345,3 +347,23 @@ def test_no_docs_ui_or_other_routes_are_exposed(env: AppEnv) -> None:
     for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         assert env.request("GET", path).status_code == 404
     assert env.request("GET", wire.TOKEN_CREDENTIAL_REQUEST_PATH).status_code == 405
+
+
+def test_answers_escape_what_they_echo_so_any_string_encodes() -> None:
+    """A client's string is echoed (the authenticator's name, a field's name in a 400). A
+    lone surrogate in it made starlette's UTF-8 JSON raise, a 500; escaped, it is JSON."""
+    for response, escaped in (
+            (app_module._status(400, "BadRequest", "spec.\udc80: no", "spec.\udc80"), "\\udc80"),
+            (app_module._json({"spec": {"authenticator": {"name": "x\ud800"}}}), "\\ud800")):
+        body = bytes(response.body)
+        assert body.isascii()
+        assert escaped in body.decode()
+        json.loads(body)  # valid JSON
+
+
+def test_non_ascii_names_are_echoed_escaped(env: AppEnv) -> None:
+    response = env.login(name="caf\u00e9-\U0001f600")
+    assert response.content.isascii()
+    assert b"caf\\u00e9-\\ud83d\\ude00" in response.content
+    assert response.json()["spec"]["authenticator"]["name"] == "caf\u00e9-\U0001f600"
+    assert response.json()["status"] == {"message": "authentication failed"}

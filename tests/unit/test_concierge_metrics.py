@@ -153,3 +153,19 @@ def test_the_metrics_port_may_not_be_the_serving_port(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match=r"metrics\.port"):
         _config(tmp_path, listen={"port": 9443}, metrics={"port": 9443})
     assert _config(tmp_path, metrics={"port": 9090}).metrics.port == 9090
+
+
+def test_refusals_and_closed_connections_are_counted_with_bounded_labels() -> None:
+    metrics = ConciergeMetrics()
+    metrics.rate_limited("login")
+    metrics.rate_limited("/apis/anything-a-client-chose")
+    metrics.over_capacity()
+    metrics.connection_closed("header_timeout")
+    metrics.connection_closed("made-up")
+    got = samples(metrics.render().decode())
+    assert got[("pinniped_concierge_requests_rate_limited_total", (("request", "login"),))] == 1
+    assert got[("pinniped_concierge_requests_rate_limited_total", (("request", OTHER),))] == 1
+    assert got[("pinniped_concierge_requests_over_capacity_total", ())] == 1
+    assert got[("pinniped_concierge_connections_closed_total",
+                (("reason", "header_timeout"),))] == 1
+    assert got[("pinniped_concierge_connections_closed_total", (("reason", OTHER),))] == 1

@@ -42,7 +42,7 @@ def test_the_document_describes_exactly_the_three_apis(document: dict[str, Any])
     assert login["requestBody"]["required"] is True
     ok = login["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ok.endswith("/TokenCredentialRequestResponse")
-    assert set(login["responses"]) == {"200", "400", "408", "413", "415", "503"}
+    assert set(login["responses"]) == {"200", "400", "408", "413", "415", "429", "503"}
     whoami = document["paths"][wire.WHOAMI_REQUEST_PATH]["post"]
     assert "required" not in whoami["requestBody"]  # the body is optional
     assert "401" in whoami["responses"]

@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from pinniped_apis import wire
+from pinniped_apis import validation, wire
 
 
 def _request_body(**spec_overrides: Any) -> dict[str, Any]:
@@ -209,3 +210,38 @@ def test_a_long_refusal_is_cut_not_refused() -> None:
         wire.parse_credential_response(body)
     assert len(str(caught.value)) == wire.MAX_MESSAGE_LENGTH
     assert str(caught.value).startswith("no: x")
+
+
+@pytest.mark.parametrize("field", ["token", "name", "kind"])
+@pytest.mark.parametrize("text", ["\udc80", "\ud800x", "a\udfff"])
+def test_strings_with_unpaired_surrogates_are_refused_by_the_models(field: str,
+                                                                    text: str) -> None:
+    """Python's JSON parser hands them over as is (`"\\udc80"`); no UTF-8 encoder takes them.
+    The models refuse them themselves (a value_error of ours), so the answer does not depend
+    on whether the installed pydantic-core happens to."""
+    body = _request_body()
+    target = body["spec"] if field == "token" else body["spec"]["authenticator"]
+    target[field] = text
+    with pytest.raises(wire.WireError) as caught:
+        wire.TokenCredentialRequest.from_wire(body)
+    path = "spec.token" if field == "token" else f"spec.authenticator.{field}"
+    assert str(caught.value) == f"{path}: {validation.NOT_UNICODE}"
+    with pytest.raises(ValidationError) as raw:
+        wire.TokenCredentialRequest.model_validate(body)
+    assert raw.value.errors()[0]["type"] == "value_error"
+
+
+def test_valid_unicode_of_any_kind_is_text() -> None:
+    for text in ("caf\u00e9", "\U0001f600", "\u202e\x1b"):
+        request = wire.TokenCredentialRequest.from_wire(_request_body(token=text))
+        assert request.token == text
+    identity = wire.parse_whoami_response(wire.whoami_response(
+        wire.Identity("corp:j\u00f6rg", ("corp:\U0001f600",)), None))[0]
+    assert identity.groups == ("corp:\U0001f600",)
+
+
+def test_an_answer_with_an_unpaired_surrogate_is_refused_by_the_cli() -> None:
+    body = wire.whoami_response(wire.Identity("corp:alice"), None)
+    body["status"]["kubernetesUserInfo"]["user"]["username"] = "corp:\udc80"
+    with pytest.raises(wire.WireError, match="valid Unicode"):
+        wire.parse_whoami_response(body)
