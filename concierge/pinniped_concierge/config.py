@@ -298,9 +298,11 @@ class RateLimitConfig(Section):
 
     Every request (login, whoami, logout, probes excepted) takes a token from
     its address's bucket; an empty bucket is answered 429 with Retry-After.
-    Behind a load balancer or NAT that hides client addresses, many people
-    share one bucket: raise the figures to suit, or set `requestsPerSecond: 0`
-    to turn the limit off.
+    The address is the TCP peer's (IPv6 addresses share a bucket per /64);
+    forwarding headers are never trusted. Behind a load balancer or NAT that
+    hides client addresses, many people share one bucket: raise the figures to
+    suit, or set `requestsPerSecond: 0` to turn the limit off. `Retry-After` is
+    in whole seconds.
     """
 
     requests_per_second: int = _integer(
@@ -389,9 +391,9 @@ class Config(Section):
         10, 1, 300, "A client must send its whole request body within this time.")
     request_header_timeout_seconds: int = _integer(
         10, 1, 300, "A client must finish the TLS handshake and send its request line and "
-                    "headers within this time of connecting (or of its previous request), or "
-                    "the connection is closed; so half-sent requests cannot hold the "
-                    "`maxConcurrentRequests` slots.")
+                    "headers within this time of connecting, or of the end of its previous "
+                    "response; bytes that trickle in do not extend it. A half-received "
+                    "request gets 408, an idle connection is closed.")
     identity_idle_timeout_seconds: int = _integer(
         3600, 600, 30 * 86400, "A user with no live session for this long has their "
                                "ServiceAccount, ClusterRole and ClusterRoleBinding deleted "
@@ -403,7 +405,10 @@ class Config(Section):
                                        "refusing ID tokens issued before the revocation; "
                                        "make it longer than the IdP's ID-token lifetime.")
     max_concurrent_requests: int = _integer(
-        200, 1, 100000, "Beyond this many requests in flight, new ones are answered 503 at once.")
+        200, 1, 100000, "Beyond this many requests in flight (probes included), new ones are "
+                        "answered 503 at once. Open connections are capped separately at four "
+                        "times this (at least 16): beyond that, the one waiting longest without "
+                        "a request is closed.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="How much the concierge logs on standard error.")
     authenticators: tuple[JWTAuthenticatorConfig, ...] = Field(
