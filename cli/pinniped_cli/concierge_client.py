@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pinniped_apis import wire
 from pinniped_cli.errors import ConciergeError
-from pinniped_cli.httpclient import describe_transport_error, json_object
+from pinniped_cli.httpclient import exchange
 from pinniped_cli.redact import printable
 
 if TYPE_CHECKING:
@@ -61,20 +61,17 @@ class ConciergeClient:
 
     def _post(self, path: str, payload: dict[str, Any], bearer: str | None,
               what: str) -> dict[str, Any]:
-        import httpx
-
-        headers = {"Accept": "application/json"}
+        headers: dict[str, str] = {}
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
-        try:
-            response = self._http.post(self._endpoint + path, json=payload, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ConciergeError(describe_transport_error(
-                exc, f"the concierge at {self._endpoint}", "--concierge-ca-bundle")) from exc
-        body = json_object(response)
-        status = response.status_code
-        if status == 503:
-            retry = response.headers.get("Retry-After", "a few")
+        answer = exchange(self._http, "POST", self._endpoint + path,
+                          what=f"the concierge at {self._endpoint}",
+                          ca_flag="--concierge-ca-bundle", fail=ConciergeError, json=payload,
+                          headers=headers)
+        body = answer.body
+        status = answer.status
+        if status in (429, 503):  # overloaded, or rate limiting this address
+            retry = printable(answer.headers.get("Retry-After", "a few"), 20)
             raise ConciergeError(f"the concierge is temporarily unavailable ({_message(body)}); "
                                  f"retry in {retry} seconds.")
         if status == 401:

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -94,6 +95,44 @@ def seed_credential(env: Mapping[str, str], token: str, login_args: list[str] | 
     return now + ttl
 
 
+#: A user id that is not the one running the tests.
+OTHER_UID = 54321
+
+
+def owned_by_another_user(monkeypatch: pytest.MonkeyPatch, *paths: Path,
+                          uid: int = OTHER_UID) -> None:
+    """Make `paths` belong to `uid` for every stat this process makes, without root.
+
+    The CLI refuses files and directories of other users (a cache, key or lock
+    someone else planted), and finds out with os.stat, os.lstat or os.fstat
+    (Path.stat is os.stat). A real chown to another user needs root, so the
+    tests that give a file away would run only as root; this fakes the owner
+    those calls report for exactly these files (found by device and inode, so
+    a descriptor of them is covered too, and a file that replaces one is not).
+    Everything else sees the truth, so the CLI's own other files stay its own.
+    """
+    targets = {(info.st_dev, info.st_ino) for info in map(os.lstat, paths)}
+
+    def disguised(info: os.stat_result) -> os.stat_result:
+        if (info.st_dev, info.st_ino) not in targets:
+            return info
+        fields = list(info)
+        fields[4] = uid  # st_uid
+        extra = {name: getattr(info, name) for name in (
+            "st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
+            "st_blksize", "st_blocks", "st_rdev")}
+        return os.stat_result(fields, extra)
+
+    def wrapped(real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def call(*args: Any, **kwargs: Any) -> os.stat_result:
+            return disguised(real(*args, **kwargs))
+
+        return call
+
+    for name in ("stat", "lstat", "fstat"):
+        monkeypatch.setattr(os, name, wrapped(getattr(os, name)))
+
+
 class FakeClock:
     """Wall clock and monotonic clock in one, advanced by `sleep` instead of waiting."""
 
@@ -149,6 +188,8 @@ class FakeIdP:
         #: Sign ID tokens with this key instead of the published one.
         self.signing_key: RSAKey | None = None
         self.rotate_refresh_tokens = True
+        #: Hand out refresh tokens at all (some IdPs give public clients none).
+        self.issue_refresh_tokens = True
         self.refresh_token_bytes = 32
         self.device_answers: list[str] = []  # OAuth errors to answer polls with, in order
         #: Who approves device logins once `device_answers` run out (None: nobody, ever).
@@ -300,7 +341,7 @@ class FakeIdP:
         body = {"access_token": access, "token_type": "Bearer", "expires_in": 300}
         if grant != "refresh_token" or not self.refresh_without_id_token:
             body["id_token"] = self.id_token(username, nonce)
-        if grant != "refresh_token" or self.rotate_refresh_tokens:
+        if self.issue_refresh_tokens and (grant != "refresh_token" or self.rotate_refresh_tokens):
             self._refresh[refresh] = username
             self.issued_refresh_tokens.append(refresh)
             body["refresh_token"] = refresh

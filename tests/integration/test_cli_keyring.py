@@ -134,8 +134,9 @@ def _reads_configmap(world: CLIWorld, namespace: str,
 def _assert_read_back_from_keyring(world: CLIWorld, secret_service: SecretService,
                                    namespace: str) -> str:
     """With the cluster credential expired and no password, the next kubectl call can only
-    log in with the session in the keyring: one concierge login, no IdP login, no refresh
-    (the session is unchanged), and still no file. Returns the plugin's stderr."""
+    log in with the session in the keyring: it refreshes with the refresh token it read
+    there (a new credential always gets a fresh ID token) and writes the rotated one back:
+    one concierge login, no IdP login, and still no file. Returns the plugin's stderr."""
     saved, _ = _stored(secret_service)
     user = world.env["PINNIPED_USERNAME"]
     grants = fixtures_cli.idp_password_grants(world.idp, user)
@@ -145,7 +146,8 @@ def _assert_read_back_from_keyring(world: CLIWorld, secret_service: SecretServic
     assert fixtures_cli.concierge_logins(world.concierge) == logins + 1
     assert fixtures_cli.idp_password_grants(world.idp, user) == grants
     again, _ = _stored(secret_service)
-    assert fingerprint(again.refresh_token or "") == fingerprint(saved.refresh_token or "")
+    assert again.refresh_token
+    assert fingerprint(again.refresh_token) != fingerprint(saved.refresh_token or "")
     assert not world.session_file.exists()
     return stderr
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import stat
@@ -19,11 +18,11 @@ from localenv.fixtures_cli import (
     TEST_CA_DATA,
     TEST_SERVER,
     CLIHarness,
+    owned_by_another_user,
 )
 from pinniped_cli import kubeconfig as kubeconfig_module
 
 SERVER = TEST_SERVER
-OTHER_UID = 54321
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +123,7 @@ def test_group_change_updates_the_kubeconfig(h: CLIHarness, tmp_path: Path) -> N
 
 
 def _owned_by_someone_else(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    os.chown(path, OTHER_UID, -1)  # the tests run as root
+    owned_by_another_user(monkeypatch, path)
 
 
 def _unwritable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +138,6 @@ def _locked_by_kubectl(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path.with_name(path.name + ".lock").write_text("")
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
 @pytest.mark.parametrize(("obstacle", "reason"), [
     (_owned_by_someone_else, "belongs to another user"),
     (_unwritable, "Permission denied"),
@@ -164,7 +162,6 @@ def test_a_kubeconfig_the_plugin_cannot_update_gets_the_command_that_fixes_it(
     assert argv[:3] == ["/usr/local/bin/pinniped", "get", "kubeconfig"]
     # Whoever can write the file runs exactly that command, and it is fixed.
     monkeypatch.undo()
-    os.chown(out, os.getuid(), -1)
     out.with_name(out.name + ".lock").unlink(missing_ok=True)
     assert h.run(argv[1:]) == 0
     assert _user(out)["as-groups"] == ["corp:ops"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from localenv.fixtures_cli import assert_not_stored
+from localenv.fixtures_cli import assert_not_stored, owned_by_another_user
 from pinniped_cli.credential_cache import (
     KIND,
     MIN_REMAINING,
@@ -206,10 +205,11 @@ def test_malformed_entry_is_a_miss(cache: CredentialCache, entry: object) -> Non
     assert cache.get("k", NOW) is None
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the file to another user")
-def test_file_owned_by_someone_else_is_ignored(cache: CredentialCache) -> None:
+def test_file_owned_by_someone_else_is_ignored(cache: CredentialCache,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cache.put("k", _cred(), NOW)
-    os.chown(cache.path, 12345, 12345)
+    assert cache.get("k", NOW) is not None
+    owned_by_another_user(monkeypatch, cache.path)
     assert cache.get("k", NOW) is None
 
 

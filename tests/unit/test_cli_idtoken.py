@@ -53,3 +53,41 @@ def test_a_token_without_a_kid_verifies_only_against_a_single_key() -> None:
     assert _verify(raw, _jwks(key)).claims["sub"] == "alice"
     with pytest.raises(IDTokenInvalid, match="No key for kid"):
         _verify(raw, _jwks(key, _key()))
+
+
+# --- the clock-skew leeway, at its edges ----------------------------------------------------
+#
+# The leeway is 60 s, written out here on purpose: a test computing its cases from
+# idtoken.LEEWAY_SECONDS would move with it, and pass whatever it was changed to.
+
+STAMP = 1_900_000_000
+AT = dt.datetime.fromtimestamp(STAMP, dt.UTC)
+
+
+def _with_times(key: RSAKey, **times: int) -> str:
+    claims = {"iss": ISSUER, "aud": CLIENT, "sub": "alice", "iat": STAMP - 10,
+              "exp": STAMP + 300, **times}
+    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+@pytest.mark.parametrize(("times", "refused"), [
+    # exp: accepted until 60 s after it, refused from then on
+    ({"exp": STAMP - 59, "iat": STAMP - 300}, None),
+    ({"exp": STAMP - 60, "iat": STAMP - 300}, "expired"),
+    ({"exp": STAMP - 61, "iat": STAMP - 300}, "expired"),
+    # iat: up to 60 s in the future (a clock behind the IdP's), not one more
+    ({"iat": STAMP + 60}, None),
+    ({"iat": STAMP + 61}, "issue time"),
+    # nbf: the same
+    ({"nbf": STAMP + 60}, None),
+    ({"nbf": STAMP + 61}, "not valid yet"),
+])
+def test_the_leeway_is_sixty_seconds_either_side(times: dict[str, int],
+                                                 refused: str | None) -> None:
+    key = _key()
+    raw, jwks = _with_times(key, **times), _jwks(key)
+    if refused is None:
+        assert idtoken.verify(raw, jwks, issuer=ISSUER, client_id=CLIENT, now=AT).claims
+    else:
+        with pytest.raises(IDTokenInvalid, match=refused):
+            idtoken.verify(raw, jwks, issuer=ISSUER, client_id=CLIENT, now=AT)

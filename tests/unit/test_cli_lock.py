@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from localenv.fixtures_cli import owned_by_another_user
 from pinniped_cli import lock
 from pinniped_cli.errors import CLIError
 
@@ -66,12 +66,13 @@ def test_a_symlinked_lock_is_refused(tmp_path: Path) -> None:
     assert target.read_text() == "not a lock"
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
-def test_a_lock_of_another_user_is_refused(tmp_path: Path) -> None:
+def test_a_lock_of_another_user_is_refused(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Someone else's lock file could be held (flocked) by them forever."""
     path = tmp_path / "l.lock"
-    path.write_text("")
-    os.chown(path, 54321, -1)
+    with lock.held(path, timeout=1, on_wait=lambda: None):
+        pass  # ours: taken
+    owned_by_another_user(monkeypatch, path)
     with pytest.raises(CLIError, match="is not a file of yours"), \
             lock.held(path, timeout=1, on_wait=lambda: None):
         pass

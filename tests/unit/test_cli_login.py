@@ -116,12 +116,117 @@ def test_run_by_hand_at_a_terminal_does_not_print_the_token(h: CLIHarness) -> No
 # --- sessions: reuse, refresh, and when a new login is needed ---------------------------------
 
 
-def test_expired_credential_reuses_a_valid_id_token(h: CLIHarness) -> None:
+def test_a_new_credential_refreshes_even_while_the_cached_id_token_is_valid(
+        h: CLIHarness) -> None:
+    """The cached ID token's groups may be stale: each new credential gets a fresh one."""
+    h.idp.id_token_ttl = 3600
+    _logged_in_then_expired(h)
+    cached = h.idp.issued_id_tokens[-1]
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert len(h.concierge.logins) == 2
+    assert h.idp.grants == ["password", "refresh_token"]
+    assert h.idp.issued_id_tokens[-1] != cached
+    assert h.last_stderr == ""
+
+
+def test_a_group_change_at_the_idp_reaches_the_next_credential(h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600  # the ID token from the login is still valid at the next one
+    _logged_in_then_expired(h)
+    h.idp.users["alice"].groups = ["ops"]
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    token = str(_credential(h)["token"])
+    assert h.concierge.sessions[token].identity.groups == ("corp:ops",)
+    # ...and a removal too, with no new login in between.
+    h.idp.users["alice"].groups = []
+    _expire_credential(h)
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert h.concierge.sessions[str(_credential(h)["token"])].identity.groups == ()
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
+
+
+def _idp_down(h: CLIHarness, how: str) -> None:
+    """Make every request to the fake IdP fail the way `how` says."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if how == "connect":
+            raise httpx.ConnectError("connection refused", request=request)
+        if how == "503":
+            return httpx.Response(503, text="upstream unavailable")
+        if how == "not json":
+            return httpx.Response(200, text="<html>captive portal</html>")
+        raise AssertionError(how)
+
+    if how in ("temporarily_unavailable", "server_error"):
+        h.idp.refresh_error = how
+    else:
+        h.router.hosts["idp.test"] = handle
+
+
+IDP_OUTAGES = ["connect", "503", "not json", "temporarily_unavailable", "server_error"]
+
+
+@pytest.mark.parametrize("how", IDP_OUTAGES)
+def test_an_idp_outage_falls_back_to_the_valid_cached_id_token(h: CLIHarness,
+                                                               how: str) -> None:
+    h.idp.id_token_ttl = 3600
+    _logged_in_then_expired(h)
+    cached = h.idp.issued_id_tokens[-1]
+    _idp_down(h, how)
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert len(h.concierge.logins) == 2  # kubectl keeps working through the outage
+    assert "could not refresh your session at the identity provider" in h.last_stderr
+    assert "using the ID token of your last login, valid until" in h.last_stderr
+    assert h.idp.issued_id_tokens[-1] == cached  # nothing new was issued
+    _assert_no_secrets(h)
+
+
+@pytest.mark.parametrize("how", IDP_OUTAGES)
+def test_an_idp_outage_with_an_expired_id_token_keeps_the_session(h: CLIHarness,
+                                                                   how: str) -> None:
+    _logged_in_then_expired(h)  # the ID token (300 s) is gone too
+    _idp_down(h, how)
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert "Your login session was kept" in h.last_stderr
+    assert "internal error" not in h.last_stderr
+    assert len(h.concierge.logins) == 1
+    assert "password" not in h.idp.grants[1:]  # no new login over a kept session
+    _assert_no_secrets(h)
+
+
+def test_a_session_the_idp_ended_never_falls_back_to_the_cached_id_token(
+        h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600
+    _logged_in_then_expired(h)
+    h.idp.refresh_error = "invalid_grant"  # e.g. the person was disabled at the IdP
+    assert _login(h, env=NO_PASSWORD_ENV) == 1
+    assert "session at the identity provider has ended (invalid_grant" in h.last_stderr
+    assert "Log in from a terminal first" in h.last_stderr
+    assert h.concierge.logins == ["corp:alice@example.com"]  # the valid cached token went nowhere
+    assert _login(h, env=NO_PASSWORD_ENV) == 1  # and it is gone, not kept for later
+    assert h.idp.grants == ["password", "refresh_token"]
+
+
+def test_a_refresh_without_an_id_token_keeps_the_valid_cached_one(h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600
+    _logged_in_then_expired(h)
+    h.idp.refresh_without_id_token = True
+    cached = h.idp.issued_id_tokens[-1]
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert h.idp.issued_id_tokens[-1] == cached
+    assert len(h.concierge.logins) == 2
+    # The rotated refresh token was kept with it: the next refresh is not a replay.
+    _expire_credential(h)
+    assert _login(h, env=NO_PASSWORD_ENV) == 0
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
+
+
+def test_without_a_refresh_token_the_valid_cached_id_token_is_used(h: CLIHarness) -> None:
+    h.idp.issue_refresh_tokens = False
     h.idp.id_token_ttl = 3600
     _logged_in_then_expired(h)
     assert _login(h, env=NO_PASSWORD_ENV) == 0
     assert len(h.concierge.logins) == 2
-    assert h.idp.grants == ["password"]
+    assert h.idp.grants == ["password"]  # nothing fresher could be had without a person
 
 
 def test_expired_id_token_is_refreshed_without_a_new_login(h: CLIHarness) -> None:
@@ -186,9 +291,13 @@ def test_a_refresh_without_an_id_token_falls_back_to_a_new_login(h: CLIHarness) 
     _credential(h)
 
 
-def test_logins_with_different_credential_caches_refresh_the_session_once(
+def test_logins_with_different_credential_caches_refresh_the_session_in_turn(
         h: CLIHarness, tmp_path: Path) -> None:
-    """Two credential caches, one session: its rotating refresh token is spent only once."""
+    """Two credential caches, one session: its rotating refresh token is never spent twice.
+
+    The second waits for the first's refresh and refreshes with the token that one got; had
+    it replayed the spent one, the IdP would end the session and (no password) it would fail.
+    """
     from pinniped_cli.main import main
 
     _logged_in_then_expired(h)
@@ -220,8 +329,9 @@ def test_logins_with_different_credential_caches_refresh_the_session_once(
     second.join(10)
     assert results["first"][0] == 0, results["first"][1]
     assert results["second"][0] == 0, results["second"][1]
-    assert h.idp.grants == ["password", "refresh_token"]
+    assert h.idp.grants == ["password", "refresh_token", "refresh_token"]
     assert "waiting for another pinniped login" in results["second"][1]
+    assert "has ended" not in results["second"][1]
 
 
 def test_ci_jobs_sharing_a_home_do_not_share_credentials(h: CLIHarness) -> None:
@@ -303,14 +413,28 @@ def test_non_interactive_without_a_session_fails_fast(h: CLIHarness) -> None:
 
 def test_concierge_refusing_a_cached_id_token_gets_one_fresh_token(
         h: CLIHarness) -> None:
+    h.idp.issue_refresh_tokens = False  # so the cached ID token is what is sent first
     h.idp.id_token_ttl = 3600
     _logged_in_then_expired(h)
     # Keys rotated: the concierge no longer accepts the cached ID token.
     h.idp.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
     assert _login(h, env=PASSWORD_ENV) == 0
     assert h.concierge.rejected == 1
-    assert h.idp.grants == ["password", "refresh_token"]
+    assert h.idp.grants == ["password", "password"]
     assert "did not accept the cached ID token" in h.last_stderr
+
+
+def test_concierge_refusing_the_fallback_id_token_during_an_idp_outage_is_explained(
+        h: CLIHarness) -> None:
+    h.idp.id_token_ttl = 3600
+    _logged_in_then_expired(h)
+    h.idp.key = RSAKey.generate_key(2048, parameters={"alg": "RS256"}, auto_kid=True)
+    _idp_down(h, "connect")
+    assert _login(h, env=PASSWORD_ENV) == 1
+    assert h.concierge.rejected == 1  # one try with the cached token, none without the IdP
+    assert "did not accept the cached ID token" in h.last_stderr
+    assert "Your login session was kept" in h.last_stderr
+    _assert_no_secrets(h)
 
 
 def test_concierge_refusal_is_explained_without_the_token(h: CLIHarness) -> None:

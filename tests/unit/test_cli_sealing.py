@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localenv.fixtures_cli import secret_forms
+from localenv.fixtures_cli import owned_by_another_user, secret_forms
 from pinniped_cli import sealing
 from pinniped_cli.sealing import CacheKey, KeyUnavailable, key_path
 
@@ -145,16 +145,20 @@ def test_a_symlinked_key_directory_is_refused(key: CacheKey, tmp_path: Path) -> 
         key.seal(KIND, "slot", SECRET)
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give files to another user")
-def test_a_key_or_directory_of_another_user_is_refused(key: CacheKey) -> None:
+@pytest.mark.parametrize("given_away", ["key", "directory"])
+def test_a_key_or_directory_of_another_user_is_refused(key: CacheKey, given_away: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     sealed = key.seal(KIND, "slot", SECRET)
-    os.chown(key.path, 12345, 12345)
+    assert CacheKey(key.path).open(KIND, "slot", sealed) == SECRET
+    owned_by_another_user(monkeypatch, key.path if given_away == "key" else key.path.parent)
     assert CacheKey(key.path).open(KIND, "slot", sealed) is None
-    os.chown(key.path, 0, 0)
-    os.chown(key.path.parent, 12345, 12345)
-    assert CacheKey(key.path).open(KIND, "slot", sealed) is None
-    with pytest.raises(KeyUnavailable):
-        CacheKey(key.path).seal(KIND, "slot", SECRET)
+    if given_away == "directory":
+        with pytest.raises(KeyUnavailable):
+            CacheKey(key.path).seal(KIND, "slot", SECRET)
+    else:  # in our own directory, another user's key is replaced by one of ours
+        resealed = CacheKey(key.path).seal(KIND, "slot", SECRET)
+        assert CacheKey(key.path).open(KIND, "slot", resealed) == SECRET
+        assert CacheKey(key.path).open(KIND, "slot", sealed) is None
 
 
 def test_a_key_that_cannot_be_created_raises_a_clear_error(tmp_path: Path) -> None:
@@ -255,10 +259,12 @@ def test_an_unsafe_runtime_dir_is_not_used(tmp_path: Path, unsafe: str,
     assert key_path(env) == tmp_path / ".local" / "state" / "pinniped" / "cache.key"
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the directory to another user")
-def test_a_runtime_dir_of_another_user_is_not_used(tmp_path: Path) -> None:
+def test_a_runtime_dir_of_another_user_is_not_used(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     run = _dir(tmp_path / "run", 0o700)
-    os.chown(run, 12345, 12345)
+    assert key_path({"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(run)}) == \
+        run / "pinniped" / "cache.key"  # ours: used
+    owned_by_another_user(monkeypatch, run)
     assert key_path({"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(run)}).is_relative_to(
         tmp_path / ".local" / "state")
 

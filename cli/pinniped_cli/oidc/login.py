@@ -1,4 +1,22 @@
-"""Getting a verified ID token: the cached one, else a refresh, else a new login.
+"""Getting a verified ID token for a new cluster credential: a refresh, else a new login.
+
+When is a cached ID token still good enough? Its groups are what the IdP
+said when it was issued, and the concierge turns them into the cluster
+identity at every login. Reused while it is valid, it would carry groups the
+IdP has since removed (or miss ones it added) into each credential until it
+expires, and on another laptop keep doing so after this one has learnt
+better. So, whenever a cluster credential is needed (once per credential
+lifetime, which is short, so one IdP round trip each time):
+
+- with a refresh token, refresh, and use the ID token the IdP returns now;
+- the cached ID token is used only when there is no refresh token (nothing
+  fresher can be had without a person), when the IdP's refresh answer has
+  no ID token (OIDC Core 12.2 allows it: the IdP has nothing newer to say),
+  or when the IdP cannot be reached or cannot answer (`IdPUnavailable`), so
+  kubectl keeps working through an IdP outage while the cached token lasts;
+- never when the IdP answered that the grant is invalid: the session is
+  over there (a person was disabled, a password changed), so it is over
+  here too, and only a new login can go on.
 
 Refresh comes before any new login so that a person sees a browser only when
 the IdP session is really gone. Every token that comes back from the IdP is
@@ -18,13 +36,21 @@ from pinniped_cli.execcredential import ENV_VAR as EXEC_INFO_VAR
 from pinniped_cli.login_options import PASSWORD_VAR, USERNAME_VAR, LoginOptions
 from pinniped_cli.oidc import browser_flow, device_flow, idtoken, password_flow
 from pinniped_cli.oidc.idtoken import IDTokenInvalid
-from pinniped_cli.oidc.provider import OAuthError, Provider, TokenResponse
+from pinniped_cli.oidc.provider import (
+    TRANSIENT_OAUTH_ERRORS,
+    IdPUnavailable,
+    OAuthError,
+    Provider,
+    TokenResponse,
+)
 from pinniped_cli.redact import fingerprint
 from pinniped_cli.session_cache import Session, SessionStore
 
-#: Use a cached ID token only if it stays valid this long (the concierge checks exp too).
+#: Fall back to a cached ID token only if it stays valid this long (the concierge checks exp).
 ID_TOKEN_MIN_REMAINING = dt.timedelta(seconds=60)
 NEW_LOGIN_NEEDED = "a new login is needed (no cached session could be used or refreshed)"
+SESSION_KEPT = ("Your login session was kept: try again in a moment, and if this persists ask "
+                "the identity provider's administrator.")
 
 
 @dataclass(frozen=True)
@@ -127,18 +153,34 @@ class OIDCSession:
         return self._provider
 
     def id_token(self, reuse_cached: bool = True) -> Session:
-        """A verified, unexpired ID token, logging in only when nothing else works."""
+        """A verified, unexpired ID token: refreshed when possible (see the module docstring).
+
+        With `reuse_cached` False (the concierge refused the cached one), the
+        cached ID token is never the answer.
+        """
         session = self._store.load(self._key)
-        now = self._ctx.now()
         self.last_was_fresh = False
-        if (reuse_cached and session is not None
-                and session.id_token_expiry - now > ID_TOKEN_MIN_REMAINING):
-            return session
-        self.last_was_fresh = True
+        cached = session if (reuse_cached and session is not None
+                             and session.id_token_expiry - self._ctx.now()
+                             > ID_TOKEN_MIN_REMAINING) else None
         if session is not None and session.refresh_token:
-            refreshed = self._refresh(session, session.refresh_token)
+            try:
+                refreshed = self._refresh(session, session.refresh_token, cached)
+            except IdPUnavailable as exc:
+                if cached is None:
+                    raise IdPUnavailable(f"{str(exc).rstrip('.')}. {SESSION_KEPT}") from exc
+                until = f"{cached.id_token_expiry:%Y-%m-%dT%H:%M:%SZ}"
+                self._ctx.say(
+                    f"could not refresh your session at the identity provider "
+                    f"({str(exc).rstrip('.')}); using the ID token of your last login, valid "
+                    f"until {until}, so changes to your groups made there since then reach the "
+                    "cluster once it answers again.")
+                return cached
             if refreshed is not None:
                 return refreshed
+        elif cached is not None:
+            return cached
+        self.last_was_fresh = True
         return self._login()
 
     def forget(self) -> bool | None:
@@ -155,42 +197,52 @@ class OIDCSession:
         except CLIError:  # an unreachable IdP, an unreadable --ca-bundle: it expires anyway
             return False
 
-    def _refresh(self, session: Session, refresh_token: str) -> Session | None:
+    def _refresh(self, session: Session, refresh_token: str,
+                 cached: Session | None) -> Session | None:
         """The refreshed session, or None when only a new login can help.
 
-        Only invalid_grant means the session is over; other refusals (the IdP
-        is down or misconfigured) keep it, for the next try. A rotated refresh
-        token is saved the moment it arrives: the old one is spent, and
-        replaying it would make this IdP revoke the whole grant.
+        Only invalid_grant means the session is over; the IdP saying it cannot
+        answer now raises IdPUnavailable, and other refusals (a misconfigured
+        client) keep the session for the next try. A rotated refresh token is
+        saved the moment it arrives: the old one is spent, and replaying it
+        would make this IdP revoke the whole grant. An answer without an ID
+        token keeps `cached` (when there is one) with the new refresh token.
         """
         try:
             tokens = self.provider.token_request(
                 {"grant_type": "refresh_token", "refresh_token": refresh_token},
                 "session refresh")
         except OAuthError as exc:
+            if exc.error in TRANSIENT_OAUTH_ERRORS:
+                raise IdPUnavailable(str(exc)) from exc
             if exc.error != "invalid_grant":
-                raise LoginError(f"{exc}. Your login session was kept: try again in a moment, "
-                                 "and if this persists ask the identity provider's "
-                                 "administrator.") from exc
+                raise LoginError(f"{exc}. {SESSION_KEPT}") from exc
             self._ctx.say(f"your session at the identity provider has ended ({exc.error}, "
                           f"refresh token {fingerprint(refresh_token)}); logging in again.")
             self._store.delete(self._key)
             return None
         # RFC 6749 6: the IdP may keep the old refresh token; then we keep it too.
         refresh = tokens.refresh_token or refresh_token
+        if tokens.id_token is None and cached is not None:
+            kept = Session(id_token=cached.id_token, id_token_expiry=cached.id_token_expiry,
+                           refresh_token=refresh)
+            self._store.save(self._key, kept)
+            return kept
         if refresh != refresh_token:
-            # With an ID token that is not reused, so whatever fails below, the next run
-            # refreshes with the new token.
+            # With its ID token marked spent: whatever fails below, the next run refreshes
+            # with the new token, and never falls back to an ID token this refresh replaced.
             self._store.save(self._key, Session(
                 id_token=session.id_token,
                 id_token_expiry=min(session.id_token_expiry, self._ctx.now()),
                 refresh_token=refresh))
         try:
-            return self._accept(tokens, nonce=None, refresh_token=refresh)
+            accepted = self._accept(tokens, nonce=None, refresh_token=refresh)
         except IDTokenInvalid as exc:
             self._ctx.say(f"the identity provider's answer to the session refresh was refused "
                           f"({exc}); logging in again.")
             return None
+        self.last_was_fresh = True
+        return accepted
 
     def _login(self) -> Session:
         flow = choose_flow(self._options, self._ctx, self._platform)

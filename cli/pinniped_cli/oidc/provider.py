@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pinniped_cli.errors import LoginError
-from pinniped_cli.httpclient import describe_transport_error, json_object
+from pinniped_cli.httpclient import Answer, exchange
 from pinniped_cli.redact import printable
 
 if TYPE_CHECKING:
@@ -22,12 +22,21 @@ if TYPE_CHECKING:
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
+#: OAuth error codes that say "not now" rather than "no" (RFC 6749 5.2, 4.1.2.1).
+TRANSIENT_OAUTH_ERRORS = ("server_error", "temporarily_unavailable")
+
+
 class OAuthError(LoginError):
     """The IdP answered a grant with an OAuth error code (RFC 6749 5.2)."""
 
     def __init__(self, message: str, error: str) -> None:
         super().__init__(message)
         self.error = error
+
+
+class IdPUnavailable(LoginError):
+    """No answer about the request itself: the IdP could not be reached, was too slow, sent
+    too much or nonsense, or said it is overloaded or failing (HTTP 429 or 5xx)."""
 
 
 @dataclass(frozen=True)
@@ -103,23 +112,18 @@ class Provider:
 
     def post_form(self, url: str, data: dict[str, str], what: str) -> dict[str, Any]:
         """POST a form; OAuth error answers raise OAuthError naming the error code."""
-        import httpx
-
-        try:
-            response = self.http.post(url, data=data, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise LoginError(describe_transport_error(exc, f"the identity provider ({what})",
-                                                      "--ca-bundle")) from exc
-        body = json_object(response)
-        if response.status_code != 200:
+        answer = self._exchange("POST", url, what, data=data)
+        body = answer.body
+        if answer.status != 200:
             error = body.get("error")
             if isinstance(error, str) and error:
                 description = body.get("error_description")
                 detail = f": {printable(description)}" if isinstance(description, str) else ""
                 raise OAuthError(f"the identity provider refused the {what} "
                                  f"({printable(error, 60)}{detail})", error)
-            raise LoginError(f"the identity provider answered the {what} with HTTP "
-                             f"{response.status_code}; try again, or ask its administrator.")
+            raise _refusal(answer.status)(
+                f"the identity provider answered the {what} with HTTP {answer.status}; try "
+                "again, or ask its administrator.")
         return body
 
     def revoke(self, token: str, hint: str) -> bool:
@@ -135,20 +139,23 @@ class Provider:
         return True
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
-        import httpx
+        answer = self._exchange("GET", url, what)
+        if answer.status != 200:
+            raise _refusal(answer.status)(
+                f"fetching {what} from {url} failed with HTTP {answer.status}; check --issuer.")
+        if not answer.body:
+            raise IdPUnavailable(f"{what} at {url} is not a JSON object; check --issuer.")
+        return answer.body
 
-        try:
-            response = self.http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise LoginError(describe_transport_error(exc, f"the identity provider ({what})",
-                                                      "--ca-bundle")) from exc
-        if response.status_code != 200:
-            raise LoginError(f"fetching {what} from {url} failed with HTTP "
-                             f"{response.status_code}; check --issuer.")
-        body = json_object(response)
-        if not body:
-            raise LoginError(f"{what} at {url} is not a JSON object; check --issuer.")
-        return body
+    def _exchange(self, method: str, url: str, what: str, **request: Any) -> Answer:
+        return exchange(self.http, method, url, what=f"the identity provider ({what})",
+                        ca_flag="--ca-bundle", fail=IdPUnavailable, **request)
+
+
+def _refusal(status: int) -> type[LoginError]:
+    """IdPUnavailable when an HTTP status says the IdP cannot answer now (429, 5xx), rather
+    than "no"; else LoginError."""
+    return IdPUnavailable if status == 429 or status >= 500 else LoginError
 
 
 def _nonempty(value: object) -> str | None:
