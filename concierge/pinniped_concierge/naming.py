@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+from pinniped_apis import rfc3339
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "pinniped-concierge"
 USER_LABEL = "concierge.pinniped.dev/user"
@@ -24,6 +26,12 @@ NAMESPACE_LABEL = "concierge.pinniped.dev/namespace"
 SESSION_LABEL = "concierge.pinniped.dev/session"
 USERNAME_ANNOTATION = "concierge.pinniped.dev/username"
 EXPIRES_ANNOTATION = "concierge.pinniped.dev/expires-at"
+#: On a session Secret: when its login started it, to the microsecond (RFC 3339). The
+#: creationTimestamp has whole seconds, and the session cap must end the oldest of the many
+#: sessions a storm of logins starts within one second, never the one a login just made.
+STARTED_ANNOTATION = "concierge.pinniped.dev/started-at"
+#: `session_started`'s form: fixed width, so that it sorts in time order as text.
+STARTED_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: On a user's ClusterRole: when the ID token that last set its groups was issued (RFC 3339).
 GROUPS_ISSUED_AT_ANNOTATION = "concierge.pinniped.dev/groups-issued-at"
 #: On a user's ClusterRole: the user's last login, written at most once an hour (RFC 3339).
@@ -72,7 +80,12 @@ def session_selector() -> str:
 
 
 def user_session_selector(username: str, namespace: str) -> str:
-    return f"{session_selector()},{USER_LABEL}={user_key(username, namespace)}"
+    return user_key_session_selector(user_key(username, namespace))
+
+
+def user_key_session_selector(key: str) -> str:
+    """The session Secrets of the user whose `user_key` is `key`."""
+    return f"{session_selector()},{USER_LABEL}={key}"
 
 
 def is_managed(obj: Mapping[str, object]) -> bool:
@@ -96,6 +109,14 @@ def annotation(obj: Mapping[str, object], key: str) -> str | None:
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
     value = annotations.get(key) if isinstance(annotations, Mapping) else None
     return value if isinstance(value, str) else None
+
+
+def session_started(obj: Mapping[str, object]) -> str:
+    """When a session started, as text that sorts in time order (UTC, microseconds):
+    `STARTED_ANNOTATION`, else the creationTimestamp; "" when neither is a time."""
+    parsed = (rfc3339.parse_time(annotation(obj, STARTED_ANNOTATION))
+              or rfc3339.parse_time(metadata_field(obj, "creationTimestamp")))
+    return parsed.strftime(STARTED_FORMAT) if parsed is not None else ""
 
 
 def metadata_field(obj: Mapping[str, object], key: str) -> str | None:

@@ -58,7 +58,9 @@ class Seen:
     resource_version: str
     uid: str | None
     user: str | None  # the `naming.USER_LABEL` value
-    created: str  # creationTimestamp (RFC 3339, sorts as text)
+    #: When it was created (a session: started), as text that sorts in time order
+    #: (`naming.session_started`).
+    created: str
 
     @classmethod
     def of(cls, obj: Obj) -> Seen | None:
@@ -66,8 +68,7 @@ class Seen:
         if version is None:
             return None
         return cls(version, naming.metadata_field(obj, "uid"),
-                   naming.label(obj, naming.USER_LABEL),
-                   naming.metadata_field(obj, "creationTimestamp") or "")
+                   naming.label(obj, naming.USER_LABEL), naming.session_started(obj))
 
 
 class ObjectVersions:

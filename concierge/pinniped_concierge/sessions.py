@@ -18,15 +18,29 @@ Secret with a non-expiring legacy token for the ServiceAccount.
 Expired session Secrets are swept periodically (their expiry is in an
 annotation), so they do not pile up in the namespace; only the replica holding
 the Lease sweeps (`lease`), so replicas do not list and delete the same
-Secrets. A user may hold at most
-`maxSessionsPerUser` live sessions: when a login would exceed that, their
-oldest sessions are ended first, so one person (or a stolen IdP login in a
-loop) cannot fill etcd with Secrets. The count comes from the
-`object_watch` mirror, so the normal login pays no extra API call for it;
-only while that watch is down (or without one) are the user's sessions
-listed, and only a user over the limit pays for the deletions. The namespace's ResourceQuota on
-`count/secrets` (deploy/concierge.yaml) is the hard backstop for all users
-together.
+Secrets.
+
+A user may hold at most `maxSessionsPerUser` live sessions: when a login
+would exceed that, their oldest sessions are ended first, so one person (or a
+stolen ID token replayed in a loop) cannot fill etcd with Secrets. The count
+must be exact while hundreds of logins of one user arrive at once:
+
+- it comes from the `object_watch` mirror (no API call for it), corrected by
+  the `session_ledger`, which knows the Secrets this replica created or
+  deleted that the mirror does not show yet; only while the watch is down
+  (or without one) are the user's sessions listed;
+- counting, making room and creating the Secret happen under the user's
+  lock (`user_locks`, one per user in flight), so concurrent logins of one
+  user take turns, each sees the previous one's Secret, and an excess
+  session is deleted by exactly one of them;
+- one login deletes at most `MAX_DELETIONS_PER_LOGIN` sessions. A replica
+  that crashed, or several replicas logging one user in at once (each knows
+  only its own writes before the mirror catches up), may leave a user over
+  the cap; the sweeper ends those sessions too, oldest first, so no login
+  pays for that.
+
+The namespace's ResourceQuota on `count/secrets` (deploy/concierge.yaml) is
+the hard backstop for all users together.
 
 If minting the token fails for any reason after the Secret was created, the
 Secret is deleted again (best effort; the sweeper catches what that misses).
@@ -41,19 +55,23 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
 from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.session_ledger import LiveSession, SessionLedger
+from pinniped_concierge.user_locks import UserLocks
 from pinniped_concierge.userobjects import UserRef
 
 log = logging.getLogger("concierge.sessions")
 
 SWEEP_PAGE_SIZE = 250
 DEFAULT_MAX_SESSIONS_PER_USER = 50
+#: The most sessions one login ends to stay within the cap (the sweeper ends the rest).
+MAX_DELETIONS_PER_LOGIN = 3
 
 
 class ServiceAccountGone(Exception):
@@ -63,15 +81,18 @@ class ServiceAccountGone(Exception):
 @dataclass(frozen=True)
 class Session:
     id: str
-    token: str
+    token: str = field(repr=False)
     expiration: dt.datetime
+    #: Whose session, and the identity it was granted (`UserRef.identity`).
+    user: UserRef
 
 
 class Sessions:
     def __init__(self, kube: KubeAPI, namespace: str, ttl_seconds: int,
                  clock_skew_seconds: int, clock: Callable[[], float] = time.time, *,
                  max_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER,
-                 versions: ObjectVersions | None = None) -> None:
+                 versions: ObjectVersions | None = None,
+                 ledger: SessionLedger | None = None) -> None:
         self._kube = kube
         self._namespace = namespace
         self._ttl = ttl_seconds
@@ -79,16 +100,27 @@ class Sessions:
         self._clock = clock
         self._max_per_user = max_per_user
         self._versions = versions
+        self._ledger = ledger or SessionLedger()
+        self._locks = UserLocks()
 
     async def start(self, user: UserRef) -> Session:
-        """Create the session Secret and mint a token bound to it (two API calls)."""
-        await self._make_room(user)
+        """Create the session Secret and mint a token bound to it (two API calls, plus one
+        per session ended to stay within the cap)."""
+        key = naming.user_key(user.username, self._namespace)
+        async with self._locks.hold(key):
+            await self._make_room(user, key)
+            return await self._create(user, key)
+
+    async def _create(self, user: UserRef, key: str) -> Session:
         session_id = secrets.token_hex(8)
-        expires = dt.datetime.fromtimestamp(self._clock() + self._ttl, dt.UTC)
-        secret = await self._kube.create(Kind.SECRET, self._secret(session_id, user, expires),
-                                         self._namespace)
+        now = self._clock()
+        expires = dt.datetime.fromtimestamp(now + self._ttl, dt.UTC)
+        secret = await self._kube.create(
+            Kind.SECRET, self._secret(session_id, user, dt.datetime.fromtimestamp(now, dt.UTC),
+                                      expires), self._namespace)
         secret_uid = naming.metadata_field(secret, "uid")
         name = naming.session_secret_name(session_id)
+        self._ledger.created(key, (naming.session_started(secret), name, secret_uid))
         try:
             issued = await self._kube.create_token(self._namespace, user.service_account, {
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -103,7 +135,7 @@ class Sessions:
             if not isinstance(token, str) or not token:
                 raise ServerError(Reason.KUBERNETES_ERROR, "TokenRequest returned no token")
         except BaseException as exc:  # incl. cancellation: no Secret without a token
-            await self._discard(name, secret_uid)
+            await self._discard(key, name, secret_uid)
             if isinstance(exc, NotFound):
                 raise ServiceAccountGone(user.service_account) from None
             raise
@@ -112,40 +144,57 @@ class Sessions:
                                          "status.expirationTimestamp")
         except wire.WireError:
             expiration = expires
-        return Session(session_id, token, expiration)
+        return Session(session_id, token, expiration, user)
 
-    async def _discard(self, name: str, uid: str | None) -> None:
+    async def _discard(self, key: str, name: str, uid: str | None) -> None:
         try:
-            await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
-        except (NotFound, Conflict):
-            pass
+            await self._delete(key, name, uid)
         except Exception as exc:  # the sweeper deletes it once it has expired
             log.warning("could not delete session Secret %s after a failed TokenRequest "
                         "(%s); the sweeper will", name, type(exc).__name__)
 
-    async def _make_room(self, user: UserRef) -> None:
-        """End the user's oldest sessions so that this login keeps them within the limit."""
-        key = naming.user_key(user.username, self._namespace)
-        mirrored = self._versions.of_user(Kind.SECRET, key) if self._versions else None
-        if mirrored is not None:
-            if len(mirrored) < self._max_per_user:
-                return  # the normal case: no API call
-            live = [(seen.created, name, seen.uid) for name, seen in mirrored.items()]
-        else:
-            live = await self._list_user_sessions(user)
+    async def _delete(self, key: str, name: str, uid: str | None) -> bool:
+        """Delete one session Secret of user `key`, and note it; False if it was gone."""
+        try:
+            await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+        except (NotFound, Conflict):  # Conflict: the name now holds another Secret
+            self._ledger.deleted(key, name)
+            return False
+        self._ledger.deleted(key, name)
+        return True
+
+    async def _make_room(self, user: UserRef, key: str) -> None:
+        """End the user's oldest sessions so that this login keeps them within the limit
+        (called with the user's lock held, so the count includes every earlier login)."""
+        live = await self._live(key)
         excess = len(live) - self._max_per_user + 1
         if excess <= 0:
-            return
-        for _, name, uid in sorted(live)[:excess]:
-            with contextlib.suppress(NotFound, Conflict):
-                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
-        log.info("user %s reached maxSessionsPerUser (%d): ended their %d oldest session(s)",
-                 user.username, self._max_per_user, excess)
+            return  # the normal case: no API call
+        ending = live[:min(excess, MAX_DELETIONS_PER_LOGIN)]
+        for _, name, uid in ending:
+            await self._delete(key, name, uid)
+        if excess > len(ending):
+            log.warning("user %s is %d session(s) over maxSessionsPerUser (%d): ended the %d "
+                        "oldest; the sweeper ends the rest", user.username, excess - 1,
+                        self._max_per_user, len(ending))
+        else:
+            log.info("user %s reached maxSessionsPerUser (%d): ended their %d oldest "
+                     "session(s)", user.username, self._max_per_user, len(ending))
 
-    async def _list_user_sessions(self, user: UserRef) -> list[tuple[str, str, str | None]]:
+    async def _live(self, key: str) -> list[LiveSession]:
+        """User `key`'s sessions, oldest first: the mirror corrected by our own recent writes,
+        or (while the watch is down) a list from the API."""
+        mirrored = self._versions.of_user(Kind.SECRET, key) if self._versions else None
+        if mirrored is not None:
+            return self._ledger.live(key, mirrored)
+        live = await self._list_user_sessions(key)
+        self._ledger.listed(key)
+        return sorted(live)
+
+    async def _list_user_sessions(self, key: str) -> list[LiveSession]:
         """The user's sessions straight from the API (only while the watch is down)."""
-        live: list[tuple[str, str, str | None]] = []
-        selector = naming.user_session_selector(user.username, self._namespace)
+        live: list[LiveSession] = []
+        selector = naming.user_key_session_selector(key)
         continue_token: str | None = None
         while True:
             items, continue_token = await self._kube.list(
@@ -153,12 +202,13 @@ class Sessions:
             for item in items:
                 name = naming.metadata_field(item, "name")
                 if name is not None and naming.is_managed(item):
-                    live.append((naming.metadata_field(item, "creationTimestamp") or "",
-                                 name, naming.metadata_field(item, "uid")))
+                    live.append((naming.session_started(item), name,
+                                 naming.metadata_field(item, "uid")))
             if not continue_token:
                 return live
 
-    def _secret(self, session_id: str, user: UserRef, expires: dt.datetime) -> Obj:
+    def _secret(self, session_id: str, user: UserRef, started: dt.datetime,
+                expires: dt.datetime) -> Obj:
         labels = naming.user_labels(user.username, self._namespace) | {
             naming.SESSION_LABEL: "true"}
         return {
@@ -168,6 +218,8 @@ class Sessions:
                 "namespace": self._namespace,
                 "labels": labels,
                 "annotations": {naming.USERNAME_ANNOTATION: user.username,
+                                naming.STARTED_ANNOTATION: started.strftime(
+                                    naming.STARTED_FORMAT),
                                 naming.EXPIRES_ANNOTATION: wire.format_time(expires)},
                 "ownerReferences": [{"apiVersion": "v1", "kind": "ServiceAccount",
                                      "name": user.service_account, "uid": user.uid}],
@@ -192,9 +244,11 @@ class Sessions:
         return True
 
     async def sweep(self) -> int:
-        """Delete session Secrets whose tokens have expired; returns how many."""
+        """Delete session Secrets whose tokens have expired, then end the oldest sessions of
+        users over the cap (left by a crash or by concurrent replicas); returns how many."""
         now = self._clock()
-        expired: list[tuple[str, str | None]] = []
+        expired: list[tuple[str | None, str, str | None]] = []
+        live_per_user: dict[str, int] = {}
         continue_token: str | None = None
         while True:  # list everything first: deleting while paging is asking for trouble
             items, continue_token = await self._kube.list(
@@ -202,16 +256,41 @@ class Sessions:
                 continue_token)
             for item in items:
                 name = naming.metadata_field(item, "name")
-                if name is not None and naming.is_managed(item) and self._expired(item, now):
-                    expired.append((name, naming.metadata_field(item, "uid")))
+                if name is None or not naming.is_managed(item):
+                    continue
+                key = naming.label(item, naming.USER_LABEL)
+                if self._expired(item, now):
+                    expired.append((key, name, naming.metadata_field(item, "uid")))
+                elif key is not None:
+                    live_per_user[key] = live_per_user.get(key, 0) + 1
             if not continue_token:
                 break
         deleted = 0
-        for name, uid in expired:
-            with contextlib.suppress(NotFound, Conflict):
-                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
-                deleted += 1
-        return deleted
+        for key, name, uid in expired:
+            if key is None:
+                with contextlib.suppress(NotFound, Conflict):
+                    await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+                    deleted += 1
+                continue
+            async with self._locks.hold(key):
+                deleted += await self._delete(key, name, uid)
+        trimmed = 0
+        for key, count in live_per_user.items():
+            if count > self._max_per_user:
+                trimmed += await self._trim(key)
+        if trimmed:
+            log.warning("session sweep: ended %d session(s) of users over maxSessionsPerUser "
+                        "(%d)", trimmed, self._max_per_user)
+        return deleted + trimmed
+
+    async def _trim(self, key: str) -> int:
+        """End user `key`'s oldest sessions beyond the cap, as this replica sees them now."""
+        async with self._locks.hold(key):
+            live = await self._live(key)
+            ended = 0
+            for _, name, uid in live[:max(0, len(live) - self._max_per_user)]:
+                ended += await self._delete(key, name, uid)
+            return ended
 
     def _expired(self, secret: Obj, now: float) -> bool:
         raw = naming.annotation(secret, naming.EXPIRES_ANNOTATION)

@@ -2,60 +2,103 @@
 
 The ClusterRole is the security boundary of the whole product: it allows
 `impersonate` on `users` [the username] and on `groups` [exactly the groups of
-the latest login], and nothing else. It is brought in line with the token's
-groups at every login, so a group removed at the IdP stops being
+the newest ID token seen], and nothing else. It is brought in line with the
+token's groups at every login, so a group removed at the IdP stops being
 impersonable as soon as the user logs in again, for every token of that user.
-Note that a rule with an empty `resourceNames` would mean *all* names, so a
-user without groups gets no groups rule at all.
+"Newest" is by the token's `iat`, which the role records: a login with an
+older token (a replayed one, or another laptop's cached one) never widens the
+role and gets only the groups the role already allows (`group_history`); the
+audit line names what it did not get. Note that a rule with an empty
+`resourceNames` would mean *all* names, so a user without groups gets no
+groups rule at all. The role also records when the user was last seen
+(`naming.LAST_LOGIN_ANNOTATION`, for the idle-user clean-up), written at most
+once an hour, so a returning user still costs no write.
 
 The objects are reconciled at each login but remembered in memory, with the
 resourceVersion of each object as we last wrote or read it. A user coming
 back with the same groups costs no API call here, but only while the
 `object_watch` mirror confirms that none of their three objects has changed
 since (a write by another replica, another concierge sharing the namespace,
-or an administrator changes the resourceVersion), and only within
-`userCacheTTLSeconds`. Without a mirror, or while its watches are down, every
-login reconciles. Objects that exist but are not ours (no managed-by label,
-another namespace recorded, or annotated for another username) are never
-adopted.
+or an administrator changes the resourceVersion; the next login then reads
+the role again, including another replica's record of a newer token), and
+only within `userCacheTTLSeconds`. Without a mirror, or while its watches are
+down, every login reconciles. Every update of the role is conditional on the
+resourceVersion it was decided from, so two replicas can never overwrite each
+other's decision unseen. Objects that exist but are not ours (no managed-by
+label, another namespace recorded, or annotated for another username) are
+never adopted, and a role carrying an `aggregationRule` is rewritten without
+it.
+
+One user's logins take turns on a replica (`exclusive`, a lock per user in
+flight): a login reads the role, decides and writes it without another login
+of the same user deciding from the same stale read.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pinniped_apis import wire
-from pinniped_concierge import naming
-from pinniped_concierge.errors import Reason, ServerError
+from pinniped_concierge import group_history, naming
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.group_history import Grant, RoleRecord
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
 from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.user_locks import UserLocks
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CACHED_USERS = 10_000
-_LOCK_STRIPES = 64
+#: Conditional writes of one ClusterRole that may lose a race before the login gives up (503).
+ROLE_WRITE_ATTEMPTS = 3
+#: The audit field naming the groups a login did not get because its token is too old.
+GROUPS_NARROWED_BY_AGE = "groupsNarrowedByAge"
 
 
 @dataclass(frozen=True)
 class UserRef:
-    """What a session needs to know about a user's ServiceAccount."""
+    """What a session needs to know about a user's ServiceAccount, and what this login got."""
 
     username: str
     service_account: str
     uid: str
+    #: The groups this login may impersonate (the role allows every one of them).
+    groups: tuple[str, ...] = ()
+    #: Groups in the ID token that this login did not get: the token is older than the one
+    #: that last set the user's groups (`group_history`).
+    withheld_groups: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> wire.Identity:
+        """The identity granted: what the credential and the audit line must carry."""
+        return wire.Identity(self.username, self.groups)
+
+    def audit_fields(self) -> dict[str, str]:
+        """Extra audit fields for this login: the withheld groups, when there are any."""
+        if not self.withheld_groups:
+            return {}
+        return {GROUPS_NARROWED_BY_AGE: json.dumps(list(self.withheld_groups))}
+
+    def granting(self, grant: Grant) -> UserRef:
+        return replace(self, groups=grant.groups, withheld_groups=grant.withheld)
 
 
 @dataclass(frozen=True)
 class _Cached:
     ref: UserRef
-    groups: frozenset[str]
+    #: The ClusterRole's groups and recorded times, as we last wrote or read them.
+    record: RoleRecord
     #: (kind, name, resourceVersion) of the three objects as we last wrote or read them.
     versions: tuple[tuple[Kind, str, str], ...]
     checked_at: float
+
+    def version_of(self, kind: Kind) -> str:
+        return next((version for k, _, version in self.versions if k == kind), "")
 
 
 def impersonation_rules(identity: wire.Identity) -> list[Obj]:
@@ -94,19 +137,25 @@ def _subjects(binding: Obj) -> list[tuple[object, ...]]:
             for s in subjects if isinstance(s, dict)]
 
 
+def _record(role: Obj) -> RoleRecord:
+    return RoleRecord.of(role, groups_from_rules(role.get("rules")))
+
+
 class UserObjects:
     """Reconciles and remembers the per-user objects."""
 
     def __init__(self, kube: KubeAPI, namespace: str, cache_ttl_seconds: float,
-                 versions: ObjectVersions | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 versions: ObjectVersions | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time) -> None:
         self._kube = kube
         self._namespace = namespace
         self._ttl = cache_ttl_seconds if versions is not None else 0
         self._versions = versions
         self._monotonic = monotonic
+        self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self._locks = UserLocks()
 
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
@@ -114,34 +163,55 @@ class UserObjects:
     def object_name(self, username: str) -> str:
         return naming.user_object_name(username, self._namespace)
 
-    async def ensure(self, identity: wire.Identity, issued_at: float | None = None) -> UserRef:
-        """Make the cluster match `identity`; return the user's ServiceAccount.
+    @contextlib.asynccontextmanager
+    async def exclusive(self, username: str) -> AsyncIterator[None]:
+        """Hold `username`'s lock (reentrant within the task): one change of theirs at a time.
 
-        `issued_at` is the ID token's `iat` (None when it has none).
+        A login holds it across `ensure` and the session's start, so that
+        concurrent logins of one user run one after the other on this replica.
         """
-        key = naming.user_key(identity.username, self._namespace)
-        async with self._locks[int(key[:8], 16) % _LOCK_STRIPES]:
-            groups = frozenset(identity.groups)
+        async with self._locks.hold(naming.user_key(username, self._namespace)):
+            yield
+
+    async def ensure(self, identity: wire.Identity, issued_at: float | None = None) -> UserRef:
+        """Make the cluster match `identity`; return the user's ServiceAccount and what this
+        login is granted.
+
+        `issued_at` is the ID token's `iat` (None when it has none, which
+        counts as oldest): a token older than the one that last set the
+        user's groups gets only the groups the role already allows, and
+        changes none (`group_history`).
+        """
+        async with self.exclusive(identity.username):
             cached = self._fresh(identity.username)
-            if cached is not None and cached.groups == groups:
-                return cached.ref
             if cached is not None:
-                # Warm path, groups changed. The mirror just confirmed the role is
-                # the one we wrote, so one unconditional update of it is enough.
-                try:
-                    role = await self._kube.replace(Kind.CLUSTER_ROLE, cached.ref.service_account,
-                                                    self._cluster_role(identity))
-                except NotFound:
-                    self.forget(identity.username)
-                else:
-                    versions = tuple(
-                        (kind, name, _version(role) if kind == Kind.CLUSTER_ROLE else version)
-                        for kind, name, version in cached.versions)
-                    self._remember(replace(cached, groups=groups, versions=versions))
-                    return cached.ref
-            cached = await self._reconcile(identity)
+                user = await self._warm(cached, identity, issued_at)
+                if user is not None:
+                    return user
+            cached, grant = await self._reconcile(identity, issued_at)
             self._remember(cached)
-            return cached.ref
+            return cached.ref.granting(grant)
+
+    async def _warm(self, cached: _Cached, identity: wire.Identity,
+                    issued_at: float | None) -> UserRef | None:
+        """A user the mirror says is unchanged: no call, or one conditional write of the role
+        (groups changed, or "last seen" is due). None: reconcile instead."""
+        grant = group_history.grant(identity.groups, issued_at, cached.record)
+        now = self._clock()
+        if not grant.changes(cached.record) and not cached.record.last_login_due(now):
+            self._cache.move_to_end(identity.username)
+            return cached.ref.granting(grant)
+        body = self._cluster_role(identity.username, grant, now,
+                                  cached.version_of(Kind.CLUSTER_ROLE))
+        try:
+            role = await self._kube.replace(Kind.CLUSTER_ROLE, cached.ref.service_account, body)
+        except (NotFound, Conflict):  # deleted or changed since the mirror last looked
+            self.forget(identity.username)
+            return None
+        versions = tuple((kind, name, _version(role) if kind == Kind.CLUSTER_ROLE else version)
+                         for kind, name, version in cached.versions)
+        self._remember(replace(cached, record=_record(role), versions=versions))
+        return cached.ref.granting(grant)
 
     def _fresh(self, username: str) -> _Cached | None:
         cached = self._cache.get(username)
@@ -152,7 +222,6 @@ class UserObjects:
             # Expired, or someone else wrote (or deleted) one of the objects.
             self.forget(username)
             return None
-        self._cache.move_to_end(username)
         return cached
 
     def _remember(self, cached: _Cached) -> None:
@@ -165,7 +234,8 @@ class UserObjects:
 
     # --- full reconcile (cold path) -------------------------------------------
 
-    async def _reconcile(self, identity: wire.Identity) -> _Cached:
+    async def _reconcile(self, identity: wire.Identity,
+                         issued_at: float | None) -> tuple[_Cached, Grant]:
         name = self.object_name(identity.username)
         started = self._monotonic()
         sa = await self._create_or_read(Kind.SERVICE_ACCOUNT, self._service_account(identity),
@@ -174,11 +244,7 @@ class UserObjects:
         if not uid:
             raise ServerError(Reason.KUBERNETES_ERROR, f"ServiceAccount {name} has no uid")
 
-        desired_role = self._cluster_role(identity)
-        role = await self._create_or_read(Kind.CLUSTER_ROLE, desired_role, identity.username)
-        if (_normalised_rules(role.get("rules")) != _normalised_rules(desired_role["rules"])
-                or role.get("aggregationRule") is not None):
-            role = await self._kube.replace(Kind.CLUSTER_ROLE, name, desired_role)
+        role, grant = await self._reconcile_role(identity, issued_at)
 
         desired_binding = self._binding(identity)
         binding = await self._create_or_read(Kind.CLUSTER_ROLE_BINDING, desired_binding,
@@ -193,16 +259,60 @@ class UserObjects:
         versions = ((Kind.SERVICE_ACCOUNT, name, _version(sa)),
                     (Kind.CLUSTER_ROLE, name, _version(role)),
                     (Kind.CLUSTER_ROLE_BINDING, name, _version(binding)))
-        return _Cached(UserRef(identity.username, name, uid), frozenset(identity.groups),
-                       versions, started)
+        return _Cached(UserRef(identity.username, name, uid), _record(role), versions,
+                       started), grant
+
+    async def _reconcile_role(self, identity: wire.Identity,
+                              issued_at: float | None) -> tuple[Obj, Grant]:
+        """Create the ClusterRole, or bring it in line with this login.
+
+        Every update is conditional on the resourceVersion just read, so a
+        concurrent write (another replica narrowing the groups with a newer
+        token) is never overwritten unseen: the role is read again and this
+        login decided afresh.
+        """
+        name, username = self.object_name(identity.username), identity.username
+        now = self._clock()
+        role: Obj | None = None  # None: not there (as far as we know), create it
+        for _ in range(ROLE_WRITE_ATTEMPTS):
+            try:
+                if role is None:
+                    grant = group_history.grant(identity.groups, issued_at, None)
+                    try:
+                        return await self._kube.create(
+                            Kind.CLUSTER_ROLE, self._cluster_role(username, grant, now)), grant
+                    except Conflict:
+                        role = await self._read_ours(Kind.CLUSTER_ROLE, name, username)
+                record = _record(role)
+                grant = group_history.grant(identity.groups, issued_at, record)
+                desired = self._cluster_role(username, grant, now, _version(role))
+                # An aggregationRule is refused too: anyone who may label ClusterRoles could
+                # widen an aggregated role, and the controller rewrites its rules.
+                if (_normalised_rules(role.get("rules")) == _normalised_rules(desired["rules"])
+                        and role.get("aggregationRule") is None
+                        and not record.last_login_due(now)):
+                    return role, grant
+                try:
+                    return await self._kube.replace(Kind.CLUSTER_ROLE, name, desired), grant
+                except Conflict:  # written by someone else since we read it: decide afresh
+                    role = await self._read_ours(Kind.CLUSTER_ROLE, name, username)
+            except NotFound:  # deleted meanwhile
+                role = None
+        raise Unavailable(Reason.USER_OBJECT_CONFLICT,
+                          f"ClusterRole {name} kept changing while this login updated it; "
+                          "try again", retry_after_seconds=1)
 
     async def _create_or_read(self, kind: Kind, desired: Obj, username: str,
                               namespace: str | None = None) -> Obj:
-        name = desired["metadata"]["name"]
         try:
             return await self._kube.create(kind, desired, namespace)
         except Conflict:
-            existing = await self._kube.read(kind, name, namespace)
+            return await self._read_ours(kind, desired["metadata"]["name"], username, namespace)
+
+    async def _read_ours(self, kind: Kind, name: str, username: str,
+                         namespace: str | None = None) -> Obj:
+        """Read an object; refuse it unless it is ours and `username`'s (never adopted)."""
+        existing = await self._kube.read(kind, name, namespace)
         if not naming.is_owned(existing, self._namespace) or naming.annotation(
                 existing, naming.USERNAME_ANNOTATION) != username:
             raise ServerError(Reason.USER_OBJECT_CONFLICT,
@@ -212,11 +322,11 @@ class UserObjects:
 
     # --- desired objects -----------------------------------------------------
 
-    def _metadata(self, identity: wire.Identity, namespace: str | None = None) -> Obj:
+    def _metadata(self, username: str, namespace: str | None = None) -> Obj:
         meta: dict[str, Any] = {
-            "name": self.object_name(identity.username),
-            "labels": naming.user_labels(identity.username, self._namespace),
-            "annotations": {naming.USERNAME_ANNOTATION: identity.username},
+            "name": self.object_name(username),
+            "labels": naming.user_labels(username, self._namespace),
+            "annotations": {naming.USERNAME_ANNOTATION: username},
         }
         if namespace is not None:
             meta["namespace"] = namespace
@@ -224,19 +334,27 @@ class UserObjects:
 
     def _service_account(self, identity: wire.Identity) -> Obj:
         return {"apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": self._metadata(identity, self._namespace),
+                "metadata": self._metadata(identity.username, self._namespace),
                 # The account only ever holds bound tokens we mint; it must not
                 # get one mounted anywhere by accident.
                 "automountServiceAccountToken": False}
 
-    def _cluster_role(self, identity: wire.Identity) -> Obj:
+    def _cluster_role(self, username: str, grant: Grant, now: float,
+                      resource_version: str = "") -> Obj:
+        """The role for this login: the grant's role groups, "last seen" now, and (when
+        `resource_version` is given) a write that fails if anyone wrote since."""
+        metadata = self._metadata(username)
+        metadata["annotations"] |= group_history.role_annotations(grant, now)
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        allowed = wire.Identity(username, tuple(sorted(grant.role_groups)))
         return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
-                "metadata": self._metadata(identity), "rules": impersonation_rules(identity)}
+                "metadata": metadata, "rules": impersonation_rules(allowed)}
 
     def _binding(self, identity: wire.Identity) -> Obj:
         name = self.object_name(identity.username)
         return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding",
-                "metadata": self._metadata(identity),
+                "metadata": self._metadata(identity.username),
                 "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
                 "subjects": [{"kind": "ServiceAccount", "name": name,
                               "namespace": self._namespace}]}
@@ -244,14 +362,19 @@ class UserObjects:
     # --- reading back (whoami) --------------------------------------------------
 
     async def describe(self, service_account: str) -> wire.Identity:
-        """The identity a ServiceAccount of ours stands for, as the cluster has it now."""
+        """The identity a ServiceAccount of ours stands for, as the cluster has it now.
+
+        The ClusterRole is checked to be ours too (and that user's): whoami must
+        never report groups from a role someone else made under that name.
+        """
         sa = await self._kube.read(Kind.SERVICE_ACCOUNT, service_account, self._namespace)
         username = naming.annotation(sa, naming.USERNAME_ANNOTATION)
         if not naming.is_owned(sa, self._namespace) or username is None or (
                 self.object_name(username) != service_account):
             raise NotFound(service_account)
         role = await self._kube.read(Kind.CLUSTER_ROLE, service_account)
-        if not naming.is_owned(role, self._namespace):
+        if not naming.is_owned(role, self._namespace) or naming.annotation(
+                role, naming.USERNAME_ANNOTATION) != username:
             raise NotFound(service_account)
         return wire.Identity(username, groups_from_rules(role.get("rules")))
 

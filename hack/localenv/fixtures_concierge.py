@@ -5,7 +5,10 @@ in dicts and behaves like the apiserver where the concierge depends on it
 (409 on create of an existing name, 404 on missing, uid preconditions, bound
 tokens that stop reviewing once their Secret is gone, a new resourceVersion
 on every write). `FakeKube.watch` feeds a `pinniped_concierge.object_watch.ObjectVersions`
-the way the real watch does, but instantly.
+the way the real watch does, but instantly (or, with `hold_watch`, only when
+the test calls `deliver_watch_events`: a lagging watch). With `interleave`,
+every call yields to the event loop first, as a real request would, so
+concurrent logins really do interleave between one call and the next.
 
 Integration tests get `concierge` (one real `pinniped-concierge` process per
 session, on the real apiserver and IdP, running with deploy/'s RBAC) and
@@ -15,6 +18,7 @@ concierge as the `minted` authenticator, for tokens the real IdP will not mint).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import itertools
@@ -84,6 +88,11 @@ class FakeKube:
         self._custom_watches: list[tuple[str, WatchTarget]] = []
         #: Leases by (namespace, name).
         self.leases: dict[tuple[str, str], Obj] = {}
+        #: Yield to the event loop at every call (see the module docstring).
+        self.interleave = False
+        #: While True, watch events wait in `_held_events` for `deliver_watch_events`.
+        self.hold_watch = False
+        self._held_events: list[tuple[ObjectVersions, Kind, str, Obj]] = []
 
     def watch(self, versions: ObjectVersions, namespace: str) -> ObjectVersions:
         """Keep `versions` current as `ObjectWatcher` would for `namespace`, with no delay."""
@@ -99,9 +108,22 @@ class FakeKube:
             was = old is not None and _watched(kind, namespace, old, watched_ns)
             now = new is not None and _watched(kind, namespace, new, watched_ns)
             if now:
-                versions.apply(kind, "MODIFIED" if was else "ADDED", copy.deepcopy(new or {}))
+                self._send(versions, kind, "MODIFIED" if was else "ADDED", new or {})
             elif was:
-                versions.apply(kind, "DELETED", copy.deepcopy(old or {}))
+                self._send(versions, kind, "DELETED", old or {})
+
+    def _send(self, versions: ObjectVersions, kind: Kind, event_type: str, obj: Obj) -> None:
+        if self.hold_watch:
+            self._held_events.append((versions, kind, event_type, copy.deepcopy(obj)))
+        else:
+            versions.apply(kind, event_type, copy.deepcopy(obj))
+
+    def deliver_watch_events(self) -> int:
+        """Deliver the events held back while `hold_watch` (the watch catching up)."""
+        held, self._held_events = self._held_events, []
+        for versions, kind, event_type, obj in held:
+            versions.apply(kind, event_type, obj)
+        return len(held)
 
     # helpers for tests
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
@@ -116,9 +138,15 @@ class FakeKube:
         if self.unavailable:
             raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "the fake Kubernetes API is down")
 
+    async def _enter(self, what: str) -> None:
+        """`_call`, after letting other tasks run when `interleave` (a request's round trip)."""
+        if self.interleave:
+            await asyncio.sleep(0)
+        self._call(what)
+
     # KubeAPI
     async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj:
-        self._call(f"create {kind}")
+        await self._enter(f"create {kind}")
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         key = (kind, namespace, meta["name"])
@@ -135,7 +163,7 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
-        self._call(f"read {kind}")
+        await self._enter(f"read {kind}")
         try:
             return copy.deepcopy(self.objects[(kind, namespace, name)])
         except KeyError:
@@ -143,13 +171,16 @@ class FakeKube:
 
     async def replace(self, kind: Kind, name: str, body: Obj,
                       namespace: str | None = None) -> Obj:
-        self._call(f"replace {kind}")
+        await self._enter(f"replace {kind}")
         key = (kind, namespace, name)
         if key not in self.objects:
             raise NotFound(name)
         obj = copy.deepcopy(body)
         old = self.objects[key]
         old_meta = old["metadata"]
+        expected = (body.get("metadata") or {}).get("resourceVersion")
+        if expected and expected != old_meta["resourceVersion"]:
+            raise Conflict("resourceVersion precondition failed")  # like a PUT with one
         obj["metadata"] = {**obj.get("metadata", {}), "uid": old_meta["uid"],
                            "creationTimestamp": old_meta.get("creationTimestamp"),
                            "resourceVersion": str(next(self._ids))}
@@ -159,7 +190,7 @@ class FakeKube:
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None,
                      uid: str | None = None) -> None:
-        self._call(f"delete {kind}")
+        await self._enter(f"delete {kind}")
         key = (kind, namespace, name)
         if key not in self.objects:
             raise NotFound(name)
@@ -169,7 +200,7 @@ class FakeKube:
 
     async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
                    continue_token: str | None = None) -> tuple[list[Obj], str | None]:
-        self._call(f"list {kind}")
+        await self._enter(f"list {kind}")
         wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
         matching = [copy.deepcopy(obj) for (k, ns, _), obj in sorted(self.objects.items())
                     if k == kind and ns == namespace
@@ -182,7 +213,7 @@ class FakeKube:
         return page, page[-1]["metadata"]["name"] if len(after) > limit else None
 
     async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
-        self._call("create TokenRequest")
+        await self._enter("create TokenRequest")
         self.token_requests.append(copy.deepcopy(body))
         sa = self.objects.get((Kind.SERVICE_ACCOUNT, namespace, service_account))
         ref = body["spec"]["boundObjectRef"]
@@ -204,7 +235,7 @@ class FakeKube:
         return {**copy.deepcopy(body), "status": {"token": token, "expirationTimestamp": stamp}}
 
     async def review_token(self, token: str) -> Obj:
-        self._call("create TokenReview")
+        await self._enter("create TokenReview")
         info = self.tokens.get(token)
         if info is None or info["exp"] <= self._clock():
             return {"authenticated": False}

@@ -63,12 +63,13 @@ def test_a_lost_watch_forgets_everything_of_that_kind() -> None:
 
 def test_objects_are_indexed_by_user() -> None:
     versions = ObjectVersions()
-    versions.reset(Kind.SECRET, [obj("s1", "1", "alice", "t1"), obj("s2", "2", "bob")])
-    versions.apply(Kind.SECRET, "ADDED", obj("s3", "3", "alice", "t3"))
+    versions.reset(Kind.SECRET, [obj("s1", "1", "alice", "2024-01-01T00:00:01Z"),
+                                 obj("s2", "2", "bob")])
+    versions.apply(Kind.SECRET, "ADDED", obj("s3", "3", "alice", "2024-01-01T00:00:03Z"))
     alice = versions.of_user(Kind.SECRET, "alice")
     assert alice is not None
     assert sorted(alice) == ["s1", "s3"]
-    assert alice["s3"].created == "t3"
+    assert alice["s3"].created == "2024-01-01T00:00:03.000000Z"
     assert alice["s3"].uid == "uid-s3"
     versions.apply(Kind.SECRET, "DELETED", obj("s1", "4", "alice"))
     versions.apply(Kind.SECRET, "MODIFIED", obj("s3", "5", "carol"))  # relabelled
@@ -143,3 +144,16 @@ def test_a_successful_list_resets_the_backoff(monkeypatch: pytest.MonkeyPatch) -
     watch._run(watch.sources[0])
     assert len(lists) == 6  # every retry listed successfully
     assert waits == [object_watch.RETRY_DELAYS_SECONDS[0]] * 6
+
+
+def test_a_sessions_start_to_the_microsecond_orders_it() -> None:
+    """creationTimestamp has whole seconds; many sessions of one user start within one."""
+    versions = ObjectVersions()
+    early, late = (obj(name, "1", "alice", "2024-01-01T00:00:01Z") for name in ("zz", "aa"))
+    early["metadata"]["annotations"] = {naming.STARTED_ANNOTATION: "2024-01-01T00:00:01.1Z"}
+    late["metadata"]["annotations"] = {naming.STARTED_ANNOTATION: "2024-01-01T00:00:01.25Z"}
+    odd = obj("odd", "1", "alice", "not a time")
+    versions.reset(Kind.SECRET, [late, early, odd])
+    alice = versions.of_user(Kind.SECRET, "alice") or {}
+    assert sorted(alice, key=lambda name: alice[name].created) == ["odd", "zz", "aa"]
+    assert alice["zz"].created == "2024-01-01T00:00:01.100000Z"

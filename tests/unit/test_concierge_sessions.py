@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import pytest
 
@@ -10,9 +11,15 @@ from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
-from pinniped_concierge.kubeapi import Kind, Obj
-from pinniped_concierge.object_watch import ObjectVersions
-from pinniped_concierge.sessions import ServiceAccountGone, Sessions
+from pinniped_concierge.kubeapi import Kind, Obj, counting_calls
+from pinniped_concierge.object_watch import ObjectVersions, Seen
+from pinniped_concierge.session_ledger import SessionLedger
+from pinniped_concierge.sessions import (
+    MAX_DELETIONS_PER_LOGIN,
+    ServiceAccountGone,
+    Session,
+    Sessions,
+)
 from pinniped_concierge.userobjects import UserObjects, UserRef
 
 NS = "pinniped-concierge"
@@ -210,3 +217,178 @@ def test_while_the_watch_is_down_the_bound_is_kept_by_listing(fake_kube: FakeKub
     assert sorted(session_names(fake_kube)) == sorted(
         naming.session_secret_name(s.id) for s in (second, third))
     assert first.id not in {second.id, third.id}
+
+
+# --- the cap under concurrency, a lagging watch, and leftovers ------------------------------
+
+
+def live_sessions_of(kube: FakeKube, user: UserRef) -> list[str]:
+    key = naming.user_key(user.username, NS)
+    return [name for name in session_names(kube)
+            if kube.objects[(Kind.SECRET, NS, name)]["metadata"]["labels"][naming.USER_LABEL]
+            == key]
+
+
+def assert_newest_kept(kube: FakeKube, clock: ManualClock, sessions: Sessions, user: UserRef,
+                       *, logins: int, apart: float, kept: int) -> None:
+    """`logins` logins `apart` seconds apart, one after another: the newest `kept` remain."""
+    started = []
+    for _ in range(logins):
+        clock.now += apart
+        started.append(asyncio.run(sessions.start(user)))
+    assert sorted(live_sessions_of(kube, user)) == sorted(
+        naming.session_secret_name(s.id) for s in started[-kept:])
+
+
+async def counted(start: Awaitable[Session]) -> int:
+    """The Kubernetes API calls one login's session start made (as its audit line counts)."""
+    with counting_calls() as calls:
+        await start
+    return calls.value
+
+
+def test_a_storm_of_one_users_logins_keeps_exactly_the_cap(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef) -> None:
+    """The review's finding: one token replayed in parallel, the watch behind the writes."""
+    fake_kube._clock = clock
+    versions = fake_kube.watch(ObjectVersions(), NS)
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=5, versions=versions)
+    fake_kube.interleave = True  # the logins really interleave, call by call
+    fake_kube.hold_watch = True  # and the mirror shows none of their Secrets yet
+    fake_kube.calls.clear()
+
+    async def storm() -> list[int]:
+        return list(await asyncio.gather(*(counted(sessions.start(user)) for _ in range(40))))
+
+    calls = asyncio.run(storm())
+    assert len(live_sessions_of(fake_kube, user)) == 5
+    assert fake_kube.calls.count("delete Secret") == 35  # each excess session once
+    assert max(calls) == 3  # Secret, TokenRequest and at most one delete each
+
+    assert fake_kube.deliver_watch_events() > 0  # the watch catches up: nothing counted twice
+    fake_kube.calls.clear()
+    asyncio.run(sessions.start(user))
+    assert fake_kube.calls == ["delete Secret", "create Secret", "create TokenRequest"]
+    assert len(live_sessions_of(fake_kube, user)) == 5
+
+
+def test_a_lagging_watch_alone_does_not_let_sequential_logins_past_the_cap(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef) -> None:
+    fake_kube._clock = clock
+    versions = fake_kube.watch(ObjectVersions(), NS)
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2, versions=versions)
+    fake_kube.hold_watch = True
+    assert_newest_kept(fake_kube, clock, sessions, user, logins=5, apart=1, kept=2)
+    assert fake_kube.calls.count("delete Secret") == 3
+
+
+def test_one_login_ends_only_a_few_sessions_and_the_sweeper_the_rest(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef, versions: ObjectVersions) -> None:
+    """Far over the cap (a replica crashed, or several raced): no login pays for all of it."""
+    fake_kube._clock = clock
+    other_replica = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=1000,
+                             versions=versions)
+    for _ in range(20):
+        clock.now += 1
+        asyncio.run(other_replica.start(user))
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=5, versions=versions)
+    fake_kube.calls.clear()
+    calls = asyncio.run(counted(sessions.start(user)))
+    assert calls == MAX_DELETIONS_PER_LOGIN + 2
+    assert len(live_sessions_of(fake_kube, user)) == 20 - MAX_DELETIONS_PER_LOGIN + 1
+
+    newest = sorted(live_sessions_of(fake_kube, user),
+                    key=lambda n: fake_kube.objects[(Kind.SECRET, NS, n)]["metadata"][
+                        "creationTimestamp"])[-5:]
+    assert asyncio.run(sessions.sweep()) == 18 - 5
+    assert sorted(live_sessions_of(fake_kube, user)) == sorted(newest)
+
+
+def test_the_sweeper_trims_only_users_over_the_cap(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef, versions: ObjectVersions) -> None:
+    fake_kube._clock = clock
+    bob = asyncio.run(UserObjects(fake_kube, NS, 300).ensure(wire.Identity("corp:bob@example.com")))
+    loose = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=1000, versions=versions)
+    for _ in range(4):
+        clock.now += 1
+        asyncio.run(loose.start(user))
+        asyncio.run(loose.start(bob))
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=3, versions=versions)
+    versions.lost(Kind.SECRET)  # also without the mirror: the user's sessions are listed
+    assert asyncio.run(sessions.sweep()) == 2
+    assert len(live_sessions_of(fake_kube, user)) == 3
+    assert len(live_sessions_of(fake_kube, bob)) == 3
+    assert asyncio.run(sessions.sweep()) == 0
+
+
+def test_the_session_cap_holds_the_users_lock(fake_kube: FakeKube, clock: ManualClock,
+                                              user: UserRef, versions: ObjectVersions) -> None:
+    """Even with a watch that never lags, concurrent logins must count one after another."""
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=3, versions=versions)
+    fake_kube.interleave = True
+
+    async def storm() -> None:
+        await asyncio.gather(*(sessions.start(user) for _ in range(10)))
+
+    asyncio.run(storm())
+    assert len(live_sessions_of(fake_kube, user)) == 3
+    assert fake_kube.calls.count("delete Secret") == 7
+
+
+def test_a_session_never_shows_its_token(sessions: Sessions, user: UserRef) -> None:
+    session = asyncio.run(sessions.start(user))
+    assert session.token not in repr(session)
+    assert session.user == user
+
+
+# --- the ledger ------------------------------------------------------------------------
+
+
+def seen(name: str, created: str = "2024-01-01T00:00:00Z") -> Seen:
+    return Seen("1", f"uid-{name}", "u", created)
+
+
+def test_the_ledger_corrects_the_mirror_until_it_catches_up(clock: ManualClock) -> None:
+    ledger = SessionLedger(monotonic=clock, pending_seconds=60)
+    ledger.created("u", ("2024-01-01T00:00:02Z", "new", "uid-new"))
+    ledger.deleted("u", "old")
+    mirrored = {"old": seen("old"), "kept": seen("kept", "2024-01-01T00:00:01Z")}
+    assert [name for _, name, _ in ledger.live("u", mirrored)] == ["kept", "new"]
+    mirrored = {"kept": seen("kept"), "new": seen("new", "2024-01-01T00:00:02Z")}
+    assert [name for _, name, _ in ledger.live("u", mirrored)] == ["kept", "new"]
+    # a Secret deleted by someone else once the mirror had it is not counted from our notes
+    assert [name for _, name, _ in ledger.live("u", {"kept": seen("kept")})] == ["kept"]
+
+
+def test_a_deleted_note_outlives_a_late_added_event(clock: ManualClock) -> None:
+    """Created and deleted before the mirror ever showed it: its ADDED event comes later."""
+    ledger = SessionLedger(monotonic=clock, pending_seconds=60)
+    ledger.created("u", ("t", "brief", None))
+    ledger.deleted("u", "brief")
+    assert ledger.live("u", {}) == []
+    clock.now += 1
+    assert ledger.live("u", {"brief": seen("brief")}) == []
+
+
+def test_the_ledger_forgets_after_the_pending_time_and_stays_bounded(
+        clock: ManualClock) -> None:
+    ledger = SessionLedger(monotonic=clock, pending_seconds=60)
+    for i in range(100):
+        ledger.created(f"user-{i}", ("t", f"s-{i}", None))
+    assert len(ledger) == 100
+    clock.now += 61
+    ledger.created("someone", ("t", "s", None))  # any write drops users with only old notes
+    assert len(ledger) == 1
+    assert ledger.live("user-1", {}) == []
+    ledger.listed("someone")
+    assert len(ledger) == 0
+
+
+def test_the_oldest_ended_is_the_oldest_to_the_microsecond(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef, versions: ObjectVersions) -> None:
+    """Ten logins within one second (one creationTimestamp): the newest two stay."""
+    fake_kube._clock = clock
+    clock.now = 1_700_000_000.0
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2, versions=versions)
+    assert_newest_kept(fake_kube, clock, sessions, user, logins=10, apart=0.05, kept=2)

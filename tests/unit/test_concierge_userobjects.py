@@ -14,7 +14,7 @@ from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, ServerError
-from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.kubeapi import Kind, NotFound
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.userobjects import UserObjects, groups_from_rules
 
@@ -293,3 +293,92 @@ def test_without_a_cache_every_login_reconciles(fake_kube: FakeKube, versions: O
     fake_kube.calls.clear()
     ensure(objects)
     assert len(fake_kube.calls) >= 3
+
+
+# --- one user logging in twice at once; roles that would escalate; whoami's role check -----
+
+
+def test_one_user_logging_in_twice_at_once_is_reconciled_once(fake_kube: FakeKube,
+                                                              objects: UserObjects) -> None:
+    """The per-user lock: the second login waits, then rides the first one's objects."""
+    fake_kube.interleave = True  # every call yields, as a request to the apiserver would
+
+    async def both() -> list[str]:
+        first, second = await asyncio.gather(objects.ensure(ALICE), objects.ensure(ALICE))
+        return [first.service_account, second.service_account]
+
+    assert asyncio.run(both()) == [name_of(ALICE.username)] * 2
+    assert fake_kube.calls == ["create ServiceAccount", "create ClusterRole",
+                               "create ClusterRoleBinding"]
+
+
+def test_concurrent_logins_of_different_users_do_not_wait_for_each_other(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    fake_kube.interleave = True
+    bob = wire.Identity("corp:bob@example.com")
+
+    async def both() -> None:
+        await asyncio.gather(objects.ensure(ALICE), objects.ensure(bob))
+
+    asyncio.run(both())
+    # interleaved, one call each in turn: neither held the other up
+    assert fake_kube.calls[:2] == ["create ServiceAccount", "create ServiceAccount"]
+
+
+def test_an_aggregated_role_is_rewritten_without_its_aggregation_rule(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    """Anyone who may label ClusterRoles could widen a role that aggregates others."""
+    name = ensure(objects)
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    role["aggregationRule"] = {"clusterRoleSelectors": [{"matchLabels": {"widen": "me"}}]}
+    objects.forget(ALICE.username)
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert "replace ClusterRole" in fake_kube.calls
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    assert "aggregationRule" not in role
+    assert groups_from_rules(role["rules"]) == ("corp:devs", "corp:readers")
+
+
+@pytest.mark.parametrize("labels", [
+    {},  # not managed by any concierge
+    naming.user_labels(ALICE.username, "other-concierge"),  # another concierge's
+])
+def test_describe_refuses_a_role_that_is_not_ours(fake_kube: FakeKube, objects: UserObjects,
+                                                  labels: dict[str, str]) -> None:
+    """whoami must not report groups from a ClusterRole someone else made under that name."""
+    name = ensure(objects)
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    role["metadata"]["labels"] = labels
+    with pytest.raises(NotFound):
+        asyncio.run(objects.describe(name))
+
+
+def test_describe_refuses_a_role_annotated_for_another_user(fake_kube: FakeKube,
+                                                            objects: UserObjects) -> None:
+    name = ensure(objects)
+    role = fake_kube.get(Kind.CLUSTER_ROLE, name)
+    assert role is not None
+    role["metadata"]["annotations"][naming.USERNAME_ANNOTATION] = "corp:mallory"
+    with pytest.raises(NotFound):
+        asyncio.run(objects.describe(name))
+
+
+@pytest.mark.parametrize("kind", [Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE,
+                                  Kind.CLUSTER_ROLE_BINDING])
+def test_an_object_deleted_while_the_user_is_cached_is_recreated(
+        fake_kube: FakeKube, objects: UserObjects, kind: Kind) -> None:
+    name = ensure(objects)
+    ensure(objects)
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert fake_kube.calls == []  # warm
+    namespace = NS if kind == Kind.SERVICE_ACCOUNT else None
+    asyncio.run(fake_kube.delete(kind, name, namespace))  # an administrator, with kubectl
+    fake_kube.calls.clear()
+    ensure(objects)
+    assert f"create {kind}" in fake_kube.calls
+    assert fake_kube.get(kind, name, namespace) is not None
