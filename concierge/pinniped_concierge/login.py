@@ -2,11 +2,21 @@
 
     verify the ID token (the named authenticator)  ->  claims
     map claims to an identity (prefixes, no system:) ->  username, groups
-    make the user's objects match that identity      ->  ServiceAccount (cached)
+    refuse a revoked user's older tokens             ->  (`revocations`, from memory)
+    make the user's objects match that identity      ->  ServiceAccount (cached), the
+                                                        groups granted
     start a session                                  ->  bound token
+    ask the revocation question again                ->  (a revocation meanwhile ends it)
 
 Whatever is learnt along the way is written into the request's audit event,
 so a failure late in the chain is still attributed to a user.
+
+The revocation check comes before any user object is touched, so a revoked
+user's replayed token cannot make their objects again. It is asked once more
+at the end, from memory only: `revoke-user` may have run while this login
+was under way (after the first check, before its session existed), and its
+deletions would then have been undone by this login; the session is ended
+and the login refused instead.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from pinniped_apis import wire
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
 from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.naming import session_secret_name
+from pinniped_concierge.revocations import RevocationCheck
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
 from pinniped_concierge.userobjects import UserObjects
 
@@ -25,11 +37,14 @@ __all__ = ["Authenticator", "LoginService", "TokenVerifier"]
 
 class LoginService:
     def __init__(self, authenticators: AuthenticatorSet | Mapping[str, Authenticator],
-                 user_objects: UserObjects, sessions: Sessions) -> None:
+                 user_objects: UserObjects, sessions: Sessions, *,
+                 revocations: RevocationCheck | None = None) -> None:
+        """Without `revocations` no user is ever refused as revoked (unit tests of the rest)."""
         self.authenticator_set = (authenticators if isinstance(authenticators, AuthenticatorSet)
                                   else AuthenticatorSet(authenticators))
         self._user_objects = user_objects
         self._sessions = sessions
+        self._revocations = revocations
 
     @property
     def authenticators(self) -> Mapping[str, Authenticator]:
@@ -50,21 +65,36 @@ class LoginService:
         claims = await authenticator.verifier.verify(request.token)
         identity = authenticator.mapper.map(claims)
         event.username, event.groups = identity.username, identity.groups
+        if self._revocations is not None:
+            await self._revocations.check(identity.username, claims)
 
         session = await self._start_session(identity, _issued_at(claims))
         event.session = session.id
+        # What the session was granted: a token older than the one that last set the
+        # user's groups gets fewer (`group_history`), and the audit line says which.
+        granted = session.user.identity
+        event.groups = granted.groups
+        event.extra.update(session.user.audit_fields())
+        if self._revocations is not None and self._revocations.revoked_meanwhile(
+                identity.username, claims):
+            await self._sessions.end(session_secret_name(session.id), None)
+            raise Rejected(Reason.USER_REVOKED, "the user was revoked during this login; "
+                           "its session is ended")
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
-                                      identity=identity)
+                                      identity=granted)
 
     async def _start_session(self, identity: wire.Identity, issued_at: float | None) -> Session:
-        user = await self._user_objects.ensure(identity, issued_at)
-        try:
-            return await self._sessions.start(user)
-        except ServiceAccountGone:
-            # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
-            self._user_objects.forget(identity.username)
+        # One user's logins take turns from the role's decision to the session's Secret, so
+        # the session count is exact and the excess is ended once (`sessions`).
+        async with self._user_objects.exclusive(identity.username):
             user = await self._user_objects.ensure(identity, issued_at)
-            return await self._sessions.start(user)
+            try:
+                return await self._sessions.start(user)
+            except ServiceAccountGone:
+                # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
+                self._user_objects.forget(identity.username)
+                user = await self._user_objects.ensure(identity, issued_at)
+                return await self._sessions.start(user)
 
 
 def _issued_at(claims: Mapping[str, object]) -> float | None:

@@ -6,6 +6,10 @@ deployment fails at start with one line naming what to fix rather than at the
 first login. The server's libraries are imported only after the arguments are
 parsed, so `--help`, `--version` and `--config-reference` work in an install
 without the `[concierge]` extra.
+
+`pinniped-concierge revoke-user --config FILE USERNAME` is the administrator's
+command to end one person's access (`revoke_user`); it needs only the
+Kubernetes client of the extra.
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the reference of the config file's keys (Markdown) and exit")
     parser.add_argument("--version", action="version",
                         version=f"pinniped-concierge {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="[COMMAND]",
+                                     title="commands (without one: serve)")
+    revoke = commands.add_parser(
+        "revoke-user", help="end all of one user's sessions and delete their objects",
+        description="End all of USERNAME's sessions (their credentials stop working within "
+                    "about 10 s), delete their ServiceAccount, ClusterRole and "
+                    "ClusterRoleBinding, and refuse ID tokens authenticated before now for "
+                    "revocationRetentionSeconds, so that neither a replayed nor a refreshed "
+                    "token brings them back; only a new sign-in at the IdP does. Safe to repeat.",
+        epilog="It acts with the config's Kubernetes credentials (the concierge's own): run it "
+               "in the concierge's pod, e.g. `kubectl -n pinniped-concierge exec "
+               "deploy/pinniped-concierge -- pinniped-concierge revoke-user --config "
+               "/etc/pinniped/config/config.yaml corp:alice@example.com`.")
+    revoke.add_argument("--config", type=Path, metavar="FILE", required=True,
+                        help="the concierge's YAML config file")
+    revoke.add_argument("username", metavar="USERNAME",
+                        help="the name as the audit log and whoami show it, usernamePrefix "
+                             "included (e.g. corp:alice@example.com)")
     return parser
 
 
@@ -70,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.config is None:
         parser.error("--config FILE is required (`--config-reference` lists its keys)")
+    if args.command == "revoke-user":
+        return _revoke_user(args.config, args.username)
 
     missing = _missing_server_dependency()
     if missing is not None:
@@ -97,6 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     http_server.serve(config, services)
     return 0
+
+
+def _revoke_user(config_path: Path, username: str) -> int:
+    try:
+        importlib.import_module("kubernetes")
+    except ImportError as exc:
+        print(f"pinniped-concierge: revoke-user needs the Kubernetes client ({exc}); install "
+              f"it with: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    from pinniped_concierge import revoke_user
+
+    try:
+        config = config_module.load(config_path)
+    except ConfigError as exc:
+        print(f"pinniped-concierge: {config_path}: {exc}", file=sys.stderr)
+        return 2
+    return revoke_user.run(config, username, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

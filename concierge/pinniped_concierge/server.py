@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from pinniped_concierge.app import Services
 from pinniped_concierge.audit import AuditLog
@@ -22,17 +22,21 @@ from pinniped_concierge.cluster_authenticators import (
     VerifierFactory,
     https_verifiers,
 )
+from pinniped_concierge.cluster_lists import ClusterLister, ConciergeKubeAPI
 from pinniped_concierge.config import MAX_FILE_AUTHENTICATORS, Config
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.http_server import serve_metrics
 from pinniped_concierge.identity import IdentityMapper
+from pinniped_concierge.idle_users import IdleUsers, IdleUsersAPI, cleanup_interval
 from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
-from pinniped_concierge.kubeapi import KubeAPI, KubernetesClientAPI
+from pinniped_concierge.kubeapi import KubeAPI
 from pinniped_concierge.lease import LeaseElector, process_identity
 from pinniped_concierge.login import LoginService
 from pinniped_concierge.metrics import ConciergeMetrics
 from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
+from pinniped_concierge.periodic import run_every
+from pinniped_concierge.revocations import RevocationCheck, RevocationMirror, sweep_expired
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
@@ -47,9 +51,13 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     `ClusterAuthenticators` mirror itself) and, without `versions`, the
     per-user cache is off (every login reconciles).
 
-    Session sweeps, JWTAuthenticator status writes and the CredentialIssuer
-    run only while this replica holds the Lease (`lease`); logins, the
-    watches and admitting JWTAuthenticators run on every replica.
+    Session sweeps, JWTAuthenticator status writes, the CredentialIssuer,
+    the idle-user clean-up and the expiry of revocation markers run only
+    while this replica holds the Lease (`lease`); logins, the watches
+    (revocation markers included) and admitting JWTAuthenticators run on
+    every replica. With a swapped `kube`, the idle-user clean-up runs only
+    if it can list cluster-scoped objects (`cluster_lists.ClusterLister`),
+    and logins list each user's revocation markers (there is no watch).
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -59,14 +67,17 @@ def build_services(config: Config, kube: KubeAPI | None = None,
         background.append(functools.partial(serve_metrics, config, metrics))
     timeout = float(config.kubernetes.request_timeout_seconds)
     watches: list[WatchSource] = []
-    real: KubernetesClientAPI | None = None
+    real: ConciergeKubeAPI | None = None
+    revoked: RevocationMirror | None = None
     if kube is None:
-        real = KubernetesClientAPI.from_kubeconfig(config.kubernetes.kubeconfig, timeout)
+        real = ConciergeKubeAPI.from_kubeconfig(config.kubernetes.kubeconfig, timeout)
         kube = real
         closers.append(_async(real.close))
         if versions is None:
             versions = ObjectVersions()
             watches += ObjectWatcher(real.new_api_client(), config.namespace, versions).sources
+        revoked = RevocationMirror(config.namespace)
+        watches.append(revoked.watch_source(real.new_api_client()))
 
     elector = LeaseElector(kube, config.namespace, config.lease.name,
                            identity=process_identity(),
@@ -107,17 +118,35 @@ def build_services(config: Config, kube: KubeAPI | None = None,
                         versions=versions)
     elector.while_leading(functools.partial(sessions.run_sweeper,
                                             config.session_sweep_interval_seconds))
+    _clean_up_on_the_leader(config, kube, versions, elector)
     audit = AuditLog.open(config.audit_log)
     closers.append(_async(audit.close))
 
     return Services(
-        login=LoginService(authenticators, user_objects, sessions),
+        login=LoginService(authenticators, user_objects, sessions,
+                           revocations=RevocationCheck(kube, config.namespace, revoked,
+                                                       config.clock_skew_seconds)),
         reviewer=CredentialReviewer(kube, config.namespace, user_objects),
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
         body_timeout_seconds=float(config.request_body_timeout_seconds),
         background=background, on_shutdown=closers, readiness_checks=readiness,
         metrics=metrics, serve_metrics=config.metrics.port is None,
     )
+
+
+def _clean_up_on_the_leader(config: Config, kube: KubeAPI, versions: ObjectVersions | None,
+                            elector: LeaseElector) -> None:
+    """Idle users and expired revocation markers, removed by the Lease holder only."""
+    interval = cleanup_interval(config.identity_idle_timeout_seconds)
+    elector.while_leading(functools.partial(
+        run_every, interval, "revocation marker expiry", functools.partial(
+            sweep_expired, kube, config.namespace, config.revocation_retention_seconds)))
+    if isinstance(kube, ClusterLister):
+        idle = IdleUsers(cast(IdleUsersAPI, kube), config.namespace,
+                         config.identity_idle_timeout_seconds, versions=versions)
+        what = (f"idle-user clean-up (users without a live session for "
+                f"{config.identity_idle_timeout_seconds} s)")
+        elector.while_leading(functools.partial(run_every, interval, what, idle.sweep))
 
 
 def _file_authenticators(config: Config, closers: list[Callable[[], Awaitable[None]]],

@@ -35,6 +35,11 @@ export function registerPasswordGrant(provider, users, supportedScopes, log) {
     ctx.oidc.entity('Account', account);
 
     const authTime = Math.floor(Date.now() / 1000);
+    // What the authorization endpoint asks for when the client has
+    // require_auth_time (server.mjs sets it for every client by default): the
+    // ID token carries auth_time, and so does each one refreshed from this
+    // grant, with this same time.
+    const idTokenClaims = client.requireAuthTime ? { auth_time: { essential: true } } : {};
     const common = {
       accountId, client, grantId, gty: GRANT_TYPE, scope, expiresWithSession: false,
     };
@@ -45,7 +50,9 @@ export function registerPasswordGrant(provider, users, supportedScopes, log) {
 
     let refreshToken;
     if (requested.has('offline_access')) {
-      const rt = new provider.RefreshToken({ ...common, authTime, rotations: 0 });
+      const rt = new provider.RefreshToken({
+        ...common, authTime, rotations: 0, claims: { id_token: idTokenClaims },
+      });
       ctx.oidc.entity('RefreshToken', rt);
       refreshToken = await rt.save();
     }
@@ -55,6 +62,7 @@ export function registerPasswordGrant(provider, users, supportedScopes, log) {
       const claims = await account.claims('id_token', scope, {}, []);
       const token = new provider.IdToken({ ...claims, sub: accountId, auth_time: authTime }, { ctx });
       token.scope = grant.getOIDCScopeFiltered(requested);
+      token.mask = idTokenClaims;
       idToken = await token.issue({ use: 'idtoken' });
     }
 

@@ -93,6 +93,12 @@ function buildProvider(config, users) {
     clientDefaults: {
       grant_types: ['authorization_code'],
       id_token_signed_response_alg: 'RS256',
+      // Every ID token says when the person last authenticated, refreshed ones
+      // included (they keep the original time): the concierge's revoke-user
+      // refuses tokens from before the revocation by it, so a refresh token
+      // taken with a laptop cannot outlive one. A client may opt out with
+      // require_auth_time: false (the concierge then falls back to iat).
+      require_auth_time: true,
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
     },

@@ -271,7 +271,8 @@ def test_the_concierge_runs_with_least_privilege(concierge: LocalConcierge,
     assert not can("get", "secrets", "-n", "kube-system")
     assert not can("list", "secrets", "--all-namespaces")
     assert not can("create", "pods", "-n", concierge.namespace)
-    assert not can("delete", "serviceaccounts", "-n", concierge.namespace)
+    assert can("delete", "serviceaccounts", "-n", concierge.namespace)  # idle users, revoke-user
+    assert not can("delete", "serviceaccounts", "-n", "kube-system")
     assert not can("create", "serviceaccounts/token", "-n", "kube-system")
     assert not can("delete", "namespaces")
     # it may impersonate users and groups (to grant exactly that), nothing more
@@ -287,7 +288,7 @@ def test_the_concierge_runs_with_least_privilege(concierge: LocalConcierge,
     assert not can("bind", "clusterroles")
     assert not can("escalate", "roles", "-n", concierge.namespace)
     assert not can("bind", "roles", "-n", concierge.namespace)
-    assert not can("delete", "clusterroles")  # it never deletes a role
+    assert can("delete", "clusterroles")  # idle users, revoke-user: only roles fully ours
     assert can("watch", "clusterroles")  # the cache's watch
     # JWTAuthenticators: watched, and only their status written
     authenticators = "jwtauthenticators.authentication.concierge.pinniped.dev"

@@ -19,6 +19,7 @@ import base64
 import copy
 import json
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -220,6 +221,27 @@ def whoami_and_logout_end_the_session(world: World) -> None:
     assert "NotFound" in gone.stderr
 
 
+def revoking_a_user_removes_their_objects(world: World) -> None:
+    """`revoke-user` acts with the concierge's own credentials (its config's kubeconfig):
+    it records the revocation and deletes the user's ServiceAccount, binding, role and
+    sessions. The idle-user clean-up deletes the same kinds with the same verbs."""
+    credential = world.login("bob")
+    name = _user_object(credential)
+    result = subprocess.run(
+        [str(local_concierge.CONCIERGE_BIN), "revoke-user", "--config",
+         str(world.concierge.config_path), credential.identity.username],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
+    for what in (["-n", world.concierge.namespace, "serviceaccount", name],
+                 ["clusterrole", name], ["clusterrolebinding", name]):
+        gone = world.cluster.kubectl("get", *what, check=False)
+        assert "NotFound" in gone.stderr, f"{what} is still there"
+    refused = world.post(wire.TOKEN_CREDENTIAL_REQUEST_PATH, wire.TokenCredentialRequest.create(
+        token=world.idp.password_grant("bob")["id_token"],
+        authenticator_name=world.concierge.authenticator_name).to_wire())
+    assert refused.json()["status"] == {"message": wire.AUTHENTICATION_FAILED}
+
+
 def credential_issuer_is_published(world: World) -> None:
     def published() -> bool:
         result = world.cluster.kubectl("get", "credentialissuer",
@@ -265,8 +287,8 @@ def the_apiserver_refused_the_concierge_nothing(world: World) -> None:
 SCENARIOS: list[Callable[[World], None]] = [
     new_user_logs_in_and_acts_as_themselves, returning_user_costs_two_calls,
     whoami_and_logout_end_the_session, changed_user_objects_are_put_right,
-    credential_issuer_is_published, jwt_authenticator_status_is_written,
-    the_apiserver_refused_the_concierge_nothing]
+    revoking_a_user_removes_their_objects, credential_issuer_is_published,
+    jwt_authenticator_status_is_written, the_apiserver_refused_the_concierge_nothing]
 
 
 Starter = Callable[..., World]

@@ -1,0 +1,286 @@
+"""Revoked users: the markers `revoke-user` leaves, and the login's check against them.
+
+Deleting a user's objects and sessions (`revoke_user`) ends the credentials
+they hold, but not the ID tokens and refresh tokens on their laptops: the
+next login would make everything again. So a revocation also leaves a
+marker, and from then on a login of that user is refused (`USER_REVOKED`)
+unless the person authenticated at the IdP after it. "Authenticated" is the
+token's `auth_time` when it has one, because a refresh keeps the original
+`auth_time`: a refresh token taken with a laptop cannot undo a revocation.
+Without `auth_time` it is `iat`, which a refresh does renew, so there only
+the IdP ending the grant helps; a token with neither is refused outright.
+A token authenticated up to `clockSkewSeconds` after the marker was made is
+refused too: the IdP's clock may run ahead of the apiserver's, and a token
+from just before the revocation must not pass for one from after it.
+
+The marker is an Opaque Secret without data in the concierge's namespace,
+named `pinniped-revoked-<user key>-<random>`, labelled like the user's
+objects plus `concierge.pinniped.dev/revoked: "true"`, with the username and
+the time in annotations (for people). The time that counts is the Secret's
+`creationTimestamp`, which the apiserver sets: the clock of whatever machine
+ran `revoke-user` does not matter. A new revocation of the same user makes a
+new marker (and removes the older ones), so the time only ever moves
+forward; a marker is never rewritten in place, which would need `update` on
+Secrets and would leave a moment with none. Secrets need no RBAC beyond
+what sessions already have. Markers are made only by administrators, so
+there are few; the leader deletes those older than
+`revocationRetentionSeconds` (`sweep_expired`).
+
+Logins learn about markers without an API call: `RevocationMirror` is fed
+by a list-then-watch (`object_watch.ListWatch`) of the marker label. Only
+while that watch is down does a login list the user's markers itself (one
+call). A marker counts only when it is ours in every respect (managed-by,
+this namespace, the revoked label, and the user label, name and username
+annotation all agreeing), so a stray Secret cannot refuse someone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pinniped_apis import rfc3339, wire
+from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.object_watch import WatchSource, new_watch_client
+
+log = logging.getLogger("concierge.revocations")
+
+MARKER_PREFIX = "pinniped-revoked-"
+REVOKED_LABEL = "concierge.pinniped.dev/revoked"
+#: On a marker: when `revoke-user` ran, by its own clock (RFC 3339; for people).
+REVOKED_AT_ANNOTATION = "concierge.pinniped.dev/revoked-at"
+#: On a marker: who ran it (the local user name; for people).
+REVOKED_BY_ANNOTATION = "concierge.pinniped.dev/revoked-by"
+PAGE_SIZE = 250
+
+
+def marker_selector(namespace: str) -> str:
+    """Every revocation marker of the concierge in `namespace`."""
+    return f"{naming.owned_selector(namespace)},{REVOKED_LABEL}=true"
+
+
+def user_marker_selector(username: str, namespace: str) -> str:
+    key = naming.user_key(username, namespace)
+    return f"{marker_selector(namespace)},{naming.USER_LABEL}={key}"
+
+
+def new_marker(username: str, namespace: str, now: float, revoked_by: str) -> Obj:
+    key = naming.user_key(username, namespace)
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": f"{MARKER_PREFIX}{key}-{secrets.token_hex(4)}",
+            "namespace": namespace,
+            "labels": naming.user_labels(username, namespace) | {REVOKED_LABEL: "true"},
+            "annotations": {
+                naming.USERNAME_ANNOTATION: username,
+                REVOKED_AT_ANNOTATION: wire.format_time(dt.datetime.fromtimestamp(now, dt.UTC)),
+                REVOKED_BY_ANNOTATION: revoked_by[:253],
+            },
+        },
+    }
+
+
+def read_marker(obj: Mapping[str, Any], namespace: str) -> tuple[str, str, float] | None:
+    """(user key, name, revoked at) of a marker that is ours in every respect, else None.
+
+    The time is the apiserver's `creationTimestamp`; a marker without one
+    (no apiserver leaves it out) counts from the beginning of time onwards,
+    i.e. refuses every token of the user until it is deleted.
+    """
+    name = naming.metadata_field(obj, "name")
+    username = naming.annotation(obj, naming.USERNAME_ANNOTATION)
+    if name is None or username is None or not naming.is_owned(obj, namespace):
+        return None
+    key = naming.user_key(username, namespace)
+    if (naming.label(obj, REVOKED_LABEL) != "true" or naming.label(obj, naming.USER_LABEL) != key
+            or not name.startswith(f"{MARKER_PREFIX}{key}-")):
+        return None
+    created = rfc3339.parse_time(naming.metadata_field(obj, "creationTimestamp"))
+    return key, name, created.timestamp() if created is not None else math.inf
+
+
+def authenticated_at(claims: Mapping[str, object]) -> float | None:
+    """When the person last authenticated at the IdP: `auth_time`, else `iat`, else None.
+
+    A claim that is there but is not a finite number makes the time unknown
+    (None), so such a token is refused for a revoked user.
+    """
+    for claim in ("auth_time", "iat"):
+        value = claims.get(claim)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+class RevocationMirror:
+    """Thread-safe view of the markers, fed by a watch: user key -> marker name -> time."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+        self._lock = threading.Lock()
+        self._by_user: dict[str, dict[str, float]] = {}
+        self._synced = False
+
+    # --- `object_watch.WatchTarget`, from the watch's thread ----------------------------
+
+    def reset(self, objects: list[Obj]) -> None:
+        with self._lock:
+            self._by_user = {}
+            for obj in objects:
+                self._put(obj)
+            self._synced = True
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        with self._lock:
+            if not self._synced:
+                return
+            if event_type == "DELETED":
+                self._drop(naming.metadata_field(obj, "name"))
+            else:
+                self._put(obj)
+
+    def lost(self) -> None:
+        with self._lock:
+            self._synced = False
+            self._by_user = {}
+
+    def _put(self, obj: Obj) -> None:
+        name = naming.metadata_field(obj, "name")
+        self._drop(name)  # a marker changed into something that is not one is gone
+        marker = read_marker(obj, self._namespace)
+        if marker is not None:
+            key, name, revoked_at = marker
+            self._by_user.setdefault(key, {})[name] = revoked_at
+
+    def _drop(self, name: str | None) -> None:
+        if name is None or not name.startswith(MARKER_PREFIX):
+            return
+        key = name.removeprefix(MARKER_PREFIX).partition("-")[0]
+        markers = self._by_user.get(key)
+        if markers is not None:
+            markers.pop(name, None)
+            if not markers:
+                del self._by_user[key]
+
+    # --- read by logins -----------------------------------------------------------------
+
+    def lookup(self, username: str) -> tuple[bool, float | None]:
+        """(known, revoked at): known is False while the watch is down."""
+        with self._lock:
+            if not self._synced:
+                return False, None
+            markers = self._by_user.get(naming.user_key(username, self._namespace))
+            return True, max(markers.values()) if markers else None
+
+    def count(self) -> int | None:
+        with self._lock:
+            return sum(map(len, self._by_user.values())) if self._synced else None
+
+    def watch_source(self, api_client: Any) -> WatchSource:
+        """The list-then-watch of the markers that feeds this mirror."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(new_watch_client(api_client))
+        return WatchSource(
+            "revocation markers", core.list_namespaced_secret, {"namespace": self._namespace},
+            marker_selector(self._namespace), self,
+            meanwhile="each login lists its user's revocation markers until it is back")
+
+
+class RevocationCheck:
+    """The login's gate: is this user revoked, and does this token predate it?"""
+
+    def __init__(self, kube: KubeAPI, namespace: str, mirror: RevocationMirror | None,
+                 clock_skew_seconds: float) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._mirror = mirror
+        self._skew = clock_skew_seconds
+
+    async def revoked_at(self, username: str) -> float | None:
+        """The user's latest revocation, from the mirror, or (watch down) from one list."""
+        if self._mirror is not None:
+            known, revoked_at = self._mirror.lookup(username)
+            if known:
+                return revoked_at
+        items, _ = await self._kube.list(Kind.SECRET, self._namespace,
+                                         user_marker_selector(username, self._namespace),
+                                         PAGE_SIZE)
+        times = [m[2] for item in items if (m := read_marker(item, self._namespace))]
+        return max(times, default=None)
+
+    def _refused(self, revoked_at: float | None, claims: Mapping[str, object]) -> str | None:
+        if revoked_at is None:
+            return None
+        authenticated = authenticated_at(claims)
+        if authenticated is None:
+            return "the user was revoked, and the token has neither auth_time nor iat"
+        if authenticated <= revoked_at + self._skew:
+            return (f"the user was revoked at {_when(revoked_at)}; the token's authentication "
+                    f"({_when(authenticated)}) predates it: sign in at the IdP again")
+        return None
+
+    async def check(self, username: str, claims: Mapping[str, object]) -> None:
+        """Raise `Rejected(USER_REVOKED)` if the token's authentication predates a revocation."""
+        why = self._refused(await self.revoked_at(username), claims)
+        if why is not None:
+            raise Rejected(Reason.USER_REVOKED, why)
+
+    def revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
+        """The same question from the mirror alone (no API call; False while it is down).
+
+        Asked again once a login has its session: a revocation that landed
+        while the login was under way must not leave it a credential.
+        """
+        if self._mirror is None:
+            return False
+        known, revoked_at = self._mirror.lookup(username)
+        return known and self._refused(revoked_at, claims) is not None
+
+
+def _when(timestamp: float) -> str:
+    if not math.isfinite(timestamp):
+        return "an unknown time"
+    return wire.format_time(dt.datetime.fromtimestamp(timestamp, dt.UTC))
+
+
+async def sweep_expired(kube: KubeAPI, namespace: str, retention_seconds: float,
+                        clock: Callable[[], float] = time.time) -> int:
+    """Delete markers older than `retention_seconds`; returns how many (the leader runs it)."""
+    expired: list[tuple[str, str | None]] = []
+    continue_token: str | None = None
+    now = clock()
+    while True:  # list everything first, then delete
+        items, continue_token = await kube.list(Kind.SECRET, namespace,
+                                                marker_selector(namespace), PAGE_SIZE,
+                                                continue_token)
+        for item in items:
+            marker = read_marker(item, namespace)
+            if marker is not None and marker[2] + retention_seconds < now:
+                expired.append((marker[1], naming.metadata_field(item, "uid")))
+        if not continue_token:
+            break
+    deleted = 0
+    for name, uid in expired:
+        with contextlib.suppress(NotFound, Conflict):
+            await kube.delete(Kind.SECRET, name, namespace, uid=uid)
+            deleted += 1
+    if deleted:
+        log.info("deleted %d revocation marker(s) older than revocationRetentionSeconds (%d s)",
+                 deleted, retention_seconds)
+    return deleted
+
+
