@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import ssl
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -37,11 +38,6 @@ METRICS_MAX_REQUESTS = 8
 #: (longest waiting first) when a new connection needs the room.
 CONNECTIONS_PER_REQUEST_SLOT = 4
 MIN_OPEN_CONNECTIONS = 16
-#: uvicorn's own idle timer: a connection that sends nothing at all after a response is
-#: closed after this, or after `requestHeaderTimeoutSeconds` if that is shorter.
-KEEP_ALIVE_SECONDS = 5
-
-
 def max_open_connections(max_concurrent_requests: int) -> int:
     return max(MIN_OPEN_CONNECTIONS, CONNECTIONS_PER_REQUEST_SLOT * max_concurrent_requests)
 
@@ -74,7 +70,13 @@ def bounded_config(app: ASGIApp, *, host: str, port: int, log_level: str,
         InFlightLimit(app, max_in_flight, on_refused=metrics.over_capacity),
         host=host, port=port, http=protocol_class(limits), ws="none", loop="asyncio",
         log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
-        lifespan=lifespan, limit_concurrency=None, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+        lifespan=lifespan, limit_concurrency=None,
+        # An idle connection stays open as long as a request's headers may take
+        # (`connection_limits` closes it then): longer than clients keep theirs idle (httpx
+        # 5 s). A server that closes first races the client's next POST on that
+        # connection, which the client cannot safely retry; 1 in ~2,500 logins under
+        # load failed that way with uvicorn's 5 s.
+        timeout_keep_alive=max(1, math.ceil(header_timeout_seconds)))
 
 
 def tls_context(config: Config) -> ssl.SSLContext:

@@ -4,15 +4,20 @@ Objects go in and out as plain Kubernetes JSON dicts, so the per-user logic can
 be tested against an in-memory fake with the same shapes, and the real
 implementation stays a thin adapter over the official `kubernetes` client.
 
-The official client is blocking; every call runs in a worker thread
-(`asyncio.to_thread`) so a slow apiserver never stalls the event loop and other
-logins keep being served.
+The official client is blocking; every call runs in a worker thread of our
+own pool (`API_THREADS`, matched by the client's connection pool), so a slow
+apiserver never stalls the event loop and other logins keep being served.
+asyncio's default pool would give us min(32, cores + 4) threads, 6 on a
+2-core node, and the logins would queue for them rather than for the apiserver.
 
 Errors are translated at this boundary: `NotFound` and `Conflict` are ordinary
 outcomes the callers handle; an unreachable or overloaded apiserver becomes
 `errors.Unavailable` (HTTP 503); anything else (e.g. our RBAC is missing a
 verb) becomes `errors.ServerError`, with the apiserver's message but never a
-request body, because some of our bodies carry tokens.
+request body, because some of our bodies carry tokens. A 403 for a call that
+has succeeded before is `Unavailable` instead: a restarting apiserver answers
+before its RBAC caches are loaded and denies everything for a moment, and a
+client should retry that rather than be told to call an administrator.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -155,6 +161,8 @@ def counting_calls() -> Iterator[CallCount]:
 # --- the real thing -------------------------------------------------------------
 
 USER_AGENT = "pinniped-concierge"
+#: Kubernetes API calls in flight at once; a login makes two or three, one after another.
+API_THREADS = 32
 
 _MODELS = {
     Kind.SERVICE_ACCOUNT: ("V1ServiceAccount", "core", "namespaced_service_account"),
@@ -169,6 +177,10 @@ class KubernetesClientAPI:
 
     def __init__(self, api_client: Any, timeout_seconds: float) -> None:
         from kubernetes import client
+
+        self._threads = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube-api")
+        #: The calls (`what`) the apiserver has allowed us since start (see `_translate`).
+        self._allowed: set[str] = set()
 
         self._client: Any = client  # models are used as plain dict converters
         self._api_client = api_client
@@ -198,6 +210,7 @@ class KubernetesClientAPI:
         # One quick retry on a dropped connection; beyond that the caller gets a
         # 503 and retries itself, which is better than hanging a login.
         configuration.retries = 1
+        configuration.connection_pool_maxsize = API_THREADS  # a connection per thread
         return cls(client.ApiClient(configuration), timeout_seconds)
 
     def new_api_client(self) -> Any:
@@ -209,13 +222,16 @@ class KubernetesClientAPI:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._api_client.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         count_call()
         try:
-            return await asyncio.to_thread(fn)
+            result = await asyncio.get_running_loop().run_in_executor(self._threads, fn)
         except Exception as exc:
-            raise _translate(exc, what) from None
+            raise _translate(exc, what, allowed_before=what in self._allowed) from None
+        self._allowed.add(what)
+        return result
 
     def _api(self, kind: Kind) -> tuple[Any, str, Any]:
         model_name, group, suffix = _MODELS[kind]
@@ -336,7 +352,7 @@ class KubernetesClientAPI:
         return self._plain(result)
 
 
-def _translate(exc: Exception, what: str) -> Exception:
+def _translate(exc: Exception, what: str, *, allowed_before: bool = False) -> Exception:
     """Map a client exception to ours, keeping only what is safe to log."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -347,7 +363,7 @@ def _translate(exc: Exception, what: str) -> Exception:
             return NotFound(what)
         if status == 409:
             return Conflict(what)
-        if status in {0, 429} or status >= 500:
+        if status in {0, 429} or status >= 500 or (status == 403 and allowed_before):
             return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
                                f"the Kubernetes API is unavailable ({what}: HTTP {status}); "
                                "try again shortly")

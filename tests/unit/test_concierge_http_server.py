@@ -314,3 +314,16 @@ def test_the_in_flight_limit_counts_requests_not_lifespan() -> None:
     assert refusals == [1]
     assert entered == ["http", "lifespan", "http"]
     assert limit.in_flight == 0
+
+
+def test_idle_connections_outlive_the_clients_keep_alive() -> None:
+    """A server closing an idle connection first races the client's next POST on it, which
+    the client cannot safely retry (1 login in ~2,500 failed that way under load)."""
+    import httpx
+
+    client_keeps = httpx.Limits().keepalive_expiry or 0.0
+    settings = http_server.bounded_config(
+        tiny_app, host="127.0.0.1", port=0, log_level="error",
+        header_timeout_seconds=10, max_in_flight=4, tls=None,
+        metrics=ConciergeMetrics(max_authenticators=1), lifespan="off")
+    assert settings.timeout_keep_alive > client_keeps

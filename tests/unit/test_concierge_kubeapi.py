@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import (
+    API_THREADS,
     Conflict,
     Kind,
     KubernetesClientAPI,
@@ -62,6 +63,60 @@ def test_calls_run_in_a_worker_thread_so_the_loop_keeps_serving(monkeypatch: Any
     assert ticks >= 10  # the loop ran while the call blocked
     assert threads
     assert threads[0] != threading.main_thread().name
+
+
+def test_as_many_calls_run_at_once_as_there_are_threads(monkeypatch: Any) -> None:
+    """Not asyncio's default pool (6 threads on 2 cores), which logins would queue for."""
+    api = api_for("https://127.0.0.1:1")
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_read(**_kwargs: Any) -> client.V1ServiceAccount:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="x", uid="u"))
+
+    monkeypatch.setattr(api._core, "read_namespaced_service_account", slow_read)
+
+    async def go() -> None:
+        await asyncio.gather(*(api.read(Kind.SERVICE_ACCOUNT, "x", "ns")
+                               for _ in range(API_THREADS + 8)))
+
+    asyncio.run(go())
+    api.close()
+    assert most == API_THREADS
+
+
+def test_a_403_for_a_call_allowed_before_is_a_moment_of_unavailability(monkeypatch: Any) -> None:
+    """A restarting apiserver denies everything until its RBAC caches are loaded."""
+    api = api_for("https://127.0.0.1:1")
+    answers: list[object] = [client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="x")),
+                             ApiException(status=403, reason="Forbidden")]
+
+    def read(**_kwargs: Any) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def denied(**_kwargs: Any) -> object:
+        raise ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(api._core, "read_namespaced_service_account", read)
+    monkeypatch.setattr(api._core, "create_namespaced_service_account", denied)
+    asyncio.run(api.read(Kind.SERVICE_ACCOUNT, "x", "ns"))
+    with pytest.raises(Unavailable) as info:
+        asyncio.run(api.read(Kind.SERVICE_ACCOUNT, "x", "ns"))
+    assert info.value.reason == Reason.KUBERNETES_UNAVAILABLE
+    # Never allowed: our RBAC lacks the verb, which only an administrator can fix.
+    with pytest.raises(ServerError):
+        asyncio.run(api.create(Kind.SERVICE_ACCOUNT, {"metadata": {"name": "x"}}, "ns"))
+    api.close()
 
 
 def test_an_unreachable_apiserver_is_unavailable() -> None:
