@@ -296,7 +296,8 @@ async def _audited(audit: AuditLog, metrics: ConciergeMetrics, request: Request,
                                headers=exc.headers)
         except Unavailable as exc:
             event.outcome, event.reason = "error", exc.reason
-            response = _status(503, "ServiceUnavailable", exc.message,
+            response = _status(exc.http_status, "TooManyRequests" if exc.http_status == 429
+                               else "ServiceUnavailable", exc.message,
                                headers={"Retry-After": str(exc.retry_after_seconds)})
         except ServerError as exc:
             event.outcome, event.reason = "error", exc.reason

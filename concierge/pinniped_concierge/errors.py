@@ -72,13 +72,16 @@ class Rejected(Exception):
 
 
 class Unavailable(Exception):
-    """Something we depend on is down; the caller should retry later (HTTP 503)."""
+    """Not now: something we depend on is down (HTTP 503), or the caller is asking too much
+    at once (429); either way the caller should retry after `retry_after_seconds`."""
 
-    def __init__(self, reason: Reason, message: str, retry_after_seconds: int = 5) -> None:
+    def __init__(self, reason: Reason, message: str, retry_after_seconds: int = 5, *,
+                 http_status: int = 503) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retry_after_seconds = retry_after_seconds
+        self.http_status = http_status
 
 
 class ServerError(Exception):

@@ -40,6 +40,9 @@ from pinniped_concierge.revocations import RevocationCheck, RevocationMirror, sw
 from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
+#: The least number of one user's requests let in at once, however few slots there are.
+MIN_REQUESTS_PER_USER = 8
+
 
 def build_services(config: Config, kube: KubeAPI | None = None,
                    versions: ObjectVersions | None = None) -> Services:
@@ -112,7 +115,10 @@ def build_services(config: Config, kube: KubeAPI | None = None,
         ca_bundle=config.tls.client_ca_file().read_bytes(), namespace=config.namespace)
     elector.while_leading(publisher.run)
 
-    user_objects = UserObjects(kube, config.namespace, config.user_cache_ttl_seconds, versions)
+    user_objects = UserObjects(
+        kube, config.namespace, config.user_cache_ttl_seconds, versions,
+        # One identity may hold at most a quarter of the request slots (see `user_locks`).
+        max_requests_per_user=max(MIN_REQUESTS_PER_USER, config.max_concurrent_requests // 4))
     sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
                         config.clock_skew_seconds, max_per_user=config.max_sessions_per_user,
                         versions=versions)

@@ -9,6 +9,11 @@ is bounded by the requests in flight (`maxConcurrentRequests`).
 The lock is reentrant within one asyncio task, so a caller may hold it across
 several steps (reconcile the user's objects, make room, start the session)
 that each also take it on their own.
+
+At most `max_per_key` tasks hold or wait for one key's lock; the next gets
+429 at once. Without that bound, one identity's storm of logins (a leaked
+token replayed, a fleet of CI jobs as one user) would queue here holding
+request slots until every slot was theirs, and everyone else got 503.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from pinniped_concierge.errors import Reason, Unavailable
 
 
 @dataclass
@@ -31,8 +38,9 @@ class _Entry:
 class UserLocks:
     """Per-key asyncio locks, created on first use and dropped when nobody holds or waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_key: int | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._max_per_key = max_per_key
 
     def __len__(self) -> int:
         """Keys currently held or waited for (what bounds the table)."""
@@ -56,6 +64,9 @@ class UserLocks:
             return
         if entry is None:
             entry = self._entries[key] = _Entry()
+        if self._max_per_key is not None and entry.users >= self._max_per_key:
+            raise Unavailable(Reason.RATE_LIMITED, "too many requests for this user at once; "
+                              "retry after 1 s (Retry-After)", 1, http_status=429)
         entry.users += 1
         try:
             async with entry.lock:

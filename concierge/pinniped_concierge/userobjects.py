@@ -147,7 +147,8 @@ class UserObjects:
     def __init__(self, kube: KubeAPI, namespace: str, cache_ttl_seconds: float,
                  versions: ObjectVersions | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_requests_per_user: int | None = None) -> None:
         self._kube = kube
         self._namespace = namespace
         self._ttl = cache_ttl_seconds if versions is not None else 0
@@ -155,7 +156,7 @@ class UserObjects:
         self._monotonic = monotonic
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._locks = UserLocks()
+        self._locks = UserLocks(max_requests_per_user)
 
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)

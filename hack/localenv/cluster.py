@@ -10,13 +10,17 @@ action names the real person, not the ServiceAccount that carried it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +101,8 @@ class LocalCluster:
     service_account_issuer: str
     _processes: list[ManagedProcess] = field(default_factory=list, repr=False)
     _crds_installed: bool = field(default=False, repr=False)
+    #: How the apiserver was started, so a fault test can start it again the same way.
+    _apiserver_argv: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def start(cls, workdir: Path, ca: pki.CA) -> LocalCluster:
@@ -145,17 +151,15 @@ class LocalCluster:
         ]
         if KUBE_VERSION.startswith(("1.20.", "1.21.", "1.22.", "1.23.")):
             argv.append("--insecure-port=0")
-        proc = ManagedProcess("kube-apiserver", argv, workdir / "kube-apiserver.log")
-        processes.append(proc)
         server = f"https://127.0.0.1:{port}"
-        wait_for(lambda: _https_ok(f"{server}/readyz", ca.cert_path, admin_token), 60,
-                 "kube-apiserver /readyz", proc)
+        processes.append(_spawn_apiserver(argv, workdir, server, ca.cert_path, admin_token))
         kubeconfig = workdir / "admin.kubeconfig"
         write_kubeconfig(kubeconfig, server=server, ca_file=ca.cert_path, user="admin",
                          token=admin_token)
         return cls(workdir=workdir, server=server, ca_file=ca.cert_path, admin_token=admin_token,
                    admin_kubeconfig=kubeconfig, audit_log=audit_log,
-                   service_account_issuer=SERVICE_ACCOUNT_ISSUER, _processes=processes)
+                   service_account_issuer=SERVICE_ACCOUNT_ISSUER, _processes=processes,
+                   _apiserver_argv=tuple(argv))
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True,
                 input: str | None = None, env: dict[str, str] | None = None,
@@ -179,10 +183,52 @@ class LocalCluster:
                      "-f", str(DEPLOY_CRDS))
         self._crds_installed = True
 
+    def stop_apiserver(self) -> None:
+        """Kill the kube-apiserver (SIGKILL: a crash, not a graceful drain); etcd stays up.
+
+        For outage tests: clients then see connections refused on `server`'s port until
+        `start_apiserver` brings it back.
+        """
+        proc = self._apiserver()
+        if proc is None:
+            raise RuntimeError("the kube-apiserver is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stop()  # reaps it
+        self._processes.remove(proc)
+
+    def start_apiserver(self, timeout: float = 60) -> float:
+        """Start the kube-apiserver again on the same etcd, port, certificates, service
+        account key and tokens (so every token minted before still works); returns how
+        many seconds it took to be ready."""
+        if self._apiserver() is not None:
+            raise RuntimeError("the kube-apiserver is already running")
+        started = time.monotonic()
+        self._processes.append(_spawn_apiserver(self._apiserver_argv, self.workdir, self.server,
+                                                self.ca_file, self.admin_token,
+                                                timeout=timeout))
+        return time.monotonic() - started
+
+    def _apiserver(self) -> ManagedProcess | None:
+        return next((p for p in self._processes if p.name == "kube-apiserver"), None)
+
     def stop(self) -> None:
         for proc in reversed(self._processes):
             proc.stop()
         self._processes.clear()
+
+
+def _spawn_apiserver(argv: Sequence[str], workdir: Path, server: str, ca_file: Path,
+                     admin_token: str, *, timeout: float = 60) -> ManagedProcess:
+    """Run the kube-apiserver and wait until it is ready (the log file is appended to)."""
+    proc = ManagedProcess("kube-apiserver", argv, workdir / "kube-apiserver.log")
+    try:
+        wait_for(lambda: _https_ok(f"{server}/readyz", ca_file, admin_token), timeout,
+                 "kube-apiserver /readyz", proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
 
 
 def _start_etcd(binary: Path, workdir: Path, processes: list[ManagedProcess]) -> str:

@@ -62,15 +62,31 @@ def _b64(data: bytes) -> str:
 
 @dataclass
 class MintingIssuer:
-    """https://127.0.0.1:PORT serving discovery and a JWKS; `mint` signs whatever a test wants."""
+    """https://127.0.0.1:PORT serving discovery and a JWKS; `mint` signs whatever a test wants.
+
+    For fault tests it can fail on purpose: `fail_with(500)` answers every request
+    with that status (an IdP that is up but broken), `stop_serving()` closes its port
+    (connections refused) until `resume_serving()` opens it again on the same port,
+    and `rotate()` publishes a new signing key with a new `kid`.
+    """
 
     issuer: str
     ca_file: Path
     audience: str
     rsa_key: RSAKey
     ec_key: ECKey
+    #: JWKS documents served (successful fetches), and requests answered with `fail_with`.
     jwks_fetches: int = 0
+    failed_requests: int = 0
+    #: `time.monotonic()` of the last JWKS served (None before the first).
+    last_jwks_fetch: float | None = None
+    #: Keys replaced by `rotate(keep_old=True)`: still published, no longer used by `mint`.
+    retired_keys: list[RSAKey] = field(default_factory=list, repr=False)
+    _failure_status: int | None = field(default=None, repr=False)
     _server: _IssuerServer | None = field(default=None, repr=False)
+    _context: ssl.SSLContext | None = field(default=None, repr=False)
+    _port: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def start(cls, workdir: Path, ca: pki.CA, audience: str = "minted-audience") -> MintingIssuer:
@@ -78,8 +94,7 @@ class MintingIssuer:
         tls = ca.issue(workdir, "minting-issuer")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls.cert_path, tls.key_path)
-        server = _IssuerServer(("127.0.0.1", 0), _IssuerHandler)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server = _serve(context, 0)
         port = int(server.server_address[1])
         issuer = cls(
             issuer=f"https://127.0.0.1:{port}", ca_file=ca.cert_path, audience=audience,
@@ -87,10 +102,13 @@ class MintingIssuer:
                                         auto_kid=True),
             ec_key=ECKey.generate_key("P-256", parameters={"alg": "ES256", "use": "sig"},
                                       auto_kid=True),
-            _server=server)
-        server.issuer = issuer
-        threading.Thread(target=server.serve_forever, name="minting-issuer", daemon=True).start()
+            _server=server, _context=context, _port=port)
+        issuer._run(server)
         return issuer
+
+    def _run(self, server: _IssuerServer) -> None:
+        server.issuer = self
+        threading.Thread(target=server.serve_forever, name="minting-issuer", daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:
@@ -98,15 +116,63 @@ class MintingIssuer:
             self._server.server_close()
             self._server = None
 
+    def __enter__(self) -> MintingIssuer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop_serving(self) -> None:
+        """Close the port: every fetch is refused (an IdP that is down) until `resume_serving`."""
+        if self._server is None:
+            raise RuntimeError("the minting issuer is not serving")
+        self.stop()
+
+    def resume_serving(self) -> None:
+        """Serve again, on the same port (so at the same issuer URL)."""
+        if self._server is not None or self._context is None:
+            raise RuntimeError("the minting issuer is already serving (or was never started)")
+        self._server = _serve(self._context, self._port)
+        self._run(self._server)
+
+    def fail_with(self, status: int | None) -> None:
+        """Answer every request (discovery and JWKS) with `status`; None: serve normally."""
+        self._failure_status = status
+
+    def rotate(self, *, keep_old: bool = True) -> str:
+        """A new RSA signing key with a new `kid`, used by `mint` from now on; returns the kid.
+
+        `keep_old` keeps the old RSA keys published (as an IdP does while its
+        old tokens are still valid); False publishes only the new one (and the
+        EC key), as after a key compromise.
+        """
+        new_key = RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"},
+                                      auto_kid=True)
+        with self._lock:
+            self.retired_keys = [*self.retired_keys, self.rsa_key] if keep_old else []
+            self.rsa_key = new_key
+        return str(new_key.kid)
+
     def documents(self, path: str) -> dict[str, Any] | None:
         if path == "/.well-known/openid-configuration":
             return {"issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks",
                     "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
         if path == "/jwks":
-            self.jwks_fetches += 1
-            return {"keys": [dict(self.rsa_key.as_dict(private=False)),
-                             dict(self.ec_key.as_dict(private=False))]}
+            with self._lock:
+                self.jwks_fetches += 1
+                self.last_jwks_fetch = time.monotonic()
+                published: list[RSAKey | ECKey] = [*self.retired_keys, self.rsa_key,
+                                                   self.ec_key]
+            return {"keys": [dict(key.as_dict(private=False)) for key in published]}
         return None
+
+    def failure(self) -> int | None:
+        """The status to answer with instead of serving (counted), or None."""
+        status = self._failure_status
+        if status is not None:
+            with self._lock:
+                self.failed_requests += 1
+        return status
 
     def claims(self, email: str = "alice@example.com",
                groups: Sequence[str] = ("devs",)) -> dict[str, Any]:
@@ -151,12 +217,27 @@ class _IssuerServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def _serve(context: ssl.SSLContext, port: int) -> _IssuerServer:
+    """A TLS server on 127.0.0.1:`port` (0: any); SO_REUSEADDR, so a port just closed can
+    be bound again."""
+    server = _IssuerServer(("127.0.0.1", port), _IssuerHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
 class _IssuerHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         assert isinstance(self.server, _IssuerServer)
+        failure = self.server.issuer.failure()
+        if failure is not None:
+            self._send(failure, {"error": "failing on purpose"})
+            return
         document = self.server.issuer.documents(self.path)
-        body = json.dumps(document or {"error": "not found"}).encode()
-        self.send_response(200 if document is not None else 404)
+        self._send(200 if document is not None else 404, document or {"error": "not found"})
+
+    def _send(self, status: int, document: dict[str, Any]) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
