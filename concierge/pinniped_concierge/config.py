@@ -387,6 +387,14 @@ class Config(Section):
                                "that long) are no longer used: the concierge is not ready and "
                                "logins get 503 (issuer_keys_expired). Must be longer than "
                                "`keyRefreshIntervalSeconds`.")
+    max_users: int = _integer(
+        20000, 1, 1000000,
+        "Users whose objects may exist at once; a login that would set up one more gets 503 "
+        "(user_limit_reached) until idle users are cleaned up. It bounds what an IdP that "
+        "hands out identities freely (self-service sign-up) can cost the cluster: every "
+        "user's ClusterRoleBinding slows down every request (see "
+        "`identityIdleTimeoutSeconds`; at 20,000 users an unrelated request took 8.4 ms "
+        "instead of 1.5 ms at p50 on a local apiserver).")
     max_sessions_per_user: int = _integer(
         50, 1, 10000, "A login beyond this many sessions ends the user's oldest ones.")
     request_body_timeout_seconds: int = _integer(

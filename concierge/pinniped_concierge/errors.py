@@ -58,6 +58,8 @@ class Reason(StrEnum):
     KUBERNETES_UNAVAILABLE = "kubernetes_unavailable"
     KUBERNETES_ERROR = "kubernetes_error"
     USER_OBJECT_CONFLICT = "user_object_conflict"
+    #: `maxUsers` users' objects exist already, and this login would set up one more.
+    USER_LIMIT_REACHED = "user_limit_reached"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -118,7 +118,8 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     user_objects = UserObjects(
         kube, config.namespace, config.user_cache_ttl_seconds, versions,
         # One identity may hold at most a quarter of the request slots (see `user_locks`).
-        max_requests_per_user=max(MIN_REQUESTS_PER_USER, config.max_concurrent_requests // 4))
+        max_requests_per_user=max(MIN_REQUESTS_PER_USER, config.max_concurrent_requests // 4),
+        max_users=config.max_users)
     sessions = Sessions(kube, config.namespace, config.credential_ttl_seconds,
                         config.clock_skew_seconds, max_per_user=config.max_sessions_per_user,
                         versions=versions)

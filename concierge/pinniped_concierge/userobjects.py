@@ -148,7 +148,8 @@ class UserObjects:
                  versions: ObjectVersions | None = None, *,
                  monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time,
-                 max_requests_per_user: int | None = None) -> None:
+                 max_requests_per_user: int | None = None,
+                 max_users: int | None = None) -> None:
         self._kube = kube
         self._namespace = namespace
         self._ttl = cache_ttl_seconds if versions is not None else 0
@@ -157,6 +158,7 @@ class UserObjects:
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._locks = UserLocks(max_requests_per_user)
+        self._max_users = max_users
 
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
@@ -235,8 +237,29 @@ class UserObjects:
 
     # --- full reconcile (cold path) -------------------------------------------
 
+    def _refuse_beyond_max_users(self, username: str) -> None:
+        """No new user's objects once `max_users` users have theirs.
+
+        Every identity the IdP vouches for would otherwise cost three
+        cluster-scoped objects, and every ClusterRoleBinding slows down every
+        request in the cluster; an IdP with self-service sign-up would let one
+        person make that cost as large as they like. Counted from the mirror
+        (no API call); while it is down there is no count, and no refusal.
+        """
+        if self._max_users is None or self._versions is None:
+            return
+        count = self._versions.count(Kind.CLUSTER_ROLE_BINDING)
+        mine = self._versions.of_user(Kind.CLUSTER_ROLE_BINDING,
+                                      naming.user_key(username, self._namespace))
+        if count is not None and count >= self._max_users and not mine:
+            raise Unavailable(Reason.USER_LIMIT_REACHED,
+                              f"the concierge manages {count} users, its maxUsers; it takes new "
+                              "ones once idle users are cleaned up: try again later",
+                              retry_after_seconds=60)
+
     async def _reconcile(self, identity: wire.Identity,
                          issued_at: float | None) -> tuple[_Cached, Grant]:
+        self._refuse_beyond_max_users(identity.username)
         name = self.object_name(identity.username)
         started = self._monotonic()
         sa = await self._create_or_read(Kind.SERVICE_ACCOUNT, self._service_account(identity),

@@ -275,7 +275,7 @@ def test_the_file_accepts_exactly_the_keys_it_always_has() -> None:
         "jwtAuthenticators.maxObjects",
         "credentialTTLSeconds", "clockSkewSeconds", "auditLog", "sessionSweepIntervalSeconds",
         "userCacheTTLSeconds", "keyRefreshIntervalSeconds", "keyRefreshMinIntervalSeconds",
-        "maxKeyAgeSeconds", "maxSessionsPerUser", "requestBodyTimeoutSeconds",
+        "maxKeyAgeSeconds", "maxUsers", "maxSessionsPerUser", "requestBodyTimeoutSeconds",
         "requestHeaderTimeoutSeconds", "identityIdleTimeoutSeconds",
         "revocationRetentionSeconds", "rateLimit", "rateLimit.requestsPerSecond",
         "rateLimit.burst", "rateLimit.maxTrackedAddresses", "maxConcurrentRequests",
