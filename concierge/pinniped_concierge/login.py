@@ -21,18 +21,22 @@ and the login refused instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from pinniped_apis import wire
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
-from pinniped_concierge.errors import Reason, Rejected
+from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
+from pinniped_concierge.kubeapi import Conflict
 from pinniped_concierge.naming import session_secret_name
 from pinniped_concierge.revocations import RevocationCheck
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
 from pinniped_concierge.userobjects import UserObjects
 
 __all__ = ["Authenticator", "LoginService", "TokenVerifier"]
+
+log = logging.getLogger("concierge.login")
 
 
 class LoginService:
@@ -68,25 +72,45 @@ class LoginService:
         if self._revocations is not None:
             await self._revocations.check(identity.username, claims)
 
-        session = await self._start_session(identity, _issued_at(claims))
+        session = await self._start_session(identity, claims)
         event.session = session.id
         # What the session was granted: a token older than the one that last set the
         # user's groups gets fewer (`group_history`), and the audit line says which.
         granted = session.user.identity
         event.groups = granted.groups
         event.extra.update(session.user.audit_fields())
-        if self._revocations is not None and self._revocations.revoked_meanwhile(
-                identity.username, claims):
-            await self._sessions.end(session_secret_name(session.id), None)
+        if self._revoked_meanwhile(identity.username, claims):
+            await self._undo(identity.username, session)
             raise Rejected(Reason.USER_REVOKED, "the user was revoked during this login; "
-                           "its session is ended")
+                           "its session is ended and the objects it made deleted")
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
                                       identity=granted)
 
-    async def _start_session(self, identity: wire.Identity, issued_at: float | None) -> Session:
+    def _revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
+        return self._revocations is not None and self._revocations.revoked_meanwhile(
+            username, claims)
+
+    async def _undo(self, username: str, session: Session) -> None:
+        """A revocation landed while this login was under way: end its session, and delete
+        the objects it may have made again after `revoke-user` deleted them."""
+        await self._sessions.end(session_secret_name(session.id), None)
+        try:
+            await self._user_objects.delete(username)
+        except (Conflict, Unavailable, ServerError) as exc:  # the idle clean-up gets them later
+            log.warning("could not delete the objects of a user revoked during a login (%s)",
+                        type(exc).__name__)
+
+    async def _start_session(self, identity: wire.Identity,
+                             claims: Mapping[str, object]) -> Session:
+        issued_at = _issued_at(claims)
         # One user's logins take turns from the role's decision to the session's Secret, so
         # the session count is exact and the excess is ended once (`sessions`).
         async with self._user_objects.exclusive(identity.username):
+            # Asked again under the lock: a login that waited here while `revoke-user` ran
+            # must not make the revoked user's objects again.
+            if self._revoked_meanwhile(identity.username, claims):
+                raise Rejected(Reason.USER_REVOKED, "the user was revoked while this login "
+                               "waited for their earlier ones")
             user = await self._user_objects.ensure(identity, issued_at)
             try:
                 return await self._sessions.start(user)

@@ -41,7 +41,7 @@ from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.identity import RESERVED_PREFIX
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
 from pinniped_concierge.revocations import PAGE_SIZE, new_marker, read_marker, user_marker_selector
-from pinniped_concierge.user_ownership import session_owner, user_object_owner
+from pinniped_concierge.user_ownership import delete_user_objects, session_owner
 
 #: What the apiserver's token authentication cache adds before a deleted token is refused.
 TOKEN_CACHE_SECONDS = 10
@@ -88,24 +88,11 @@ async def revoke(kube: KubeAPI, namespace: str, username: str, *,
     result.marker = naming.metadata_field(marker, "name") or ""
     result.revoked_at = rfc3339.parse_time(naming.metadata_field(marker, "creationTimestamp"))
 
-    name = naming.user_object_name(username, namespace)
-    for kind in (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE_BINDING, Kind.CLUSTER_ROLE):
-        where = namespace if kind == Kind.SERVICE_ACCOUNT else None
-        try:
-            obj = await kube.read(kind, name, where)
-        except NotFound:
-            continue
-        if user_object_owner(obj, namespace) != username:
-            result.not_ours.append(f"{kind} {name}")
-            continue
-        try:
-            await kube.delete(kind, name, where, uid=naming.metadata_field(obj, "uid"))
-        except NotFound:
-            continue
-        except Conflict:  # made again since the read: a login that the marker now refuses
-            raise ServerError(Reason.KUBERNETES_ERROR, f"{kind} {name} was made again while "
-                              "it was being deleted (a login under way)") from None
-        result.deleted.append(f"{kind} {name}")
+    try:
+        await delete_user_objects(kube, namespace, username, result.deleted, result.not_ours)
+    except Conflict:  # made again since the read: a login that the marker now refuses
+        raise ServerError(Reason.KUBERNETES_ERROR, f"an object of {username!r} was made again "
+                          "while it was being deleted (a login under way)") from None
 
     for secret in await _all(kube, namespace,
                              naming.user_session_selector(username, namespace)):

@@ -15,6 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from pinniped_concierge import naming
+from pinniped_concierge.kubeapi import Kind, KubeAPI, NotFound
+
+#: In this order: the ServiceAccount first, since that ends every token of it at once.
+USER_OBJECT_KINDS = (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE_BINDING, Kind.CLUSTER_ROLE)
 
 
 def user_object_owner(obj: Mapping[str, Any], namespace: str) -> str | None:
@@ -43,3 +47,26 @@ def _username(obj: Mapping[str, Any], namespace: str) -> str | None:
     if naming.label(obj, naming.USER_LABEL) != naming.user_key(username, namespace):
         return None
     return username
+
+
+async def delete_user_objects(kube: KubeAPI, namespace: str, username: str,
+                              deleted: list[str], not_ours: list[str]) -> None:
+    """Delete `username`'s ServiceAccount, ClusterRoleBinding and ClusterRole where they are
+    ours, appending to `deleted` and `not_ours` as it goes (so a caller knows how far it got
+    when a call fails). Each delete is conditional on the uid just read: `Conflict` means
+    the object was made again meanwhile, by a login under way."""
+    name = naming.user_object_name(username, namespace)
+    for kind in USER_OBJECT_KINDS:
+        where = namespace if kind == Kind.SERVICE_ACCOUNT else None
+        try:
+            obj = await kube.read(kind, name, where)
+        except NotFound:
+            continue
+        if user_object_owner(obj, namespace) != username:
+            not_ours.append(f"{kind} {name}")
+            continue
+        try:
+            await kube.delete(kind, name, where, uid=naming.metadata_field(obj, "uid"))
+        except NotFound:
+            continue
+        deleted.append(f"{kind} {name}")

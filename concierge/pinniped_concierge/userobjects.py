@@ -51,6 +51,7 @@ from pinniped_concierge.group_history import Grant, RoleRecord
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.user_locks import UserLocks
+from pinniped_concierge.user_ownership import delete_user_objects
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MAX_CACHED_USERS = 10_000
@@ -162,6 +163,11 @@ class UserObjects:
 
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
+
+    async def delete(self, username: str) -> None:
+        """Delete the user's objects where they are ours (`user_ownership`), and forget them."""
+        self.forget(username)
+        await delete_user_objects(self._kube, self._namespace, username, [], [])
 
     def object_name(self, username: str) -> str:
         return naming.user_object_name(username, self._namespace)

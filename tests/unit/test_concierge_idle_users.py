@@ -279,7 +279,7 @@ def test_a_returning_user_is_rebuilt_because_the_watch_invalidates_the_cache() -
     world.clock.now += TTL + TIMEOUT
     assert world.sweep().removed == 1
     world.kube.calls.clear()
-    session = asyncio.run(login._start_session(identity("alice"), None))
+    session = asyncio.run(login._start_session(identity("alice"), {}))
     assert session.token
     assert world.has_objects("alice") == ALL
     assert world.kube.calls == ["create ServiceAccount", "create ClusterRole",

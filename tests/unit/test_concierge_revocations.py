@@ -16,6 +16,7 @@ from localenv.app_env import ALICE_TOKEN, BOB_TOKEN, NS, AppEnv
 from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
+from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.errors import Reason, Rejected
 from pinniped_concierge.kubeapi import Kind, Obj
 from pinniped_concierge.login import LoginService
@@ -289,3 +290,32 @@ def test_a_revocation_that_lands_during_a_login_ends_that_logins_session() -> No
     assert env.audit()[-1]["reason"] == "user_revoked"
     sessions = [n for n in env.kube.names(Kind.SECRET) if n.startswith(naming.SESSION_PREFIX)]
     assert sessions == []
+    # ...and the objects it made again after revoke-user deleted them are gone too.
+    for kind in (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE, Kind.CLUSTER_ROLE_BINDING):
+        assert env.kube.names(kind) == [], kind
+
+
+def test_a_login_that_waited_for_the_users_lock_while_revoke_user_ran_makes_nothing() -> None:
+    """It passed the first check before the marker existed, then queued behind an earlier
+    login of the same user; revoke-user deleted everything meanwhile."""
+    env = RevocableEnv()
+    env.authenticated(ALICE_TOKEN, time.time() - 120)
+    assert env.login().status_code == 200
+    service = env.services.login
+    request = wire.TokenCredentialRequest.create(token=ALICE_TOKEN, authenticator_name="corp")
+
+    async def scenario() -> None:
+        async with service._user_objects.exclusive(ALICE):  # an earlier login, still running
+            waiting = asyncio.create_task(service.login(request, AuditEvent("login", "")))
+            await asyncio.sleep(0.05)  # past the first check, queued for the lock
+            await revoke(env.kube, NS, ALICE)
+            env.sync()
+            calls_before = len(env.kube.calls)
+        with pytest.raises(Rejected) as refused:
+            await waiting
+        assert refused.value.reason == Reason.USER_REVOKED
+        assert env.kube.calls[calls_before:] == []  # refused before making anything again
+
+    asyncio.run(scenario())
+    for kind in (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE, Kind.CLUSTER_ROLE_BINDING):
+        assert env.kube.names(kind) == [], kind
