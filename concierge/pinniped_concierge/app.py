@@ -100,7 +100,8 @@ class _BadRequest(Exception):
 
 
 def create_app(services: Services, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
-    """The app; `rate_limiter` (None: no limit) applies to the three APIs, not the probes."""
+    """The app; `rate_limiter` (None: no limit) applies to the three APIs and /metrics, not
+    to the probes."""
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(loop()) for loop in services.background]
@@ -161,8 +162,16 @@ def create_app(services: Services, *, rate_limiter: RateLimiter | None = None) -
 
     if services.serve_metrics:
         # Public like /healthz: aggregate counts only, no username, token or client address.
+        # Unlike the probes it costs a render, so it shares the address's rate limit: a
+        # scraper comes every few seconds, a flood of it slowed everyone's logins.
         @app.get("/metrics", include_in_schema=False)
-        async def metrics() -> Response:
+        async def metrics(request: Request) -> Response:
+            retry_after = (rate_limiter.check(request.client.host if request.client else "")
+                           if rate_limiter is not None else None)
+            if retry_after is not None:
+                services.metrics.rate_limited("metrics")
+                return PlainTextResponse("too many requests\n", status_code=429,
+                                         headers={"Retry-After": str(retry_after)})
             return Response(services.metrics.render(), media_type=CONTENT_TYPE,
                             headers=NO_STORE)
 

@@ -413,10 +413,10 @@ class Config(Section):
         "RBAC walks all bindings on each check; on a local apiserver an unrelated request "
         "takes 1.5 ms at p50 with 1 user, 4.6 ms with 10,000 and 8.4 ms with 20,000 (about "
         "+0.35 ms per 1,000 users), while setting a returning user up again costs 3 writes. "
-        "Hence an hour, not days. Keep it at least as long as the IdP's ID-token lifetime: "
-        "the record of which token last set a user's groups goes with their objects, so "
-        "after the clean-up a still-valid older ID token could bring back a group removed "
-        "before it.")
+        "Hence an hour, not days. ID tokens issued longer ago than this are refused "
+        "(token_too_old): the record of which token last set a user's groups goes with "
+        "their objects, and a still-valid older ID token could otherwise bring back a group "
+        "removed before the clean-up.")
     revocation_retention_seconds: int = _integer(
         30 * 86400, 3600, 366 * 86400,
         "How long `pinniped-concierge revoke-user` keeps refusing the user's ID tokens "

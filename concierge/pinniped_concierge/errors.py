@@ -38,6 +38,8 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     ISSUED_IN_FUTURE = "issued_in_future"
+    #: Issued longer ago than `identityIdleTimeoutSeconds` (see `LoginService`).
+    TOKEN_TOO_OLD = "token_too_old"
     MISSING_CLAIM = "missing_claim"
     BAD_CLAIM_TYPE = "bad_claim_type"
     # The identity derived from the claims.

@@ -22,7 +22,8 @@ and the login refused instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from pinniped_apis import wire
 from pinniped_concierge.audit import AuditEvent
@@ -42,8 +43,18 @@ log = logging.getLogger("concierge.login")
 class LoginService:
     def __init__(self, authenticators: AuthenticatorSet | Mapping[str, Authenticator],
                  user_objects: UserObjects, sessions: Sessions, *,
-                 revocations: RevocationCheck | None = None) -> None:
-        """Without `revocations` no user is ever refused as revoked (unit tests of the rest)."""
+                 revocations: RevocationCheck | None = None,
+                 max_token_age_seconds: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """Without `revocations` no user is ever refused as revoked (unit tests of the rest).
+
+        `max_token_age_seconds` (the idle clean-up's timeout): an ID token issued longer ago
+        is refused. The record that keeps an older token from bringing back a group removed
+        at the IdP (`group_history`) lives on the user's ClusterRole, which the idle
+        clean-up deletes; a token that outlives it could otherwise widen the role again.
+        """
+        self._max_token_age = max_token_age_seconds
+        self._clock = clock
         self.authenticator_set = (authenticators if isinstance(authenticators, AuthenticatorSet)
                                   else AuthenticatorSet(authenticators))
         self._user_objects = user_objects
@@ -69,6 +80,7 @@ class LoginService:
         claims = await authenticator.verifier.verify(request.token)
         identity = authenticator.mapper.map(claims)
         event.username, event.groups = identity.username, identity.groups
+        self._refuse_if_too_old(claims)
         if self._revocations is not None:
             await self._revocations.check(identity.username, claims)
 
@@ -79,15 +91,24 @@ class LoginService:
         granted = session.user.identity
         event.groups = granted.groups
         event.extra.update(session.user.audit_fields())
-        if self._revoked_meanwhile(identity.username, claims):
+        if await self._revoked_meanwhile(identity.username, claims):
             await self._undo(identity.username, session)
             raise Rejected(Reason.USER_REVOKED, "the user was revoked during this login; "
                            "its session is ended and the objects it made deleted")
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
                                       identity=granted)
 
-    def _revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
-        return self._revocations is not None and self._revocations.revoked_meanwhile(
+    def _refuse_if_too_old(self, claims: Mapping[str, object]) -> None:
+        issued_at = _issued_at(claims)
+        if self._max_token_age is None or issued_at is None:
+            return
+        age = self._clock() - issued_at
+        if age > self._max_token_age:
+            raise Rejected(Reason.TOKEN_TOO_OLD, f"issued {int(age)}s ago, more than "
+                           f"identityIdleTimeoutSeconds ({int(self._max_token_age)}s)")
+
+    async def _revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
+        return self._revocations is not None and await self._revocations.revoked_meanwhile(
             username, claims)
 
     async def _undo(self, username: str, session: Session) -> None:
@@ -108,7 +129,7 @@ class LoginService:
         async with self._user_objects.exclusive(identity.username):
             # Asked again under the lock: a login that waited here while `revoke-user` ran
             # must not make the revoked user's objects again.
-            if self._revoked_meanwhile(identity.username, claims):
+            if await self._revoked_meanwhile(identity.username, claims):
                 raise Rejected(Reason.USER_REVOKED, "the user was revoked while this login "
                                "waited for their earlier ones")
             user = await self._user_objects.ensure(identity, issued_at)

@@ -239,16 +239,11 @@ class RevocationCheck:
         if why is not None:
             raise Rejected(Reason.USER_REVOKED, why)
 
-    def revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
-        """The same question from the mirror alone (no API call; False while it is down).
-
-        Asked again once a login has its session: a revocation that landed
-        while the login was under way must not leave it a credential.
-        """
-        if self._mirror is None:
-            return False
-        known, revoked_at = self._mirror.lookup(username)
-        return known and self._refused(revoked_at, claims) is not None
+    async def revoked_meanwhile(self, username: str, claims: Mapping[str, object]) -> bool:
+        """The same question again, later in a login: a revocation that landed while the
+        login was under way must not leave it a credential or objects. From the mirror, or,
+        while its watch is down, from one more list (only then does it cost a call)."""
+        return self._refused(await self.revoked_at(username), claims) is not None
 
 
 def _when(timestamp: float) -> str:

@@ -114,7 +114,7 @@ def test_every_refusal_has_its_audit_line_and_is_counted(clock: ManualClock) -> 
     assert [(line["request"], line["reason"]) for line in env.audit()] == [
         ("logout", "malformed_request"), ("logout", "rate_limited"),
         ("whoami", "rate_limited"), ("login", "rate_limited")]
-    metrics = env.request("GET", "/metrics").text
+    metrics = env.request_from(("192.0.2.9", 4000), "GET", "/metrics").text
     for request in ("login", "whoami"):
         assert f'pinniped_concierge_requests_rate_limited_total{{request="{request}"}} 1.0' \
             in metrics
@@ -139,8 +139,20 @@ def test_probes_and_unknown_paths_are_not_limited(clock: ManualClock) -> None:
     for _ in range(5):
         assert env.request("GET", "/healthz").status_code == 200
         assert env.request("GET", "/readyz").status_code == 200
-        assert env.request("GET", "/metrics").status_code == 200
     assert env.login().status_code == 429
+
+
+def test_metrics_share_the_addresses_limit(clock: ManualClock) -> None:
+    """Unlike the probes it costs a render: a flood of it slowed everyone's logins."""
+    env = limited_env(clock, burst=2)
+    assert env.request("GET", "/metrics").status_code == 200
+    assert env.login().status_code == 200
+    refused = env.request("GET", "/metrics")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    elsewhere = env.request_from(("192.0.2.9", 4000), "GET", "/metrics")
+    assert 'pinniped_concierge_requests_rate_limited_total{request="other"} 1.0' \
+        in elsewhere.text
 
 
 def test_429_is_in_the_openapi_document() -> None:

@@ -189,7 +189,10 @@ def test_while_the_watch_is_down_a_login_lists_its_users_markers_once() -> None:
         asyncio.run(check.check(ALICE, {"auth_time": time.time() - 60}))
     assert kube.calls == ["list Secret"]
     assert asyncio.run(check.revoked_at("corp:bob@example.com")) is None
-    assert not check.revoked_meanwhile(ALICE, {"auth_time": 1})  # memory only: unknown
+    # Asked again later in the login, while the watch is still down: listed again.
+    kube.calls.clear()
+    assert asyncio.run(check.revoked_meanwhile(ALICE, {"auth_time": 1}))
+    assert kube.calls == ["list Secret"]
     mirror.reset([])
     kube.calls.clear()
     assert asyncio.run(check.revoked_at(ALICE)) is None  # the (empty) mirror is believed
@@ -319,3 +322,20 @@ def test_a_login_that_waited_for_the_users_lock_while_revoke_user_ran_makes_noth
     asyncio.run(scenario())
     for kind in (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE, Kind.CLUSTER_ROLE_BINDING):
         assert env.kube.names(kind) == [], kind
+
+
+def test_a_token_older_than_the_idle_timeout_is_refused_and_touches_nothing() -> None:
+    """After the idle clean-up the group record is gone, so such a token could widen again."""
+    env = RevocableEnv()
+    old = env.services.login
+    env.services.login = LoginService(old.authenticator_set, old._user_objects, old._sessions,
+                                      max_token_age_seconds=3600)
+    env.authenticated(ALICE_TOKEN, time.time() - 7200)
+    claims: dict[str, Any] = env.verifier.claims
+    claims[ALICE_TOKEN]["iat"] = int(time.time()) - 3601
+    response = env.login()
+    assert response.json()["status"] == {"message": wire.AUTHENTICATION_FAILED}
+    assert env.audit()[-1]["reason"] == "token_too_old"
+    assert env.kube.names(Kind.SERVICE_ACCOUNT) == []
+    claims[ALICE_TOKEN]["iat"] = int(time.time()) - 3500
+    assert env.login().json()["status"].get("credential")
