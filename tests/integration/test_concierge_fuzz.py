@@ -214,15 +214,19 @@ def _note_generated(case: Case[Any], into: set[str]) -> None:
     """Remember the generated token and bearer credential, when long enough to look for.
 
     Only those: the other fields (an authenticator's name, say) are not secret, and the
-    audit log rightly names them.
+    audit log rightly names them. So a generated value that is also in such a field of the
+    same request (hypothesis likes to reuse a string) is not looked for either.
     """
     body = case.body
     spec = body.get("spec") if isinstance(body, dict) else None
     token = spec.get("token") if isinstance(spec, dict) else None
     headers: Mapping[str, Any] = case.headers or {}
     _, _, bearer = str(headers.get("Authorization", "")).partition(" ")
+    named = {container[key] for container, key in _string_leaves(body)
+             if not (container is spec and key == "token")}
     into.update(value for value in (token, bearer)
-                if isinstance(value, str) and _worth_looking_for(value))
+                if isinstance(value, str) and _worth_looking_for(value)
+                and not any(value in other for other in named))
 
 
 def _note_returned(text: str, into: set[str]) -> None:

@@ -35,6 +35,8 @@ STORM = 200
 #: and a full reconcile (3 creates answered 409, 3 reads) while the watch has not yet shown
 #: the user's objects; more than this would mean deleting on behalf of other logins.
 MAX_CALLS_PER_LOGIN = 9
+#: One user may have a quarter of `maxConcurrentRequests` in flight; the rest get 429 at once.
+USER_SHARE = 2 * STORM // 4
 STORM_SETTINGS = {"maxSessionsPerUser": CAP,
                   # the 200 storm connections plus the other user's must all be let in
                   "maxConcurrentRequests": 2 * STORM,
@@ -82,8 +84,17 @@ def summary(concierge: list[LocalConcierge], username: str, since: int = 0) -> d
     lines = [line for c in concierge for line in c.audit_lines()[since:]
              if line["request"] == "login" and line["username"] == username]
     calls = [line["kubeApiCalls"] for line in lines]
-    return {"logins": len(lines), "max_calls": max(calls), "p50_calls": statistics.median(calls),
-            "successes": sum(line["outcome"] == "success" for line in lines)}
+    served = [line["kubeApiCalls"] for line in lines if line["outcome"] == "success"]
+    return {"logins": len(lines), "max_calls": max(calls), "p50_calls": statistics.median(served),
+            "successes": len(served),
+            "turned_away": sum(line["reason"] == "rate_limited" for line in lines)}
+
+
+def storm_answered(codes: list[int], figures: dict[str, Any], replicas: int) -> None:
+    """Each login served, or turned away at once beyond the user's share (429, audited)."""
+    assert set(codes) <= {200, 429}
+    assert codes.count(200) >= min(STORM, USER_SHARE * replicas) // 2
+    assert codes.count(429) == figures["turned_away"]
 
 
 def test_one_token_in_200_parallel_logins_keeps_the_cap_and_others_get_in(
@@ -107,7 +118,7 @@ def test_one_token_in_200_parallel_logins_keeps_the_cap_and_others_get_in(
               f"{live}, audit {figures}, other user's logins {len(others)} statuses "
               f"{sorted(set(others))}")
 
-        assert codes == [200] * STORM
+        storm_answered(codes, figures, replicas=1)
         assert live == CAP  # exact on one replica: every login beyond the 50th ended one
         assert figures["logins"] == STORM
         assert figures["max_calls"] <= MAX_CALLS_PER_LOGIN
@@ -146,7 +157,7 @@ def test_two_replicas_under_the_storm_and_a_crashed_ones_leftovers_keep_the_cap(
     figures = summary(replicas, username)
     print(f"\ntwo replicas: live Secrets right after {right_after}; audit {figures}; "
           f"other user's statuses {sorted(set(others))}")
-    assert codes == [200] * STORM
+    storm_answered(codes, figures, replicas=2)
     assert set(others) == {200}
     assert figures["max_calls"] <= MAX_CALLS_PER_LOGIN
     assert right_after < CAP + STORM // 4  # the review saw 158 and 249
