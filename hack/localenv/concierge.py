@@ -35,7 +35,7 @@ import yaml
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from localenv import pki
+from localenv import leak_sentinel, pki
 from localenv.cluster import LocalCluster, write_kubeconfig
 from localenv.idp import LocalIdP
 from localenv.procs import ManagedProcess, free_port, wait_for
@@ -190,13 +190,17 @@ class MintingIssuer:
             body.pop(name, None)
         signer = key or (self.ec_key if alg.startswith("ES") else self.rsa_key)
         head = {"alg": alg, "kid": signer.kid, "typ": "JWT"} | dict(header or {})
-        return jwt.encode(head, body, signer, algorithms=[alg])
+        token = jwt.encode(head, body, signer, algorithms=[alg])
+        leak_sentinel.register(leak_sentinel.ID_TOKEN, token)
+        return token
 
     def mint_unsigned(self, claims: Mapping[str, Any] | None = None) -> str:
         """`alg: none`: no signature at all."""
         head = {"alg": "none", "kid": self.rsa_key.kid, "typ": "JWT"}
         body = self.claims() | dict(claims or {})
-        return f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(body).encode())}."
+        token = f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(body).encode())}."
+        leak_sentinel.register(leak_sentinel.ID_TOKEN, token)
+        return token
 
     def mint_hs256_with_public_key(self) -> str:
         """The classic confusion attack: HMAC keyed with the issuer's *public* key."""
@@ -204,7 +208,9 @@ class MintingIssuer:
         signing_input = ".".join(_b64(json.dumps(part).encode()) for part in (head, self.claims()))
         public_pem = self.rsa_key.as_pem(private=False)
         mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{_b64(mac)}"
+        token = f"{signing_input}.{_b64(mac)}"
+        leak_sentinel.register(leak_sentinel.ID_TOKEN, token)
+        return token
 
     def impostor_key(self) -> RSAKey:
         """A key nobody published, carrying our published RSA key's kid."""
@@ -342,6 +348,8 @@ class LocalConcierge:
         config_path = workdir / "concierge.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = workdir / "concierge.log"
+        leak_sentinel.watch_file("concierge log", log_path)
+        leak_sentinel.watch_file("concierge audit log", Path(config.get("auditLog") or audit_log))
         process = ManagedProcess("pinniped-concierge",
                                  [*(command or [str(CONCIERGE_BIN)]), "--config",
                                   str(config_path)], log_path)
@@ -477,6 +485,7 @@ def install_rbac(cluster: LocalCluster, namespace: str) -> str:
                             "--duration=24h").stdout.strip()
     if not token:
         raise RuntimeError(f"kubectl create token {CONCIERGE_SA} returned nothing")
+    leak_sentinel.register(leak_sentinel.CLUSTER_TOKEN, token)
     return token
 
 

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from localenv import leak_sentinel
 from localenv.concierge import DEFAULT_PREFIX, MINTED_PREFIX, LocalConcierge, MintingIssuer
 from localenv.idp import DEFAULT_CLIENT_ID, ES256_CLIENT_ID
 from pinniped_apis import wire
@@ -607,6 +608,7 @@ def send_login(concierge: LocalConcierge, token: str, authenticator: str,
                kind: str = wire.JWT_AUTHENTICATOR_KIND) -> httpx.Response:
     """POST a login with `token` exactly as given, even one our own models would refuse
     (JSON-escaped, so that a lone surrogate reaches the server as its JSON escape)."""
+    leak_sentinel.register(leak_sentinel.HOSTILE_TOKEN, token)
     body = login_request(authenticator, kind).to_wire()
     body["spec"]["token"] = token
     context = ssl.create_default_context(cafile=str(concierge.ca_file))

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import httpx
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
-from localenv import pki, procs
+from localenv import leak_sentinel, pki, procs
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,14 @@ def default_users() -> list[TestUser]:
     def password(name: str) -> str:
         return f"{name}-{secrets.token_urlsafe(12)}"
 
-    return [
+    users = [
         TestUser("alice", password("alice"), "alice@example.com", ["devs", "readers"]),
         TestUser("bob", password("bob"), "bob@example.com", ["ops"]),
         TestUser("carol", password("carol"), "carol@example.com", []),
     ]
+    for user in users:
+        leak_sentinel.register(leak_sentinel.PASSWORD, user.password)
+    return users
 
 
 def default_clients() -> list[dict[str, Any]]:
@@ -357,6 +360,8 @@ class LocalIdP:
                                 device_code_ttl),
             device_poll_interval=device_poll_interval,
             clients=default_clients() if clients is None else clients)
+        for user in idp.users.values():
+            leak_sentinel.register(leak_sentinel.PASSWORD, user.password)
         idp._write_users()
         idp._launch()
         return idp
@@ -468,6 +473,7 @@ class LocalIdP:
         self._write_users()
 
     def add_user(self, user: TestUser) -> None:
+        leak_sentinel.register(leak_sentinel.PASSWORD, user.password)
         self.users[user.username] = user
         self._write_users()
 
@@ -503,6 +509,7 @@ class LocalIdP:
         if response.status_code != 200 or not isinstance(body, dict):
             raise TokenError(what, response.status_code, str(body.get("error", "unknown_error")),
                              str(body.get("error_description", response.text[:200])))
+        leak_sentinel.register_token_response(body)
         return body
 
     # -- grants -----------------------------------------------------------------------------------
@@ -512,6 +519,7 @@ class LocalIdP:
                        scopes: Sequence[str] = DEFAULT_SCOPES) -> dict[str, Any]:
         """The CI login: the token response for `username` (password defaults to the user's own)."""
         secret = self.user(username).password if password is None else password
+        leak_sentinel.register(leak_sentinel.PASSWORD, secret)
         return self._post("token_endpoint", f"password grant for {username!r}", {
             "grant_type": "password", "client_id": client_id or self.client_id,
             "username": username, "password": secret, "scope": " ".join(scopes)})

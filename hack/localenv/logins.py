@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from localenv import leak_sentinel
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge
 from pinniped_apis import wire
@@ -37,7 +38,9 @@ def login(concierge: LocalConcierge, id_token: str,
         token=id_token, authenticator_name=authenticator or concierge.authenticator_name)
     response = post(concierge, wire.TOKEN_CREDENTIAL_REQUEST_PATH, request.to_wire())
     assert response.status_code == 200, response.text
-    return wire.parse_credential_response(response.json())
+    credential = wire.parse_credential_response(response.json())
+    leak_sentinel.register(leak_sentinel.CLUSTER_TOKEN, credential.token)
+    return credential
 
 
 class Kubectl:
