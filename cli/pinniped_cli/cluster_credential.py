@@ -1,8 +1,9 @@
 """From login options to a cluster credential: cache, else one locked login, then cache.
 
-This is the path every kubectl call takes. The cache read needs only the
-standard library; the IdP, the concierge, httpx, joserfc and keyring are
-imported below the cache check, when a login is really needed.
+A kubectl call whose credential is cached in the runtime directory is
+answered by `pinniped_cli.cached_path` before this is imported; this is the
+path of every other call. The IdP, the concierge, httpx, joserfc and keyring
+are imported below the cache check, when a login is really needed.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from pinniped_cli import cache_keys, runtime_cache
 from pinniped_cli.credential_cache import Credential, CredentialCache, cache_key
+from pinniped_cli.credential_entry import FILE_NAME
 from pinniped_cli.securefile import config_dir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from pinniped_apis.wire import ClusterCredential
     from pinniped_cli.concierge_client import ConciergeClient
@@ -23,16 +26,14 @@ if TYPE_CHECKING:
     from pinniped_cli.login_options import LoginOptions
     from pinniped_cli.oidc.login import OIDCSession
     from pinniped_cli.runtime import Runtime
+    from pinniped_cli.sealing import CacheKey
 
 #: Extra time a waiting process allows beyond the login timeout of the one holding the lock.
 LOCK_GRACE_SECONDS = 60.0
 
 
 def credential_key(options: LoginOptions, cluster: ClusterInfo | None) -> str:
-    fields = options.identity_fields()
-    fields["cluster"] = None if cluster is None else {"server": cluster.server,
-                                                      "caSHA256": cluster.ca_sha256}
-    return cache_key(fields)
+    return cache_keys.credential_key(options.identity_fields(), cluster)
 
 
 def session_key(options: LoginOptions) -> str:
@@ -44,11 +45,34 @@ def session_key(options: LoginOptions) -> str:
 
 
 def credential_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | None:
+    """The cache these options name (None: --credential-cache "", no cache)."""
     if options.credential_cache is None:
         return None
-    default_dir = options.credential_cache.parent == config_dir(rt.env)
-    return CredentialCache(options.credential_cache, rt.cache_key(), rt.say_once,
-                           tighten_dir=default_dir)
+    return cache_at(options.credential_cache, rt.env, rt.cache_key, rt.say_once)
+
+
+def cache_at(path: Path, env: Mapping[str, str], cache_key: Callable[[], CacheKey],
+             warn: Callable[[str], None]) -> CredentialCache:
+    """The credential cache in `path`: unsealed where it is the private runtime directory's
+    (`runtime_cache.cache_path`), else sealed with `cache_key()`."""
+    if str(path) == runtime_cache.cache_path(env):
+        return CredentialCache.in_runtime_dir(path, warn)
+    return CredentialCache(path, cache_key(), warn, tighten_dir=path.parent == config_dir(env))
+
+
+def sealed_default_cache(options: LoginOptions, rt: Runtime) -> CredentialCache | None:
+    """The sealed file in ~/.config when the runtime directory's cache replaced it.
+
+    Older versions kept every credential there; processes without the runtime
+    directory (cron jobs, `su`) still do. Only read by logout, so that it revokes
+    and forgets what is there too; logins never read it (a clean miss).
+    """
+    if options.credential_cache is None or "credential-cache" in options.explicit_paths:
+        return None
+    sealed = config_dir(rt.env) / FILE_NAME
+    if sealed == options.credential_cache or not sealed.exists():
+        return None
+    return cache_at(sealed, rt.env, rt.cache_key, rt.say_once)
 
 
 def lock_path(options: LoginOptions) -> Path:

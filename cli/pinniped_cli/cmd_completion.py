@@ -30,8 +30,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, rt: Runtime) -> int:
+    from pinniped_cli.command_line import build_parser
     from pinniped_cli.completion import script
-    from pinniped_cli.main import build_parser
 
     rt.stdout.write(script(args.shell, build_parser()))
     rt.stdout.flush()

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace, rt: Runtime) -> int:
                f"{list(credential.groups)}; the cluster credential is cached until "
                f"{format_time(credential.expiration)} (not printed: run kubectl to use it).")
         return 0
-    rt.stdout.write(execcredential.render(info, credential.token, credential.expiration))
+    rt.stdout.write(execcredential.render(info, credential.token,
+                                           format_time(credential.expiration)))
     rt.stdout.flush()
     return 0

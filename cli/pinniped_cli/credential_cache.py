@@ -1,50 +1,55 @@
-"""The cluster-credential cache: the hot path of every kubectl call.
+"""The cluster-credential cache: what spares kubectl calls a login.
 
 kubectl runs the plugin for each command, so a still-valid credential from
 the concierge is kept in a 0600 JSON file, keyed by the login options and the
-cluster, and handed back without any network or heavy import. An unreadable
-or corrupt file is treated as empty and replaced on the next write: a cache
-must never be the reason a login fails. Stdlib only apart from AESGCM, and no
-dataclasses (see `pinniped_apis.rfc3339` for why).
+cluster (`pinniped_cli.cache_keys`), and handed back without any network. An
+unreadable or corrupt file is treated as empty and replaced on the next
+write: a cache must never be the reason a login fails. A cache hit from
+kubectl is normally served by `pinniped_cli.cached_path` before any of this
+is imported; this module is the full command's reading and all the writing.
 
-Each entry is sealed whole (token, expiry and identity) with `pinniped_cli.sealing`,
-so the file holds no token in plain text: a backup, a synced dotfile or an
-accidental `cat` shows only ciphertext, while the key stays in the runtime
-(memory-backed) directory when there is one. Sealing the identity as well
-means nobody can edit whom a cached credential acts as. An entry that does
-not open (key lost, say at a reboot, or the entry tampered with or moved) is
-a miss, and dropped at the next write; so are entries in plain text from
-older versions.
+There are two kinds of file, holding the same entries (`pinniped_cli.credential_entry`):
 
-File format (JSON, read and written by `pinniped_cli.sealed_file`)::
+- in the runtime directory (`$XDG_RUNTIME_DIR/pinniped/credentials.json`, when
+  it is private): entries as they are, since that directory is what protects
+  them, and sealing there would add nothing (see `pinniped_cli.runtime_cache`);
+- anywhere else (`~/.config/pinniped/credentials.json`, or --credential-cache):
+  each entry sealed whole (token, expiry and identity) with
+  `pinniped_cli.sealing`, so the file holds no token in plain text: a backup,
+  a synced dotfile or an accidental `cat` shows only ciphertext, while the key
+  stays elsewhere. Sealing the identity as well means nobody can edit whom a
+  cached credential acts as. An entry that does not open (key lost, say at a
+  reboot, or the entry tampered with or moved) is a miss, and dropped at the
+  next write; so are entries in plain text.
+
+File format (JSON, `pinniped_cli.map_file`)::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "CredentialCache",
-     "credentials": {"<sha256 of key fields>": "aesgcm1:<sealed JSON entry>"}}
-
-where a sealed entry is ``{"token": "...", "expirationTimestamp":
-"2024-01-01T00:00:00Z", "identity": {"username": "...", "groups": ["..."]}}``.
+     "credentials": {"<sha256 of key fields>": <entry> or "aesgcm1:<sealed entry>"}}
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from pinniped_apis.rfc3339 import format_time, parse_time
+from pinniped_cli import credential_entry
+from pinniped_cli.cache_keys import cache_key
+from pinniped_cli.runtime_cache import PlainMapFile
 from pinniped_cli.sealed_file import SealedMapFile
 from pinniped_cli.sealing import CacheKey, KeyUnavailable
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from pinniped_apis.identity import ClusterCredential, Identity
 
-KIND = "CredentialCache"
-#: Hand out a cached credential only if it outlives this margin, so a kubectl
-#: command that starts now does not see it expire halfway.
-MIN_REMAINING = dt.timedelta(seconds=60)
+__all__ = ["KIND", "MIN_REMAINING", "Credential", "CredentialCache", "cache_key"]
+
+KIND, FIELD = credential_entry.KIND, credential_entry.FIELD
+MIN_REMAINING = dt.timedelta(seconds=credential_entry.MIN_REMAINING_SECONDS)
 
 
 class Credential:
@@ -74,21 +79,31 @@ class Credential:
                 f"expiration={format_time(self.expiration)!r})")
 
 
-def cache_key(fields: Mapping[str, object]) -> str:
-    """A stable digest of what identifies a credential (login options plus cluster)."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 class CredentialCache:
+    """The cache in the file at `path`, sealed with `key` (or the runtime directory's,
+    unsealed: `in_runtime_dir`)."""
+
     def __init__(self, path: Path, key: CacheKey, warn: Callable[[str], None],
                  tighten_dir: bool = False) -> None:
+        self._setup(path, key, warn, SealedMapFile(
+            path, kind=KIND, field=FIELD, key=key, warn=warn, what="credential cache",
+            lost="the next kubectl call will log in again.", tighten_dir=tighten_dir))
+
+    @classmethod
+    def in_runtime_dir(cls, path: Path, warn: Callable[[str], None]) -> CredentialCache:
+        """The unsealed cache: only for the path `runtime_cache.cache_path` gives (its
+        directory is what protects it), so no key is passed by mistake as None."""
+        cache = cls.__new__(cls)
+        cache._setup(path, None, warn, PlainMapFile(path, kind=KIND, field=FIELD, warn=warn))
+        return cache
+
+    def _setup(self, path: Path, key: CacheKey | None, warn: Callable[[str], None],
+               file: SealedMapFile | PlainMapFile) -> None:
         self.path = path
+        #: The key sealing the entries; None in the runtime directory.
         self.key = key
         self._warn = warn
-        self._file = SealedMapFile(
-            path, kind=KIND, field="credentials", key=key, warn=warn, what="credential cache",
-            lost="the next kubectl call will log in again.", tighten_dir=tighten_dir)
+        self._file = file
 
     def get(self, key: str, now: dt.datetime,
             min_remaining: dt.timedelta = MIN_REMAINING) -> Credential | None:
@@ -123,29 +138,21 @@ class CredentialCache:
             self._file.write(kept)
         return dropped
 
-    def _open(self, key: str, sealed: str | None) -> Credential | None:
+    def _open(self, key: str, sealed: object) -> Credential | None:
         return _parse_entry(self._file.open(key, sealed))
 
 
 def _encode(credential: Credential) -> bytes:
-    return json.dumps({
-        "token": credential.token,
-        "expirationTimestamp": format_time(credential.expiration),
-        "identity": {"username": credential.username, "groups": list(credential.groups)},
-    }, separators=(",", ":")).encode()
+    return json.dumps(credential_entry.entry(
+        credential.token, format_time(credential.expiration), credential.username,
+        credential.groups), separators=(",", ":")).encode()
 
 
 def _parse_entry(entry: object) -> Credential | None:
     """A Credential from one opened cache entry, or None for anything malformed (never fatal)."""
-    if not isinstance(entry, dict):
+    found = credential_entry.fields(entry)
+    if found is None:
         return None
-    token, identity = entry.get("token"), entry.get("identity")
-    expiration = parse_time(entry.get("expirationTimestamp"))
-    if not isinstance(token, str) or not token or expiration is None \
-            or not isinstance(identity, dict):
-        return None
-    username, groups = identity.get("username"), identity.get("groups", [])
-    if not isinstance(username, str) or not username or not isinstance(groups, list) \
-            or not all(isinstance(g, str) for g in groups):
-        return None
-    return Credential(token, expiration, username, tuple(groups))
+    token, timestamp, username, groups = found
+    expiration = parse_time(timestamp)
+    return None if expiration is None else Credential(token, expiration, username, groups)

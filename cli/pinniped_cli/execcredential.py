@@ -3,19 +3,17 @@
 kubectl tells the plugin what it wants in KUBERNETES_EXEC_INFO (the API
 version, whether a person is at the terminal, and with provideClusterInfo the
 cluster it is talking to) and reads one ExecCredential of the same version on
-stdout. Stdlib only, and plain classes rather than dataclasses: this runs on
-every kubectl call.
+stdout. Plain classes rather than dataclasses, `binascii` rather than
+`base64` and `cache_keys.sha256_hex` rather than `hashlib`: this runs on every
+kubectl call.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import datetime as dt
-import hashlib
 import json
 
-from pinniped_apis.rfc3339 import format_time
+from pinniped_cli.cache_keys import sha256_hex
 from pinniped_cli.errors import UsageError
 
 V1 = "client.authentication.k8s.io/v1"
@@ -99,19 +97,22 @@ def ca_fingerprint(ca_data_b64: str) -> str:
     """SHA-256 of the CA bytes, so `get kubeconfig` and kubectl name the same cluster alike."""
     if not ca_data_b64:
         return ""
-    try:
-        raw = base64.b64decode(ca_data_b64, validate=True)
-    except (binascii.Error, ValueError):
+    try:  # what base64.b64decode(validate=True) does
+        raw = binascii.a2b_base64(ca_data_b64.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raw = ca_data_b64.encode()
-    return hashlib.sha256(raw).hexdigest()
+    return sha256_hex(raw)
 
 
-def render(info: ExecInfo, token: str, expiration: dt.datetime) -> str:
-    """The ExecCredential kubectl expects, in the version it asked for."""
+def render(info: ExecInfo, token: str, expiration_timestamp: str) -> str:
+    """The ExecCredential kubectl expects, in the version it asked for.
+
+    `expiration_timestamp` is RFC 3339, as `pinniped_apis.rfc3339.format_time` writes it.
+    """
     body = {
         "kind": KIND,
         "apiVersion": info.api_version,
         "spec": {"interactive": info.interactive},
-        "status": {"token": token, "expirationTimestamp": format_time(expiration)},
+        "status": {"token": token, "expirationTimestamp": expiration_timestamp},
     }
     return json.dumps(body, separators=(",", ":")) + "\n"

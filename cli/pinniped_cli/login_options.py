@@ -3,31 +3,47 @@
 `get kubeconfig` accepts the same flags and writes them into the kubeconfig's
 exec stanza, so both commands register them here and a flag added once works
 everywhere. Flag names follow Pinniped's (`--issuer`, `--concierge-endpoint`,
-...), with the `--oidc-*` spellings of `pinniped get kubeconfig` as aliases.
-Stdlib only: parsing runs on every kubectl call.
+...), with the `--oidc-*` spellings of `pinniped get kubeconfig` as aliases;
+they are listed in `pinniped_cli.login_flags`, which the cached path reads
+them with (argparse costs it too much), and so are the checks both share.
+Stdlib only.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from pinniped_cli import runtime_cache
+from pinniped_cli.cache_keys import identity_fields
+from pinniped_cli.credential_entry import FILE_NAME
 from pinniped_cli.errors import UsageError
+from pinniped_cli.login_flags import (
+    DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_SCOPES,
+    FLOWS,
+    LOGIN_ONLY,
+    PASSWORD_VAR,
+    USERNAME_VAR,
+    checked,
+    names,
+    password_user,
+    port,
+    positive_seconds,
+    require_https,
+)
 from pinniped_cli.securefile import config_dir
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from typing import NoReturn
 
-DEFAULT_SCOPES = ("openid", "offline_access", "groups", "email")
-FLOWS = ("browser", "device", "password")
-DEFAULT_LOGIN_TIMEOUT = 300.0
-#: The password flow's credentials (for CI): from the environment, never from flags.
-USERNAME_VAR = "PINNIPED_USERNAME"
-PASSWORD_VAR = "PINNIPED_PASSWORD"
+__all__ = ["DEFAULT_LOGIN_TIMEOUT", "DEFAULT_SCOPES", "FLOWS", "PASSWORD_VAR", "USERNAME_VAR",
+           "CABundle", "LoginOptions", "add_ca_bundle_flags", "add_login_flags",
+           "ca_bundle_from_args", "options_from_args", "parse_login_args", "password_user",
+           "require_https"]
 
 
 class CABundle:
@@ -129,16 +145,10 @@ class LoginOptions:
 
     def identity_fields(self) -> dict[str, object]:
         """What decides whose credential this is: the key of both caches, nothing else."""
-        fields: dict[str, object] = {
-            "issuer": self.issuer,
-            "clientID": self.client_id,
-            "scopes": sorted(self.scopes),
-            "conciergeEndpoint": self.concierge_endpoint,
-            "authenticator": self.concierge_authenticator,
-        }
-        if self.password_user is not None:
-            fields["passwordUser"] = self.password_user
-        return fields
+        return identity_fields(issuer=self.issuer, client_id=self.client_id, scopes=self.scopes,
+                               concierge_endpoint=self.concierge_endpoint,
+                               authenticator=self.concierge_authenticator,
+                               password_user=self.password_user)
 
     def exec_args(self) -> list[str]:
         """`login oidc` args that reproduce these options, CA bundles inlined as data."""
@@ -194,16 +204,16 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
     # `get kubeconfig` can discover these from the cluster (see pinniped_cli.discovery).
     found = " (default: from the cluster's CredentialIssuer)" if for_kubeconfig else ""
     oidc = parser.add_argument_group("identity provider (OIDC)")
-    oidc.add_argument("--issuer", "--oidc-issuer", required=not for_kubeconfig, metavar="URL",
+    oidc.add_argument(*names("issuer"), required=not for_kubeconfig, metavar="URL",
                       help=f"OpenID Connect issuer URL (https){found}")
-    oidc.add_argument("--client-id", "--oidc-client-id", required=not for_kubeconfig,
+    oidc.add_argument(*names("client_id"), required=not for_kubeconfig,
                       metavar="ID", help="OAuth client ID registered at the issuer"
                                          + (" (default: the authenticator's audience)"
                                             if for_kubeconfig else ""))
-    oidc.add_argument("--scopes", "--oidc-scopes", default=",".join(DEFAULT_SCOPES),
+    oidc.add_argument(*names("scopes"), default=",".join(DEFAULT_SCOPES),
                       metavar="LIST", help="comma-separated scopes (default: %(default)s)")
     add_ca_bundle_flags(oidc, "--ca-bundle", "the issuer", alias="--oidc-ca-bundle")
-    oidc.add_argument("--flow", "--oidc-flow", choices=FLOWS, default=None,
+    oidc.add_argument(*names("flow"), choices=FLOWS, default=None,
                       help=f"login flow; default: password when {USERNAME_VAR} and "
                            f"{PASSWORD_VAR} are set, else browser when one can open here "
                            "(BROWSER, a display), else device. When kubectl runs pinniped "
@@ -211,67 +221,66 @@ def add_login_flags(parser: argparse.ArgumentParser, for_kubeconfig: bool = Fals
                            "can open) can log in. Run by hand, device needs no terminal, only "
                            "someone who reads its link and code on stderr; browser needs a "
                            "terminal or a browser that opens here")
-    oidc.add_argument("--listen-port", "--oidc-listen-port", type=_port, default=None,
+    oidc.add_argument(*names("listen_port"), type=_argparse_type(port), default=None,
                       metavar="N", help="loopback port for the browser callback (default: random)")
-    oidc.add_argument("--skip-browser", "--oidc-skip-browser", action="store_true",
+    oidc.add_argument(*names("skip_browser"), action="store_true",
                       help="print the login URL instead of opening a browser")
-    oidc.add_argument("--login-timeout", type=_positive_float, default=DEFAULT_LOGIN_TIMEOUT,
+    oidc.add_argument(*names("login_timeout"), type=_argparse_type(positive_seconds),
+                      default=DEFAULT_LOGIN_TIMEOUT,
                       metavar="SECONDS",
                       help="give up on a browser or device login after this long "
                            "(default: %(default)g)")
     concierge = parser.add_argument_group("concierge")
-    concierge.add_argument("--concierge-endpoint", required=not for_kubeconfig, metavar="URL",
+    concierge.add_argument(*names("concierge_endpoint"), required=not for_kubeconfig, metavar="URL",
                            help=f"concierge base URL (https){found}")
     add_ca_bundle_flags(concierge, "--concierge-ca-bundle", "the concierge",
                         default=" (default: the CredentialIssuer's when one is read, else the "
                                 "system CAs)" if for_kubeconfig else "")
-    concierge.add_argument("--concierge-authenticator", "--concierge-authenticator-name",
+    concierge.add_argument(*names("concierge_authenticator"),
                            required=not for_kubeconfig, metavar="NAME",
                            help="name of the concierge's JWT authenticator"
                                 + (" (default: the only one the CredentialIssuer lists)"
                                    if for_kubeconfig else ""))
     caches = parser.add_argument_group("caches")
-    caches.add_argument("--session-cache", "--oidc-session-cache", default=None, metavar="PATH",
+    caches.add_argument(*names("session_cache"), default=None, metavar="PATH",
                         help="file for the OIDC session when no OS keyring works "
                              "(default: ~/.config/pinniped/sessions.json)")
-    caches.add_argument("--credential-cache", default=None, metavar="PATH",
+    caches.add_argument(*names("credential_cache"), default=None, metavar="PATH",
                         help="cluster credential cache; empty to disable "
-                             "(default: ~/.config/pinniped/credentials.json)")
-    if not for_kubeconfig:
+                             "(default: $XDG_RUNTIME_DIR/pinniped/credentials.json when that "
+                             "directory is yours alone, else ~/.config/pinniped/credentials.json, "
+                             "sealed)")
+    if not for_kubeconfig:  # login_flags.LOGIN_ONLY
         kube = parser.add_argument_group("kubeconfig upkeep (written by `get kubeconfig`)")
-        kube.add_argument("--update-kubeconfig", default=None, metavar="PATH",
+        kube.add_argument(*names("update_kubeconfig"), default=None, metavar="PATH",
                           help="kubeconfig whose as-groups to keep in line with your groups")
-        kube.add_argument("--kubeconfig-user", default=None, metavar="NAME",
+        kube.add_argument(*names("kubeconfig_user"), default=None, metavar="NAME",
                           help="user entry in --update-kubeconfig to keep up to date")
 
 
 def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> LoginOptions:
-    """Validate the parsed flags into LoginOptions; no file is read here (cached path)."""
-    scopes = tuple(s for s in (part.strip() for part in args.scopes.split(",")) if s)
-    if "openid" not in scopes:
-        raise UsageError("--scopes must include openid: pinniped logs in with an ID token.")
-    require_https(args.issuer, "--issuer")
-    require_https(args.concierge_endpoint, "--concierge-endpoint")
+    """Validate the parsed flags into LoginOptions; no file is read here.
+
+    The checks are `login_flags.checked`, which the cached path makes too.
+    """
+    values = vars(args)
+    valid = checked(values, env)
     explicit = []
     base = config_dir(env)
     if args.session_cache is not None:
         explicit.append("session-cache")
     session_cache = _abs(args.session_cache) if args.session_cache else base / "sessions.json"
-    credential_cache: Path | None = base / "credentials.json"
+    credential_cache: Path | None = default_credential_cache(env)
     if args.credential_cache is not None:
         explicit.append("credential-cache")
         credential_cache = _abs(args.credential_cache) if args.credential_cache else None
-    update = getattr(args, "update_kubeconfig", None)
-    user = getattr(args, "kubeconfig_user", None)
-    if bool(update) != bool(user):
-        raise UsageError("--update-kubeconfig and --kubeconfig-user go together; "
-                         "regenerate the kubeconfig with `pinniped get kubeconfig -o FILE`.")
+    update, user = (values.get(dest) for dest in LOGIN_ONLY)
     return LoginOptions(
         issuer=args.issuer,  # compared exactly with the ID token's iss, so never normalised
         client_id=args.client_id,
-        scopes=scopes,
+        scopes=valid.scopes,
         ca_bundle=ca_bundle_from_args(args, "--ca-bundle"),
-        concierge_endpoint=args.concierge_endpoint.rstrip("/"),
+        concierge_endpoint=valid.concierge_endpoint,
         concierge_ca_bundle=ca_bundle_from_args(args, "--concierge-ca-bundle"),
         concierge_authenticator=args.concierge_authenticator,
         session_cache=session_cache,
@@ -280,25 +289,17 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Login
         listen_port=args.listen_port,
         skip_browser=args.skip_browser,
         login_timeout=args.login_timeout,
-        update_kubeconfig=_abs(update) if update else None,
-        kubeconfig_user=user or None,
+        update_kubeconfig=_abs(str(update)) if update else None,
+        kubeconfig_user=str(user) if user else None,
         explicit_paths=tuple(explicit),
-        password_user=password_user(args.flow, env),
+        password_user=valid.password_user,
     )
 
 
-def password_user(flow: str | None, env: Mapping[str, str]) -> str | None:
-    """SHA-256 of PINNIPED_USERNAME when the password flow may log in, else None.
-
-    It is part of both cache keys, so CI jobs that share a HOME but log in as
-    different users never get each other's credential or session. Hashed so
-    that no cache key carries a name, and never the password: a new password
-    for the same user keeps the cache.
-    """
-    username = env.get(USERNAME_VAR)
-    if not username or flow not in (None, "password"):
-        return None
-    return hashlib.sha256(username.encode()).hexdigest()
+def default_credential_cache(env: Mapping[str, str]) -> Path:
+    """The runtime directory's cache when there is a private one, else the sealed file."""
+    in_runtime_dir = runtime_cache.cache_path(env)
+    return Path(in_runtime_dir) if in_runtime_dir else config_dir(env) / FILE_NAME
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -320,22 +321,13 @@ def _abs(path: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
-def require_https(url: str, flag: str) -> None:
-    """https with a host; a string test, since urllib.parse costs milliseconds per kubectl call."""
-    if not url.startswith("https://") or url[len("https://"):].startswith(("/", "?", "#")) \
-            or len(url) == len("https://"):
-        raise UsageError(f"{flag} must be an https:// URL, got {url!r}.")
+def _argparse_type(convert: Callable[[str], object]) -> Callable[[str], object]:
+    """`convert` (a login_flags check) as argparse's `type=`: its ValueError says why."""
+    def checked_value(value: str) -> object:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
 
-
-def _port(value: str) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError("must be a port number between 0 and 65535")
-    return port
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return number
+    checked_value.__name__ = convert.__name__
+    return checked_value

@@ -51,7 +51,8 @@ def _open_session_store(path: Path, key: CacheKey, warn: Callable[[str], None]
 class Runtime:
     """The process's environment, streams, clock, browser, network and keyring.
 
-    A plain class, not a dataclass: it is built on the cached path (see `pinniped_apis.rfc3339`).
+    A plain class, not a dataclass: it is built on every kubectl call the cached path
+    (`pinniped_cli.cached_path`) cannot answer; see `pinniped_apis.rfc3339`.
     """
 
     def __init__(self, *, env: Mapping[str, str], stdout: TextIO, stderr: TextIO,

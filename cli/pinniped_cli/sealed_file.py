@@ -6,9 +6,9 @@ an unreadable, foreign or corrupt file is empty (said once) and replaced on
 the next write; anything in it but a sealed string (plain text from older
 versions, say) is dropped; a write that fails says what to check instead of
 failing the login. Stdlib only apart from what `pinniped_cli.sealing` loads to open a
-value: the credential cache is read on every kubectl call.
+value.
 
-Format::
+The document is `pinniped_cli.map_file`'s, each value a string::
 
     {"apiVersion": "cli.pinniped.dev/v1", "kind": "<kind>",
      "<field>": {"<slot>": "aesgcm1:<sealed value>"}}
@@ -17,13 +17,12 @@ Format::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pinniped_cli import map_file
 from pinniped_cli.sealing import CacheKey
 from pinniped_cli.securefile import read_private, write_private
-
-API_VERSION = "cli.pinniped.dev/v1"
 
 
 class SealedMapFile:
@@ -52,16 +51,12 @@ class SealedMapFile:
         raw = read_private(self.path)
         if raw is None:
             return {}
-        try:
-            doc = json.loads(raw)
-            if (not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION
-                    or doc.get("kind") != self.kind or not isinstance(doc.get(self.field), dict)):
-                raise ValueError("unexpected shape")
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        values = map_file.load(raw, self.kind, self.field)
+        if values is None:
             self._warn(f"ignoring the unreadable {self._what} {self.path}; it will be replaced "
                        "at the next login")
             return {}
-        return {k: v for k, v in doc[self.field].items() if isinstance(v, str)}
+        return {k: v for k, v in values.items() if isinstance(v, str)}
 
     def seal(self, slot: str, plaintext: bytes) -> str:
         """`plaintext` sealed for `slot` of this file; raises sealing.KeyUnavailable."""
@@ -81,11 +76,10 @@ class SealedMapFile:
         except ValueError:  # includes UnicodeDecodeError
             return None
 
-    def write(self, values: dict[str, str]) -> bool:
+    def write(self, values: Mapping[str, object]) -> bool:
         """Replace the file with `values`; on failure say what to check and return False."""
-        doc = {"apiVersion": API_VERSION, "kind": self.kind, self.field: values}
         try:
-            write_private(self.path, json.dumps(doc, indent=1).encode(),
+            write_private(self.path, map_file.dump(self.kind, self.field, dict(values)),
                           tighten_dir=self._tighten_dir)
         except OSError as exc:
             self._warn(f"could not write the {self._what} {self.path} "

@@ -1,9 +1,10 @@
 """Sealing cached secrets with AES-256-GCM, under a per-user key kept apart from the caches.
 
-Why: the credential cache and the no-keyring session file are 0600, but files
-travel further than their permissions: backups, dotfile sync, a support bundle,
-a `cat` pasted into a chat. Sealed, a copy of them carries only ciphertext;
-the key that opens it is kept elsewhere:
+Why: the credential cache in ~/.config and the no-keyring session file are
+0600, but files travel further than their permissions: backups, dotfile sync,
+a support bundle, a `cat` pasted into a chat. Sealed, a copy of them carries
+only ciphertext; the key that opens it is kept elsewhere (a credential cache in
+the runtime directory itself is not sealed: see `pinniped_cli.runtime_cache`):
 
 - `$XDG_RUNTIME_DIR/pinniped/cache.key` when XDG_RUNTIME_DIR names a directory
   of ours that nobody else can write to. That is a per-user tmpfs on systemd
@@ -38,15 +39,15 @@ is really sealed or opened); everything else here is the standard library.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-from collections.abc import Mapping
-from pathlib import Path
 
 from pinniped_cli.securefile import PRIVATE_FILE, ensure_private_dir, owned_dir, read_private
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_NAME = "cache.key"
@@ -63,13 +64,37 @@ class KeyUnavailable(Exception):
 
 def key_path(env: Mapping[str, str]) -> Path:
     """Where the cache key lives for this environment (see the module docstring)."""
+    from pathlib import Path
+
+    return Path(key_file(env))
+
+
+def key_file(env: Mapping[str, str]) -> str:
+    """`key_path` as a string, found without pathlib (the cached path opens a sealed entry)."""
     runtime = env.get("XDG_RUNTIME_DIR") or ""
-    if os.path.isabs(runtime) and owned_dir(Path(runtime)):
-        return Path(runtime) / "pinniped" / KEY_NAME
+    if os.path.isabs(runtime) and owned_dir(runtime):
+        return os.path.join(runtime, "pinniped", KEY_NAME)
     state = env.get("XDG_STATE_HOME") or ""
     if not os.path.isabs(state):  # the XDG spec says relative paths are to be ignored
-        state = os.path.join(env.get("HOME") or str(Path.home()), ".local", "state")
-    return Path(state) / "pinniped" / KEY_NAME
+        state = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "pinniped", KEY_NAME)
+
+
+def read_key(path: str | os.PathLike[str]) -> bytes | None:
+    """The key in `path`, or None if it is missing, malformed, or not safely ours."""
+    if not owned_dir(os.path.dirname(os.fspath(path))):
+        return None
+    raw = read_private(path, private_mode=True)
+    return raw if raw is not None and len(raw) == KEY_BYTES else None
+
+
+def open_once(path: str, kind: str, slot: str, sealed: object) -> bytes | None:
+    """`CacheKey(path).open(kind, slot, sealed)` for one value, without pathlib."""
+    blob = _blob(sealed)
+    if blob is None:
+        return None
+    key = read_key(path)
+    return None if key is None else _decrypt(_aesgcm(key), kind, slot, blob)
 
 
 class CacheKey:
@@ -98,36 +123,23 @@ class CacheKey:
 
     def open(self, kind: str, slot: str, sealed: object) -> bytes | None:
         """The plaintext sealed for exactly this kind and slot, or None (never an exception)."""
-        if not isinstance(sealed, str) or not sealed.startswith(PREFIX):
+        blob = _blob(sealed)
+        if blob is None:
             return None
         aead = self._aead or self._load()
-        if aead is None:
-            return None
-        try:
-            blob = base64.urlsafe_b64decode(sealed[len(PREFIX):])
-        except ValueError:  # binascii.Error, and non-ASCII text
-            return None
-        if len(blob) < NONCE_BYTES + TAG_BYTES:
-            return None
-        from cryptography.exceptions import InvalidTag
-
-        try:
-            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(kind, slot))
-        except InvalidTag:
-            return None
+        return None if aead is None else _decrypt(aead, kind, slot, blob)
 
     def _load(self) -> AESGCM | None:
         """The existing key, or None if it is missing, malformed, or not safely ours."""
-        if not owned_dir(self.path.parent):
-            return None
-        raw = read_private(self.path, private_mode=True)
-        if raw is None or len(raw) != KEY_BYTES:
+        raw = read_key(self.path)
+        if raw is None:
             return None
         self._aead = _aesgcm(raw)
         return self._aead
 
     def _create(self) -> AESGCM:
-        import tempfile  # only for writing, so not loaded on the cached path
+        import contextlib  # only for writing, so not loaded on the cached path
+        import tempfile
 
         directory = self.path.parent
         if directory.is_symlink() or (directory.exists() and not owned_dir(directory, 0)):
@@ -161,6 +173,26 @@ class CacheKey:
                     os.unlink(tmp)
         self._aead = _aesgcm(key)
         return self._aead
+
+
+def _blob(sealed: object) -> bytes | None:
+    """Nonce, ciphertext and tag of a sealed value, or None when it cannot be one."""
+    if not isinstance(sealed, str) or not sealed.startswith(PREFIX):
+        return None
+    try:
+        blob = base64.urlsafe_b64decode(sealed[len(PREFIX):])
+    except ValueError:  # binascii.Error, and non-ASCII text
+        return None
+    return blob if len(blob) >= NONCE_BYTES + TAG_BYTES else None
+
+
+def _decrypt(aead: AESGCM, kind: str, slot: str, blob: bytes) -> bytes | None:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(kind, slot))
+    except InvalidTag:
+        return None
 
 
 def _aad(kind: str, slot: str) -> bytes:

@@ -2,16 +2,20 @@
 
 The credential cache, the session fallback file, the cache key and the lock
 all go through here so that the permission rules are written once. Stdlib
-only: the credential cache is read on every kubectl call.
+only, and reading imports nothing beyond `os` and `stat` (which every Python
+start loads anyway): the credential cache is read on every kubectl call, and
+`pathlib` alone would cost it some 3 ms.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Mapping
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -19,9 +23,16 @@ PRIVATE_DIR = 0o700
 
 def config_dir(env: Mapping[str, str]) -> Path:
     """pinniped's own directory: $XDG_CONFIG_HOME/pinniped, else ~/.config/pinniped."""
-    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or str(Path.home()),
+    from pathlib import Path
+
+    return Path(config_dir_name(env))
+
+
+def config_dir_name(env: Mapping[str, str]) -> str:
+    """`config_dir` as a string, found without pathlib (for the cached path)."""
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
                                                       ".config")
-    return Path(base) / "pinniped"
+    return os.path.join(base, "pinniped")
 
 
 def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
@@ -41,7 +52,7 @@ def ensure_private_dir(directory: Path, tighten: bool = False) -> None:
             directory.chmod(PRIVATE_DIR)
 
 
-def owned_dir(directory: Path, forbidden_mode: int = 0o022) -> bool:
+def owned_dir(directory: str | os.PathLike[str], forbidden_mode: int = 0o022) -> bool:
     """Whether `directory` is a real directory (no symlink) of ours without `forbidden_mode` bits.
 
     By default: nobody else may add, swap or remove files in it.
@@ -54,7 +65,7 @@ def owned_dir(directory: Path, forbidden_mode: int = 0o022) -> bool:
             and not info.st_mode & forbidden_mode)
 
 
-def read_private(path: Path, private_mode: bool = False) -> bytes | None:
+def read_private(path: str | os.PathLike[str], private_mode: bool = False) -> bytes | None:
     """The file's bytes, or None when it is missing or not ours (never trust another's cache).
 
     With `private_mode`, also None when others may read or write it (for keys:
@@ -77,9 +88,19 @@ def read_private(path: Path, private_mode: bool = False) -> bytes | None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes, tighten_dir: bool = False) -> None:
-    """Replace `path` atomically with a 0600 file, so readers see the old or the new, never half."""
+def write_private(path: Path, data: bytes, tighten_dir: bool = False,
+                  check_dir: Callable[[str], bool] | None = None) -> None:
+    """Replace `path` atomically with a 0600 file, so readers see the old or the new, never half.
+
+    With `check_dir`, the directory (once made or tightened) must pass it, or
+    nothing is written and PermissionError is raised.
+    """
     ensure_private_dir(path.parent, tighten=tighten_dir)
+    if check_dir is not None and not check_dir(str(path.parent)):
+        import errno
+
+        raise PermissionError(errno.EPERM, "not a directory that only you can open",
+                              str(path.parent))
     replace_file(path, data, PRIVATE_FILE)
 
 
@@ -89,7 +110,8 @@ def replace_file(path: Path, data: bytes, mode: int, group: int = -1) -> None:
     The data goes to a new file beside it that is renamed over `path`, so a
     reader sees the old file or the new one, never half of one.
     """
-    import tempfile  # not needed to read, so not loaded on the cached path
+    import contextlib  # not needed to read, so not loaded on the cached path
+    import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -11,8 +11,10 @@ Integration tests use `pinniped_command()` (the installed console script, or
 `python -m pinniped_cli`) and `cli_home`, an isolated HOME with the keyring turned off
 (`keyring.backends.fail.Keyring`), so sessions land in the 0600 fallback file
 and nothing touches the developer's real keyring, caches or cache key. The
-cache files are sealed (`pinniped_cli.sealing`); `CLIWorld` opens them with the
-world's own key, through the CLI's own cache classes, for tests to inspect.
+cache files are sealed (`pinniped_cli.sealing`), except a credential cache in a
+private XDG_RUNTIME_DIR, which a world has when a test gives it one
+(`pinniped_cli.runtime_cache`); `CLIWorld` opens them with the world's own
+key, through the CLI's own cache classes, for tests to inspect.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ from joserfc.jwk import KeySet, RSAKey
 
 from pinniped_apis import wire
 from pinniped_apis.rfc3339 import format_time
-from pinniped_cli.cluster_credential import credential_key
+from pinniped_cli.cluster_credential import cache_at, credential_key
 from pinniped_cli.credential_cache import Credential, CredentialCache
 from pinniped_cli.execcredential import V1, read_exec_info
-from pinniped_cli.login_options import parse_login_args
+from pinniped_cli.login_options import default_credential_cache, parse_login_args
 from pinniped_cli.redact import fingerprint
 from pinniped_cli.runtime import Runtime
 from pinniped_cli.sealing import CacheKey
@@ -89,10 +91,17 @@ def seed_credential(env: Mapping[str, str], token: str, login_args: list[str] | 
     cluster = read_exec_info(info or exec_info(), stdin_is_tty=False).cluster
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     assert options.credential_cache is not None
-    CredentialCache(options.credential_cache, CacheKey.for_env(env), print).put(
+    credential_cache_at(options.credential_cache, env, print).put(
         credential_key(options, cluster),
         Credential(token, now + ttl, "corp:alice@example.com", ("corp:devs",)), now)
     return now + ttl
+
+
+def credential_cache_at(path: Path, env: Mapping[str, str], warn: Callable[[str], None]
+                        ) -> CredentialCache:
+    """The credential cache the CLI keeps in `path` with `env` (sealed, or the runtime
+    directory's), as the CLI opens it."""
+    return cache_at(path, env, lambda: CacheKey.for_env(env), warn)
 
 
 #: A user id that is not the one running the tests.
@@ -604,6 +613,26 @@ def cli_home(tmp_path: Path) -> dict[str, str]:
     return isolated_env(tmp_path)
 
 
+@pytest.fixture
+def runtime_dir(tmp_path: Path) -> Path:
+    """A private XDG_RUNTIME_DIR (0700, ours), as systemd makes /run/user/UID."""
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+#: Credential cache entries pinniped never writes: each must be a miss, in either file.
+MALFORMED_ENTRIES: list[object] = [
+    "a string",
+    {"token": "", "expirationTimestamp": "2030-01-01T13:00:00Z",
+     "identity": {"username": "u", "groups": []}},
+    {"token": "t", "expirationTimestamp": "tomorrow", "identity": {"username": "u"}},
+    {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z", "identity": {"groups": []}},
+    {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z",
+     "identity": {"username": "u", "groups": [1, 2]}},
+]
+
+
 # --- end to end: the real CLI, kubectl, apiserver, IdP and concierge ----------------------------
 
 
@@ -624,7 +653,9 @@ class CLIWorld:
 
     @property
     def credential_cache(self) -> Path:
-        return self.pinniped_dir / "credentials.json"
+        """Where the CLI keeps this world's credentials: in its private XDG_RUNTIME_DIR, when
+        it has one, else (sealed) in the config directory."""
+        return default_credential_cache(self.env)
 
     @property
     def session_file(self) -> Path:
@@ -715,7 +746,7 @@ class CLIWorld:
         def fail(message: str) -> None:
             raise AssertionError(message)
 
-        return CredentialCache(self.credential_cache, self.cache_key(), fail)
+        return credential_cache_at(self.credential_cache, self.env, fail)
 
     def cached_credentials(self) -> dict[str, Any]:
         """The credential cache's entries, opened, in their JSON form (token, expiry, identity)."""

@@ -18,6 +18,7 @@ from localenv.fixtures_cli import (
     TEST_CA_DATA,
     TEST_SERVER,
     CLIHarness,
+    credential_cache_at,
     owned_by_another_user,
 )
 from pinniped_cli import kubeconfig as kubeconfig_module
@@ -342,6 +343,26 @@ def test_logout_revokes_and_forgets_everything(h: CLIHarness, tmp_path: Path) ->
     assert h.idp.count("password") == 2
     for secret in h.secrets_seen():
         assert secret not in h.last_stderr
+
+
+def test_logout_with_a_runtime_dir_also_revokes_what_older_versions_sealed_in_config(
+        h: CLIHarness, tmp_path: Path, runtime_dir: Path) -> None:
+    """Older versions kept the credential sealed in ~/.config even with a runtime directory;
+    logins no longer read that file, but logout revokes and forgets what is there."""
+    h.env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    out = tmp_path / "kubeconfig"
+    _get_kubeconfig(h, out)
+    env = {"HOME": str(h.tmp_path), "XDG_CONFIG_HOME": str(h.tmp_path / "config"), **h.env}
+    in_runtime_dir = runtime_dir / "pinniped" / "credentials.json"
+    ((key, credential),) = credential_cache_at(in_runtime_dir, env, print).entries().items()
+    legacy = credential_cache_at(h.credential_cache, env, print)  # sealed, as before
+    legacy.put(key, credential, h.clock.now())
+    in_runtime_dir.unlink()  # as right after an upgrade: only the old file has it
+    assert legacy.key is not None
+    assert h.run(["logout", "--kubeconfig", str(out)]) == 0, h.last_stderr
+    assert h.concierge.logouts == ["corp:alice@example.com"]
+    assert credential.token not in h.concierge.sessions
+    assert legacy.entries() == {}
 
 
 def test_logout_without_a_cached_credential_still_clears_the_session(

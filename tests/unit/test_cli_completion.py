@@ -13,10 +13,10 @@ import pytest
 
 from localenv.fixtures_cli import CLIHarness
 from pinniped_cli import cmd_completion
+from pinniped_cli.command_line import build_parser
 from pinniped_cli.completion import SHELLS, bash, fish, script, sh, zsh
 from pinniped_cli.completion.tree import Command, command_tree
 from pinniped_cli.login_options import FLOWS
-from pinniped_cli.main import build_parser
 
 
 def _commands(root: Command) -> dict[str, Command]:

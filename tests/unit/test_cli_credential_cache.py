@@ -1,4 +1,7 @@
-"""The credential cache: sealed, 0600 in 0700, keyed, expiry-aware, never fatal when corrupt."""
+"""The sealed credential cache: 0600 in 0700, keyed, expiry-aware, never fatal when corrupt.
+
+(The runtime directory's unsealed one: test_cli_runtime_cache.py.)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localenv.fixtures_cli import assert_not_stored, owned_by_another_user
+from localenv.fixtures_cli import MALFORMED_ENTRIES, assert_not_stored, owned_by_another_user
 from pinniped_cli.credential_cache import (
     KIND,
     MIN_REMAINING,
@@ -43,9 +46,14 @@ def cache(tmp_path: Path, key_file: Path, warnings: list[str]) -> CredentialCach
                            warnings.append)
 
 
+def _key(cache: CredentialCache) -> CacheKey:
+    assert cache.key is not None  # these caches are sealed
+    return cache.key
+
+
 def _reopen(cache: CredentialCache, warnings: list[str]) -> CredentialCache:
     """The same files as a new process sees them (nothing remembered in memory)."""
-    return CredentialCache(cache.path, CacheKey(cache.key.path), warnings.append)
+    return CredentialCache(cache.path, CacheKey(_key(cache).path), warnings.append)
 
 
 def _entries(cache: CredentialCache) -> dict[str, object]:
@@ -66,7 +74,7 @@ def test_round_trip_in_a_private_file(cache: CredentialCache, warnings: list[str
     assert (got.token, got.username, got.groups) == ("tok-1", "corp:alice", ("devs",))
     assert got.expiration == NOW + dt.timedelta(minutes=10)
     for path, mode in ((cache.path, 0o600), (cache.path.parent, 0o700),
-                       (cache.key.path, 0o600), (cache.key.path.parent, 0o700)):
+                       (_key(cache).path, 0o600), (_key(cache).path.parent, 0o700)):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
     assert warnings == []
 
@@ -77,7 +85,7 @@ def test_the_file_holds_no_token_in_any_readable_form(cache: CredentialCache) ->
     cache.put("b", _cred(tokens[1]), NOW)
     assert_not_stored([cache.path], tokens)
     assert all(str(v).startswith("aesgcm1:") for v in _entries(cache).values())
-    assert cache.key.path.parent != cache.path.parent  # the key is kept apart
+    assert _key(cache).path.parent != cache.path.parent  # the key is kept apart
     assert cache.get("a", NOW) is not None
 
 
@@ -109,7 +117,7 @@ def test_a_lost_key_is_a_miss_then_a_fresh_entry_works(cache: CredentialCache,
                                                        warnings: list[str]) -> None:
     cache.put("k", _cred("old"), NOW)
     cache.put("other", _cred("other"), NOW)
-    cache.key.path.unlink()  # e.g. the runtime directory was emptied at a reboot
+    _key(cache).path.unlink()  # e.g. the runtime directory was emptied at a reboot
     after_reboot = _reopen(cache, warnings)
     assert after_reboot.get("k", NOW) is None
     after_reboot.put("k", _cred("new"), NOW)
@@ -183,23 +191,15 @@ def test_corrupt_file_is_a_miss_and_is_replaced(cache: CredentialCache, warnings
     assert cache.get("k", NOW) is not None
 
 
-@pytest.mark.parametrize("entry", [
-    "a string",
-    {"token": "", "expirationTimestamp": "2030-01-01T13:00:00Z",
-     "identity": {"username": "u", "groups": []}},
-    {"token": "t", "expirationTimestamp": "tomorrow", "identity": {"username": "u"}},
-    {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z", "identity": {"groups": []}},
-    {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z",
-     "identity": {"username": "u", "groups": [1, 2]}},
-])
+@pytest.mark.parametrize("entry", MALFORMED_ENTRIES)
 def test_malformed_entry_is_a_miss(cache: CredentialCache, entry: object) -> None:
     cache.path.parent.mkdir(mode=0o700)
     good = {"token": "t", "expirationTimestamp": "2030-01-01T13:00:00Z",
             "identity": {"username": "u", "groups": ["g"]}}
-    _write_entries(cache, {"k": cache.key.seal(KIND, "k", json.dumps(good).encode())})
+    _write_entries(cache, {"k": _key(cache).seal(KIND, "k", json.dumps(good).encode())})
     assert cache.get("k", NOW) is not None  # sealed like this, a good entry is a hit...
     # ...so a malformed one sealed properly is refused by the parsing of what it holds.
-    _write_entries(cache, {"k": cache.key.seal(KIND, "k", json.dumps(entry).encode())})
+    _write_entries(cache, {"k": _key(cache).seal(KIND, "k", json.dumps(entry).encode())})
     assert cache.get("k", NOW) is None
     _write_entries(cache, {"k": entry})  # and unsealed
     assert cache.get("k", NOW) is None

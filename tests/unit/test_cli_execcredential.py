@@ -23,7 +23,7 @@ def _info(version: str, **spec: object) -> str:
 def test_answers_in_the_version_kubectl_asked_for(version: str) -> None:
     info = execcredential.read_exec_info(_info(version, interactive=False), stdin_is_tty=True)
     expires = dt.datetime(2030, 1, 2, 3, 4, 5, 678, tzinfo=dt.UTC)
-    out = execcredential.render(info, "the-token", expires)
+    out = execcredential.render(info, "the-token", rfc3339.format_time(expires))
     body = json.loads(out)
     assert out.endswith("\n")
     assert out.count("\n") == 1

@@ -11,7 +11,7 @@ import pytest
 
 from localenv.fixtures_cli import CLIHarness, pinniped_command
 from pinniped_apis import version as version_module
-from pinniped_cli import main
+from pinniped_cli import command_line, main
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALLED = metadata.version(version_module.DISTRIBUTION)
@@ -70,8 +70,8 @@ def test_login_oidc_still_skips_the_full_parser(monkeypatch: pytest.MonkeyPatch)
     def no(*_: object) -> None:
         raise AssertionError("build_parser was called for login oidc")
 
-    monkeypatch.setattr(main, "build_parser", no)
-    args = main.parse_args(["login", "oidc", "--issuer", "https://i.test", "--client-id", "c",
-                            "--concierge-endpoint", "https://c.test",
-                            "--concierge-authenticator", "a"])
+    monkeypatch.setattr(command_line, "build_parser", no)
+    args = command_line.parse_args(["login", "oidc", "--issuer", "https://i.test",
+                                    "--client-id", "c", "--concierge-endpoint", "https://c.test",
+                                    "--concierge-authenticator", "a"])
     assert args.handler == "login_oidc"

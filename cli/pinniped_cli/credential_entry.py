@@ -1,0 +1,66 @@
+"""One cached cluster credential as JSON: the entry both credential cache files hold.
+
+An entry is ``{"token": "...", "expirationTimestamp": "2024-01-01T00:00:00Z",
+"identity": {"username": "...", "groups": ["..."]}}``, sealed whole in the
+sealed file and as it is in the runtime directory's. Reading one needs no
+`datetime`: the cached path (`pinniped_cli.cached_path`) compares the
+timestamp as text, which is exact for the one form pinniped writes (UTC,
+whole seconds, four-digit year: text order is time order), and leaves any
+other form to the full command, which parses it.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: The kind of both credential cache files, and their field holding the entries
+#: (`pinniped_cli.map_file`).
+KIND, FIELD = "CredentialCache", "credentials"
+#: Both files' name (in the runtime directory, and in the config directory).
+FILE_NAME = "credentials.json"
+#: Hand out a cached credential only if it outlives this margin, so a kubectl
+#: command that starts now does not see it expire halfway.
+MIN_REMAINING_SECONDS = 60
+#: The form `pinniped_apis.rfc3339.format_time` writes, for `time.strftime`.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)
+_PUNCTUATION = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "Z"}
+
+
+def entry(token: str, expiration_timestamp: str, username: str,
+          groups: tuple[str, ...]) -> dict[str, object]:
+    return {"token": token, "expirationTimestamp": expiration_timestamp,
+            "identity": {"username": username, "groups": list(groups)}}
+
+
+def fields(value: object) -> tuple[str, str, str, tuple[str, ...]] | None:
+    """Token, expiration timestamp (as written), username and groups of an entry, or None
+    for anything malformed (never an exception: a bad entry is a cache miss)."""
+    if not isinstance(value, dict):
+        return None
+    token, expiration, identity = (value.get("token"), value.get("expirationTimestamp"),
+                                   value.get("identity"))
+    if not isinstance(token, str) or not token or not isinstance(expiration, str) \
+            or not isinstance(identity, dict):
+        return None
+    username, groups = identity.get("username"), identity.get("groups", [])
+    if not isinstance(username, str) or not username or not isinstance(groups, list) \
+            or not all(isinstance(g, str) for g in groups):
+        return None
+    return token, expiration, username, tuple(groups)
+
+
+def is_canonical(timestamp: str) -> bool:
+    """Whether `timestamp` has exactly the form pinniped writes (`TIME_FORMAT`)."""
+    return (len(timestamp) == 20 and timestamp.isascii()
+            and all(timestamp[i].isdigit() for i in _DIGITS)
+            and all(timestamp[i] == c for i, c in _PUNCTUATION.items()))
+
+
+def lasts_until(timestamp: str, when: float) -> bool:
+    """Whether a canonical `timestamp` is at or after the Unix time `when`.
+
+    The timestamp is in whole seconds, so it is at or after `when` exactly when
+    it is at or after `when` rounded up.
+    """
+    return timestamp >= time.strftime(TIME_FORMAT, time.gmtime(-(-when // 1)))
