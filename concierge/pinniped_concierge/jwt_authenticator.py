@@ -116,10 +116,22 @@ class HttpsFetcher:
                                          headers={"Accept": "application/json"})
 
     async def __call__(self, url: str) -> object:
-        import httpx
 
         if not url.startswith("https://"):
             raise FetchError(f"{url}: refusing a non-https URL")
+        try:
+            # A deadline for the whole fetch, not only httpx's per-read timeouts: an issuer
+            # dripping its answer a byte at a time would otherwise hold the fetch (and the
+            # authenticator's refresh) for as long as it liked.
+            async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
+                return await self._fetch(url)
+        except TimeoutError:
+            raise FetchError(f"{url}: no complete answer within {FETCH_TIMEOUT_SECONDS:g} s "
+                             "(Timeout)") from None
+
+    async def _fetch(self, url: str) -> object:
+        import httpx
+
         try:
             async with self._client.stream("GET", url) as response:
                 if response.status_code != 200:
