@@ -166,13 +166,16 @@ def _issued_at(claims: Mapping[str, object]) -> float | None:
 
 def per_user_login_rate(max_sessions_per_user: int,
                         clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-    """A user may start `maxSessionsPerUser` sessions at once, and a tenth of that a second
-    after: far more than every laptop and CI job of one person needs (a credential lasts ten
-    minutes), while one replayed ID token that drove 57 logins a second (3 writes each) from
-    16 connections gets a tenth of that."""
-    return RateLimiter(max_sessions_per_user / 10, burst=max_sessions_per_user,
+    """A user may start `maxSessionsPerUser` sessions (at least `MIN_LOGIN_BURST`) at once, and a
+    tenth of that a second after: far more than every laptop and CI job of one person needs (a
+    credential lasts ten minutes), while one replayed ID token that drove 57 logins a second (3
+    writes each) from 16 connections gets a tenth of that."""
+    burst = max(max_sessions_per_user, MIN_LOGIN_BURST)
+    return RateLimiter(burst / 10, burst=burst,
                        max_tracked=MAX_TRACKED_USERS, clock=clock)
 
 
 #: Users whose login rate is remembered at once (the least recently seen are forgotten).
 MAX_TRACKED_USERS = 10_000
+#: However small `maxSessionsPerUser` is, a person may log in this many times at once.
+MIN_LOGIN_BURST = 10
