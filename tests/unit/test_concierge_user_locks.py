@@ -88,3 +88,45 @@ def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
 async def _take(locks: UserLocks) -> None:
     async with locks.hold("alice"):
         pass
+
+
+def test_held_is_true_only_for_the_task_holding_the_lock() -> None:
+    locks = UserLocks()
+    seen: list[bool] = []
+
+    async def other() -> None:
+        seen.append(locks.held("alice"))  # alice's lock is taken, but not by this task
+
+    async def run() -> None:
+        assert not locks.held("alice")  # nobody holds it
+        async with locks.hold("alice"):
+            seen.append(locks.held("alice"))
+            await asyncio.create_task(other())
+
+    asyncio.run(run())
+    assert seen == [True, False]
+
+
+def test_a_task_that_let_go_waits_its_turn_like_any_other() -> None:
+    """Once released, the lock is no longer the task's: taking it again (the sweeper, one
+    user's sessions after another) queues behind whoever was already waiting."""
+    locks = UserLocks()
+    order: list[str] = []
+
+    async def other() -> None:
+        async with locks.hold("alice"):
+            order.append("other in")
+            await asyncio.sleep(0)
+            order.append("other out")
+
+    async def run() -> None:
+        async with locks.hold("alice"):
+            waiter = asyncio.create_task(other())
+            await asyncio.sleep(0)  # `other` now waits for the lock
+        async with locks.hold("alice"):  # released, and `other` has not run yet
+            order.append("again")
+        await waiter
+
+    asyncio.run(run())
+    assert order == ["other in", "other out", "again"]
+    assert len(locks) == 0

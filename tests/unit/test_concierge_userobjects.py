@@ -7,16 +7,17 @@ by `FakeKube.watch` without delay) confirms none of the user's objects changed.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
-from pinniped_concierge import naming
-from pinniped_concierge.errors import Reason, ServerError
-from pinniped_concierge.kubeapi import Kind, NotFound
+from pinniped_concierge import naming, userobjects
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.kubeapi import Conflict, Kind, NotFound, Obj
 from pinniped_concierge.object_watch import ObjectVersions
-from pinniped_concierge.userobjects import UserObjects, groups_from_rules
+from pinniped_concierge.userobjects import UserObjects, groups_from_rules, impersonation_rules
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs", "corp:readers"))
@@ -382,3 +383,291 @@ def test_an_object_deleted_while_the_user_is_cached_is_recreated(
     ensure(objects)
     assert f"create {kind}" in fake_kube.calls
     assert fake_kube.get(kind, name, namespace) is not None
+
+
+# --- every field of the grant, the cache's memory, races on the role -----------------------
+#
+# Anyone who can edit these objects (an administrator by mistake, or an attacker with RBAC
+# write access) must not be able to widen a user's rights in a way the next login leaves
+# standing; the cache must hold the users that come back; a race costs a bounded number of
+# calls.
+
+
+def login(objects: UserObjects, identity: wire.Identity = ALICE) -> userobjects.UserRef:
+    return asyncio.run(objects.ensure(identity))
+
+
+def stored(fake_kube: FakeKube, kind: Kind, name: str) -> Obj:
+    obj = fake_kube.get(kind, name, NS if kind == Kind.SERVICE_ACCOUNT else None)
+    assert obj is not None
+    return obj
+
+
+# --- the role's rules and the binding's subjects, field by field -------------------------
+
+
+@pytest.mark.parametrize(("field", "widened"), [
+    ("apiGroups", ["*"]),
+    ("resources", ["*"]),
+    ("verbs", ["impersonate", "*"]),
+    ("nonResourceURLs", ["/*"]),
+])
+def test_a_role_widened_in_any_rule_field_is_put_back_at_the_next_login(
+        fake_kube: FakeKube, objects: UserObjects, field: str, widened: list[str]) -> None:
+    name = login(objects).service_account
+    role = stored(fake_kube, Kind.CLUSTER_ROLE, name)
+    role["rules"][0][field] = widened  # behind the watch's back, so only a reconcile sees it
+    objects.forget(ALICE.username)
+    login(objects)
+    assert stored(fake_kube, Kind.CLUSTER_ROLE, name)["rules"] == impersonation_rules(
+        wire.Identity(ALICE.username, tuple(sorted(ALICE.groups))))
+
+
+@pytest.mark.parametrize("subject", [
+    {"kind": "User", "name": "SAME", "namespace": NS},  # same name, another kind
+    {"kind": "ServiceAccount", "name": "default", "namespace": NS},
+    {"kind": "ServiceAccount", "name": "SAME", "namespace": "kube-system"},
+])
+def test_a_binding_naming_another_subject_is_put_back(fake_kube: FakeKube,
+                                                      objects: UserObjects,
+                                                      subject: dict[str, str]) -> None:
+    """roleRef untouched: only the subjects say who gets the user's impersonation rights."""
+    name = login(objects).service_account
+    binding = stored(fake_kube, Kind.CLUSTER_ROLE_BINDING, name)
+    ours = {"kind": "ServiceAccount", "name": name, "namespace": NS}
+    binding["subjects"] = [{k: v.replace("SAME", name) for k, v in subject.items()}]
+    objects.forget(ALICE.username)
+    login(objects)
+    assert stored(fake_kube, Kind.CLUSTER_ROLE_BINDING, name)["subjects"] == [ours]
+
+
+def test_a_binding_with_an_extra_subject_is_put_back(fake_kube: FakeKube,
+                                                     objects: UserObjects) -> None:
+    name = login(objects).service_account
+    binding = stored(fake_kube, Kind.CLUSTER_ROLE_BINDING, name)
+    binding["subjects"].append({"kind": "User", "name": "mallory"})
+    objects.forget(ALICE.username)
+    fake_kube.calls.clear()
+    login(objects)
+    assert "replace ClusterRoleBinding" in fake_kube.calls
+    assert stored(fake_kube, Kind.CLUSTER_ROLE_BINDING, name)["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": NS}]
+
+
+def test_a_binding_someone_else_put_under_the_name_meanwhile_is_not_deleted(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    """The binding's roleRef is wrong, so it is deleted and made again; if, between our read
+    and the delete, the name came to hold another object, the uid precondition spares it."""
+    target = login(objects).service_account
+    stored(fake_kube, Kind.CLUSTER_ROLE_BINDING, target)["roleRef"]["name"] = "cluster-admin"
+    objects.forget(ALICE.username)
+    foreign = {"metadata": {"name": target, "uid": "someone-elses", "resourceVersion": "1"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "view"}, "subjects": []}
+    delete = fake_kube.delete
+
+    async def swapped_first(kind: Kind, name: str, namespace: str | None = None,
+                            uid: str | None = None) -> None:
+        if kind == Kind.CLUSTER_ROLE_BINDING:
+            fake_kube.objects[(kind, None, name)] = foreign
+        await delete(kind, name, namespace, uid)
+
+    fake_kube.delete = swapped_first  # type: ignore[method-assign]
+    outcome = asyncio.run(_outcome(objects.ensure(ALICE)))
+    assert isinstance(outcome, Conflict)
+    assert fake_kube.get(Kind.CLUSTER_ROLE_BINDING, target) is foreign
+
+
+async def _outcome(call: Any) -> object:
+    try:
+        return await call
+    except Exception as exc:
+        return exc
+
+
+# --- what the login gets ----------------------------------------------------------------
+
+
+def test_the_login_gets_its_service_accounts_uid(fake_kube: FakeKube,
+                                                 objects: UserObjects) -> None:
+    """Session Secrets are owned by that uid, so the garbage collector removes them with it."""
+    user = login(objects)
+    assert user.uid == stored(fake_kube, Kind.SERVICE_ACCOUNT, user.service_account)[
+        "metadata"]["uid"]
+
+
+def test_a_service_account_without_uid_is_a_server_error(fake_kube: FakeKube,
+                                                         objects: UserObjects) -> None:
+    create = fake_kube.create
+
+    async def no_uid(kind: Kind, body: Obj, namespace: str | None = None) -> Obj:
+        created = await create(kind, body, namespace)
+        if kind == Kind.SERVICE_ACCOUNT:
+            del created["metadata"]["uid"]
+        return created
+
+    fake_kube.create = no_uid  # type: ignore[method-assign]
+    with pytest.raises(ServerError) as info:
+        login(objects)
+    assert info.value.reason == Reason.KUBERNETES_ERROR
+    assert name_of(ALICE.username) in info.value.detail
+
+
+# --- the cache of returning users ---------------------------------------------------------
+
+
+def test_the_cache_keeps_the_users_seen_most_recently(fake_kube: FakeKube,
+                                                      objects: UserObjects,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(userobjects, "MAX_CACHED_USERS", 2)
+    alice, bob, carol = (wire.Identity(f"corp:{n}@example.com") for n in ("a", "b", "c"))
+    for identity in (alice, bob, alice, carol):  # alice came back after bob: bob goes
+        login(objects, identity)
+    fake_kube.calls.clear()
+    login(objects, alice)
+    login(objects, carol)
+    assert fake_kube.calls == []
+    login(objects, bob)
+    assert "create ServiceAccount" in fake_kube.calls
+
+
+def test_a_one_second_cache_still_serves_a_login_within_the_second(
+        fake_kube: FakeKube, versions: ObjectVersions, clock: ManualClock) -> None:
+    objects = UserObjects(fake_kube, NS, 1, versions, monotonic=clock, clock=clock)
+    login(objects)
+    fake_kube.calls.clear()
+    clock.now += 0.5
+    login(objects)
+    assert fake_kube.calls == []
+
+
+def test_forgetting_a_user_who_is_not_cached_is_harmless(objects: UserObjects) -> None:
+    """The login forgets a user whose ServiceAccount vanished, cached or not."""
+    objects.forget("corp:nobody@example.com")
+    objects.forget("corp:nobody@example.com")
+
+
+# --- races on the role ------------------------------------------------------------------------
+
+
+def test_a_lost_race_on_the_role_costs_one_read_and_one_write_more(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    login(objects)
+    objects.forget(ALICE.username)
+    replace = fake_kube.replace
+    lost: list[str] = []
+
+    async def first_loses(kind: Kind, name: str, body: Obj, namespace: str | None = None) -> Obj:
+        if kind == Kind.CLUSTER_ROLE and not lost:
+            lost.append(name)
+            fake_kube.calls.append(f"replace {kind}")
+            raise Conflict("resourceVersion precondition failed")
+        return await replace(kind, name, body, namespace)
+
+    fake_kube.replace = first_loses  # type: ignore[method-assign]
+    fake_kube.calls.clear()
+    login(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    role_calls = [c for c in fake_kube.calls if c.endswith("ClusterRole")]
+    assert role_calls == ["create ClusterRole", "read ClusterRole", "replace ClusterRole",
+                          "read ClusterRole", "replace ClusterRole"]
+    assert userobjects.groups_from_rules(
+        stored(fake_kube, Kind.CLUSTER_ROLE, lost[0])["rules"]) == ("corp:devs",)
+
+
+def test_a_role_deleted_between_the_read_and_the_write_is_made_again(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    target = login(objects).service_account
+    objects.forget(ALICE.username)
+    replace = fake_kube.replace
+
+    async def deleted_first(kind: Kind, name: str, body: Obj,
+                            namespace: str | None = None) -> Obj:
+        if kind == Kind.CLUSTER_ROLE:
+            fake_kube.objects.pop((kind, None, name), None)  # an admin, just now
+        return await replace(kind, name, body, namespace)
+
+    fake_kube.replace = deleted_first  # type: ignore[method-assign]
+    login(objects, wire.Identity(ALICE.username, ("corp:devs",)))
+    assert userobjects.groups_from_rules(
+        stored(fake_kube, Kind.CLUSTER_ROLE, target)["rules"]) == ("corp:devs",)
+
+
+def test_giving_up_on_a_role_that_keeps_changing_tells_the_client_to_retry_soon(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    login(objects)
+    objects.forget(ALICE.username)
+
+    async def always_conflicting(kind: Kind, name: str, body: Obj,
+                                 namespace: str | None = None) -> Obj:
+        raise Conflict("resourceVersion precondition failed")
+
+    fake_kube.replace = always_conflicting  # type: ignore[method-assign]
+    with pytest.raises(Unavailable) as info:
+        login(objects, wire.Identity(ALICE.username, ("corp:ops",)))
+    assert info.value.reason == Reason.USER_OBJECT_CONFLICT
+    assert "try again" in info.value.message
+    assert info.value.retry_after_seconds <= 1  # a lost race clears at once
+
+
+# --- whoami: the ServiceAccount must be ours and that user's --------------------------------
+
+
+def test_describe_refuses_an_account_relabelled_for_another_user(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    """Both annotations say mallory, but the objects are named for alice: not mallory's."""
+    name = login(objects).service_account
+    for kind in (Kind.SERVICE_ACCOUNT, Kind.CLUSTER_ROLE):
+        stored(fake_kube, kind, name)["metadata"]["annotations"][
+            naming.USERNAME_ANNOTATION] = "corp:mallory@example.com"
+    with pytest.raises(NotFound):
+        asyncio.run(objects.describe(name))
+
+
+def test_describe_refuses_an_account_that_is_not_managed_by_us(
+        fake_kube: FakeKube, objects: UserObjects) -> None:
+    name = login(objects).service_account
+    del stored(fake_kube, Kind.SERVICE_ACCOUNT, name)["metadata"]["labels"][
+        naming.MANAGED_BY_LABEL]
+    with pytest.raises(NotFound):
+        asyncio.run(objects.describe(name))
+
+
+# --- bounds that came with the hardening: one identity's storm, the number of users --------
+
+
+def test_one_identitys_logins_beyond_the_bound_are_refused_at_once(
+        fake_kube: FakeKube, versions: ObjectVersions) -> None:
+    """A leaked token replayed in parallel must not queue up every request slot."""
+    objects = UserObjects(fake_kube, NS, 300, versions, max_requests_per_user=1)
+    fake_kube.interleave = True
+
+    async def both() -> list[object]:
+        return list(await asyncio.gather(objects.ensure(ALICE), objects.ensure(ALICE),
+                                         return_exceptions=True))
+
+    first, second = asyncio.run(both())
+    assert isinstance(first, userobjects.UserRef)
+    assert isinstance(second, Unavailable)
+    assert second.reason == Reason.RATE_LIMITED
+    assert second.http_status == 429
+
+
+def test_a_new_user_beyond_max_users_is_told_to_come_back_later(
+        fake_kube: FakeKube, versions: ObjectVersions) -> None:
+    """Room comes only when the idle-user clean-up runs: later, not in a few seconds."""
+    objects = UserObjects(fake_kube, NS, 0, versions, max_users=1)
+    login(objects)
+    with pytest.raises(Unavailable) as info:
+        login(objects, wire.Identity("corp:bob@example.com"))
+    assert "try again later" in info.value.message
+    assert info.value.retry_after_seconds > Unavailable(Reason.OK, "").retry_after_seconds
+
+
+def test_deleting_a_user_spares_an_object_that_is_not_ours(fake_kube: FakeKube,
+                                                           objects: UserObjects) -> None:
+    name = login(objects).service_account
+    stored(fake_kube, Kind.CLUSTER_ROLE, name)["metadata"]["labels"] = {}  # someone else's
+    asyncio.run(objects.delete(ALICE.username))
+    assert fake_kube.get(Kind.SERVICE_ACCOUNT, name, NS) is None
+    assert fake_kube.get(Kind.CLUSTER_ROLE_BINDING, name) is None
+    assert fake_kube.get(Kind.CLUSTER_ROLE, name) is not None
