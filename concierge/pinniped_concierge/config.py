@@ -296,8 +296,9 @@ class LeaseConfig(Section):
 class RateLimitConfig(Section):
     """A token bucket per client address, so that one client cannot crowd out the rest.
 
-    Every request (login, whoami, logout, probes excepted) takes a token from
-    its address's bucket; an empty bucket is answered 429 with Retry-After.
+    Every request to the three APIs and to /metrics (not the probes /healthz and
+    /readyz) takes a token from its address's bucket; an empty bucket is
+    answered 429 with Retry-After.
     The address is the TCP peer's (IPv6 addresses share a bucket per /64);
     forwarding headers are never trusted. Behind a load balancer or NAT that
     hides client addresses, many people share one bucket: raise the figures to
