@@ -129,11 +129,15 @@ def test_one_token_in_200_parallel_logins_keeps_the_cap_and_others_get_in(
 
 def leftover_sessions(cluster: LocalCluster, namespace: str, username: str, count: int) -> None:
     """Session Secrets as a replica that crashed mid-storm would leave them (newest of all)."""
-    expires = wire.format_time(dt.datetime.fromtimestamp(time.time() + 600, dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    expires = wire.format_time(now + dt.timedelta(seconds=600))
+    # As the replica wrote them: with their start to the microsecond, so that they sort
+    # after the storm's (a creationTimestamp has whole seconds only).
     items = [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
         "name": naming.session_secret_name(f"leftover{i:02d}{secrets.token_hex(4)}"),
         "labels": naming.user_labels(username, namespace) | {naming.SESSION_LABEL: "true"},
         "annotations": {naming.USERNAME_ANNOTATION: username,
+                        naming.STARTED_ANNOTATION: now.strftime(naming.STARTED_FORMAT),
                         naming.EXPIRES_ANNOTATION: expires}}} for i in range(count)]
     cluster.kubectl("apply", "-n", namespace, "-f", "-",
                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
