@@ -43,3 +43,30 @@ CONFIG_GROUP: Final = "config.concierge.pinniped.dev"
 JWT_AUTHENTICATOR_PLURAL: Final = "jwtauthenticators"
 CREDENTIAL_ISSUER_KIND: Final = "CredentialIssuer"
 CREDENTIAL_ISSUER_PLURAL: Final = "credentialissuers"
+
+#: Temporary elevated access (`pinniped_apis.elevation`): policies an administrator applies
+#: (cluster-scoped), and requests only the concierge creates and changes (in its namespace).
+ELEVATION_GROUP: Final = "elevation.concierge.pinniped.dev"
+ELEVATION_API_VERSION: Final = "elevation.concierge.pinniped.dev/v1alpha1"
+ELEVATION_POLICY_KIND: Final = "ElevationPolicy"
+ELEVATION_POLICY_PLURAL: Final = "elevationpolicies"
+ELEVATION_REQUEST_KIND: Final = "ElevationRequest"
+ELEVATION_REQUEST_PLURAL: Final = "elevationrequests"
+#: POST: ask for a group; GET: the requests the caller made or may decide on.
+ELEVATION_REQUESTS_PATH = f"/apis/{ELEVATION_GROUP}/{VERSION}/{ELEVATION_REQUEST_PLURAL}"
+#: POST {ELEVATION_REQUESTS_PATH}/{id}/{action}, action one of these.
+ELEVATION_ACTIONS: Final = ("approve", "deny", "revoke")
+#: GET: the caller's own open requests (pending, or approved and not ended): the plugin's check.
+ELEVATION_STATE_PATH = f"/apis/{ELEVATION_GROUP}/{VERSION}/elevationstate"
+#: The id of a request is its object's name: this prefix and 16 hex digits.
+ELEVATION_ID_PREFIX: Final = "elev-"
+ELEVATION_ID_PATTERN: Final = r"^elev-[0-9a-f]{16}$"
+#: Why someone asks, or why they deny or revoke: a sentence, not a document.
+MAX_REASON_LENGTH = 512
+#: An elevation lasts at least this long and at most a day (a policy may say less).
+MIN_ELEVATION_SECONDS = 10
+MAX_ELEVATION_SECONDS = 86_400
+#: Users and groups named in one policy's requesters or approvers, each.
+MAX_POLICY_SUBJECTS = 64
+#: Distinct approvals a policy may require.
+MAX_APPROVALS_REQUIRED = 10

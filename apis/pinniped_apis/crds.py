@@ -25,6 +25,12 @@ from pinniped_apis.authentication import (
     schema_without_refs,
 )
 from pinniped_apis.credential_issuer import CredentialIssuerSpec, CredentialIssuerStatus
+from pinniped_apis.elevation import (
+    ElevationPolicySpec,
+    ElevationPolicyStatus,
+    ElevationRequestSpec,
+    ElevationRequestStatus,
+)
 
 REGENERATE = ".venv/bin/python -m pinniped_apis.crds > deploy/crds.yaml"
 _DROPPED = ("title", "additionalProperties")
@@ -74,7 +80,10 @@ def _object_schema(spec: type[SpecModel], status: type[SpecModel],
 
 
 def _crd(group: str, kind: str, plural: str, *, spec: type[SpecModel], status: type[SpecModel],
-         columns: list[dict[str, Any]], spec_required: bool) -> dict[str, Any]:
+         columns: list[dict[str, Any]], spec_required: bool, scope: str = "Cluster",
+         status_subresource: bool = True) -> dict[str, Any]:
+    """One CRD. `status_subresource` False: the status is written with the object, in one
+    call (ElevationRequests, which only the concierge ever writes)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -82,12 +91,12 @@ def _crd(group: str, kind: str, plural: str, *, spec: type[SpecModel], status: t
                      "labels": {"app.kubernetes.io/name": "pinniped-concierge"}},
         "spec": {
             "group": group,
-            "scope": "Cluster",
+            "scope": scope,
             "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
                       "listKind": f"{kind}List", "categories": ["pinniped"]},
             "versions": [{
                 "name": constants.VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
+                **({"subresources": {"status": {}}} if status_subresource else {}),
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": _object_schema(spec, status, spec_required)},
             }],
@@ -116,11 +125,28 @@ def definitions() -> list[dict[str, Any]]:
                       ".status.strategies[0].frontend.tokenCredentialRequestInfo.server"),
               _column("Age", ".metadata.creationTimestamp", "date")],
              spec_required=False),
+        _crd(constants.ELEVATION_GROUP, constants.ELEVATION_POLICY_KIND,
+             constants.ELEVATION_POLICY_PLURAL, spec=ElevationPolicySpec,
+             status=ElevationPolicyStatus,
+             columns=[_column("Group", ".spec.group"),
+              _column("Approvals", ".spec.approvalsRequired", "integer"),
+              _column("Max-Duration", ".spec.maxDurationSeconds", "integer"),
+              _column("Age", ".metadata.creationTimestamp", "date")],
+             spec_required=True, status_subresource=False),
+        _crd(constants.ELEVATION_GROUP, constants.ELEVATION_REQUEST_KIND,
+             constants.ELEVATION_REQUEST_PLURAL, spec=ElevationRequestSpec,
+             status=ElevationRequestStatus,
+             columns=[_column("Group", ".spec.group"),
+              _column("Requester", ".spec.requester.username"),
+              _column("Phase", ".status.phase"), _column("Expires", ".status.expiresAt"),
+              _column("Age", ".metadata.creationTimestamp", "date")],
+             spec_required=True, scope="Namespaced", status_subresource=False),
     ]
 
 
 def render() -> str:
-    header = ("# Generated from apis/pinniped_apis (authentication.py, credential_issuer.py); "
+    header = ("# Generated from apis/pinniped_apis (authentication.py, credential_issuer.py, "
+              "elevation.py); "
               f"do not edit.\n# Regenerate with: {REGENERATE}\n")
     return header + yaml.safe_dump_all(definitions(), sort_keys=False, width=100)
 

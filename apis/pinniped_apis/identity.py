@@ -24,6 +24,12 @@ class ClusterCredential:
     token: str = field(repr=False)
     expiration: dt.datetime
     identity: Identity
+    #: Groups of `identity` granted by an approved elevation (`pinniped_apis.elevation`), not
+    #: by the ID token; the expiration is at most the earliest of those elevations' ends.
+    elevated_groups: tuple[str, ...] = ()
+    #: The user has an elevation pending or active: the plugin asks the concierge for its state
+    #: before handing this credential out again (`ELEVATION_STATE_PATH`).
+    check_elevation: bool = False
 
     @property
     def impersonation_headers(self) -> dict[str, list[str]]:

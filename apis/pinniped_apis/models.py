@@ -211,6 +211,15 @@ class CredentialDoc(Tolerant):
     expiration_timestamp: Timestamp = Field(alias="expirationTimestamp")
 
 
+class ElevationHint(Tolerant):
+    """Present when the user has an elevation pending or active (`pinniped_apis.elevation`)."""
+
+    check: bool = Field(description="Ask the concierge for the elevation state before each "
+                        "reuse of this credential (GET ELEVATION_STATE_PATH).")
+    groups: Groups = Field(default=[], description="The groups of the identity that an "
+                           "approved elevation grants; the credential ends no later than it.")
+
+
 class TokenCredentialRequestStatus(Tolerant):
     """Either a credential (with the identity it acts as) or a message saying why not."""
 
@@ -221,6 +230,7 @@ class TokenCredentialRequestStatus(Tolerant):
         description="The headers a client must send with the credential to act as the user.")
     message: Annotated[str, BeforeValidator(_at_most(MAX_MESSAGE_LENGTH))] | None = Field(
         default=None, description="Why there is no credential (long ones are cut when read).")
+    elevation: ElevationHint | None = None
 
 
 class EchoedAuthenticator(Tolerant):
@@ -258,12 +268,15 @@ class TokenCredentialRequestResponse(Tolerant):
     def success(cls, request: TokenCredentialRequest,
                 credential: ClusterCredential) -> TokenCredentialRequestResponse:
         headers = impersonation_headers(credential.identity)
+        hint = (ElevationHint(check=credential.check_elevation,
+                              groups=list(credential.elevated_groups))
+                if credential.check_elevation or credential.elevated_groups else None)
         return cls(spec=AnsweredSpec.echoing(request),
                    status=TokenCredentialRequestStatus(
                        credential=CredentialDoc(token=credential.token,
                                                 expirationTimestamp=credential.expiration),
                        identity=UserInfo.of(credential.identity),
-                       impersonationHeaders=headers))
+                       impersonationHeaders=headers, elevation=hint))
 
     @classmethod
     def failure(cls, request: TokenCredentialRequest | None,

@@ -135,9 +135,15 @@ def parse_credential_response(body: object) -> ClusterCredential:
         raise LoginRejected(status.message or AUTHENTICATION_FAILED)
     if status.identity is None:
         raise WireError("status.identity", "is required with a credential")
+    identity = status.identity.identity()
+    hint = status.elevation
+    elevated = tuple(hint.groups) if hint is not None else ()
+    if not set(elevated) <= set(identity.groups):
+        raise WireError("status.elevation.groups", "must be groups of status.identity")
     return ClusterCredential(token=status.credential.token,
                              expiration=status.credential.expiration_timestamp,
-                             identity=status.identity.identity())
+                             identity=identity, elevated_groups=elevated,
+                             check_elevation=hint is not None and hint.check)
 
 
 # --- WhoAmIRequest and LogoutRequest ---------------------------------------------

@@ -317,6 +317,32 @@ class RateLimitConfig(Section):
                            "forgotten first), which bounds the memory the limit uses.")
 
 
+class ElevationConfig(Section):
+    """Temporary elevated access (`ElevationPolicy`, `ElevationRequest`): the bounds on it, and
+    how quickly an ended elevation is enforced."""
+
+    sync_interval_seconds: int = _integer(
+        2, 1, 10, "How often the Lease holder expires requests and, for an elevation that "
+                  "ended, removes the group from the user's ClusterRole and ends the sessions "
+                  "minted during it. With the apiserver's ~10 s token cache, an ended "
+                  "elevation stops working within this plus 10 s.")
+    pending_timeout_seconds: int = _integer(
+        3600, 60, 604800, "A request not approved within this long expires. While one is "
+                          "pending, each of the requester's kubectl calls asks the concierge "
+                          "about it (one cheap call).")
+    retention_seconds: int = _integer(
+        604800, 0, 31536000, "Ended requests are deleted this long after they ended (the "
+                             "audit log keeps every step).")
+    max_requests: int = _integer(
+        1000, 1, 100000, "ElevationRequest objects at most, all users together; beyond it, "
+                         "new requests are refused until ended ones are deleted.")
+    max_open_per_user: int = _integer(
+        5, 1, 100, "Pending or active requests one user may have at once.")
+    max_policies: int = _integer(
+        200, 1, 10000, "ElevationPolicy objects the concierge reads; beyond it, logins are "
+                       "refused (it could not know every governed group).")
+
+
 class MetricsConfig(Section):
     """Where Prometheus metrics are served."""
 
@@ -360,6 +386,9 @@ class Config(Section):
                     "served by every replica.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig,
                                    description="Prometheus metrics.")
+    elevation: ElevationConfig = Field(
+        default_factory=ElevationConfig,
+        description="Temporary elevated access, approved by someone else.")
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig,
                                         description="Requests allowed per client address.")
     credential_ttl_seconds: int = _integer(

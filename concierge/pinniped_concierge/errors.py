@@ -63,6 +63,23 @@ class Reason(StrEnum):
     #: `maxUsers` users' objects exist already, and this login would set up one more.
     USER_LIMIT_REACHED = "user_limit_reached"
     INTERNAL_ERROR = "internal_error"
+    # Temporary elevated access (`elevation_service`, `elevation_controller`).
+    #: The ElevationPolicies have not been listed yet (or there are more than maxPolicies):
+    #: no login can be granted its groups safely, so none is.
+    ELEVATION_POLICIES_UNKNOWN = "elevation_policies_unknown"
+    NO_ELEVATION_POLICY = "no_elevation_policy"
+    NOT_A_REQUESTER = "not_a_requester"
+    NOT_AN_APPROVER = "not_an_approver"
+    SELF_APPROVAL = "self_approval"
+    ALREADY_APPROVED = "already_approved"
+    ELEVATION_NOT_FOUND = "elevation_not_found"
+    #: Approve or deny of a request that is no longer Pending, revoke of one that has ended.
+    ELEVATION_ENDED = "elevation_ended"
+    DURATION_TOO_LONG = "duration_too_long"
+    #: The user already has a request open for this group.
+    ELEVATION_ALREADY_OPEN = "elevation_already_open"
+    #: maxRequests in all, or maxOpenPerUser for this user.
+    ELEVATION_LIMIT_REACHED = "elevation_limit_reached"
 
 
 class Rejected(Exception):

@@ -37,6 +37,11 @@ GROUPS_ISSUED_AT_ANNOTATION = "concierge.pinniped.dev/groups-issued-at"
 #: On a user's ClusterRole: the user's last login, written at most once an hour (RFC 3339).
 LAST_LOGIN_ANNOTATION = "concierge.pinniped.dev/last-login-at"
 
+#: On a session Secret minted while the user had approved elevations: "true" (select them).
+ELEVATED_LABEL = "concierge.pinniped.dev/elevated"
+#: On such a session Secret: the ids of those ElevationRequests, comma-separated; when one
+#: ends, the sessions naming it are ended.
+ELEVATIONS_ANNOTATION = "concierge.pinniped.dev/elevations"
 USER_OBJECT_PREFIX = "pinniped-user-"
 SESSION_PREFIX = "pinniped-session-"
 

@@ -126,9 +126,13 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> Non
     assert flipped.status == "False"
 
 
-def test_the_crds_parse_as_two_yaml_documents() -> None:
+def test_the_crds_parse_as_four_yaml_documents() -> None:
     documents = [d for d in yaml.safe_load_all(COMMITTED.read_text()) if d]
     assert [d["metadata"]["name"] for d in documents] == [
         "jwtauthenticators.authentication.concierge.pinniped.dev",
-        "credentialissuers.config.concierge.pinniped.dev"]
-    assert all(d["spec"]["scope"] == "Cluster" for d in documents)
+        "credentialissuers.config.concierge.pinniped.dev",
+        "elevationpolicies.elevation.concierge.pinniped.dev",
+        "elevationrequests.elevation.concierge.pinniped.dev"]
+    # Only the requests live in a namespace (the concierge's); users get no RBAC on them.
+    assert [d["spec"]["scope"] for d in documents] == [
+        "Cluster", "Cluster", "Cluster", "Namespaced"]
