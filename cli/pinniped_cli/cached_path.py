@@ -17,6 +17,15 @@ Anything it is not sure of makes it return False, and the full command
 not read, an explicit --credential-cache, a miss, an entry that expires within
 the minute, a run by hand (no KUBERNETES_EXEC_INFO), or anything that would be
 an error or a warning. It never writes, prints a message, or fails.
+
+The one case where it reaches the network: an entry with the elevation hint
+(the user has an elevation pending or active) is handed out only after the
+concierge confirms nothing changed (`pinniped_cli.elevation_check`, imported
+only for such an entry; stdlib `socket` and `ssl`, at most ~3 s). The same
+state, or no answer at all (the apiserver and concierge enforce what the
+credential may do, so an outage only delays noticing), serves the entry; a
+change, a 401 or nothing left open goes to the full command, which checks
+again and logs in or rewrites the entry (`cluster_credential.get_credential`).
 """
 
 from __future__ import annotations
@@ -51,16 +60,40 @@ def serve(args: list[str], env: Mapping[str, str], out: TextIO,
         info = execcredential.read_exec_info(raw_info, stdin_is_tty=False)
     except UsageError:
         return False
-    found = credential_entry.fields(cached_entry(env, credential_key(identity, info.cluster)))
+    entry = cached_entry(env, credential_key(identity, info.cluster))
+    found = credential_entry.fields(entry)
     if found is None:
         return False
     token, expiration, _, _ = found
     if not credential_entry.is_canonical(expiration) or not credential_entry.lasts_until(
             expiration, clock() + credential_entry.MIN_REMAINING_SECONDS):
         return False
+    assert isinstance(entry, dict)  # `fields` found one
+    elevated = credential_entry.elevated_groups(entry)
+    if elevated is not None and not _still_elevated(values, token, elevated):
+        return False
     out.write(execcredential.render(info, token, expiration))
     out.flush()
     return True
+
+
+def _still_elevated(values: Mapping[str, object], token: str, elevated: tuple[str, ...]
+                    ) -> bool:
+    """Whether the concierge says the elevation state is unchanged (or cannot say)."""
+    from pinniped_cli import elevation_check
+
+    try:
+        ca_pem = elevation_check.ca_pem(_strings(values.get("concierge_ca_bundle")),
+                                        _strings(values.get("concierge_ca_bundle_data")))
+    except (OSError, ValueError):
+        return False  # the full command says what is wrong with the flag
+    endpoint = str(values["concierge_endpoint"]).rstrip("/")
+    return elevation_check.check(endpoint, ca_pem, token, elevated) in (
+        elevation_check.SAME, elevation_check.UNREACHABLE)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def cached_entry(env: Mapping[str, str], key: str) -> object:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pinniped_cli import cache_keys, runtime_cache
 from pinniped_cli.credential_cache import Credential, CredentialCache, cache_key
 from pinniped_cli.credential_entry import FILE_NAME
+from pinniped_cli.errors import CLIError
 from pinniped_cli.securefile import config_dir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
@@ -100,25 +101,88 @@ def session_locked(options: LoginOptions, rt: Runtime, timeout: float) -> Iterat
 
 def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interactive: bool,
                    rt: Runtime) -> Credential:
-    """The cached credential, or a new one from one login held under the lock."""
+    """The cached credential, or a new one from one login held under the lock.
+
+    A cached credential with the elevation hint is handed out only after the
+    concierge's state says so (`pinniped_cli.elevation_check`): a change or a
+    401 logs in again (the OIDC session's tokens are enough: no browser), and
+    nothing left open stops the checking.
+    """
     key = credential_key(options, cluster)
     cache = credential_cache(options, rt)
+    stale: Credential | None = None  # still valid, but its elevated groups are not current
+    checked: set[str] = set()  # tokens the concierge's state says not to hand out again
     if cache is not None and (hit := cache.get(key, rt.now())) is not None:
-        return hit
+        if not hit.check_elevation:
+            return hit
+        from pinniped_cli import elevation_check as check
+
+        outcome = elevation_outcome(options, hit, rt)
+        if outcome == check.DONE:
+            return mark_checking(options, cluster, rt, False, hit.token) or hit
+        if outcome in (check.SAME, check.UNREACHABLE):
+            return hit
+        checked.add(hit.token)
+        if outcome == check.CHANGED:
+            stale = hit
+            rt.say("your elevated access changed (an elevation was approved or ended): "
+                   "logging in again to pick that up")
     from pinniped_cli import lock
 
     with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
                    on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
         # Whoever held the lock may just have logged in for us.
-        if cache is not None and (hit := cache.get(key, rt.now())) is not None:
+        if cache is not None and (hit := cache.get(key, rt.now())) is not None and (
+                not hit.check_elevation or hit.token not in checked):
             return hit
-        with session_locked(options, rt, options.login_timeout + LOCK_GRACE_SECONDS), \
-                rt.stdout_to_stderr():
-            credential = _login(options, interactive, rt)
+        try:
+            with session_locked(options, rt, options.login_timeout + LOCK_GRACE_SECONDS), \
+                    rt.stdout_to_stderr():
+                credential = _login(options, interactive, rt)
+        except CLIError as exc:
+            if stale is None:
+                raise
+            rt.say(f"could not log in again ({exc}); using the cached credential until then")
+            return stale
         if cache is not None:
             cache.put(key, credential, rt.now())
         keep_kubeconfig_current(options, cluster, credential, rt)
         return credential
+
+
+def elevation_outcome(options: LoginOptions, credential: Credential, rt: Runtime) -> str:
+    """What the concierge's elevation state means for `credential` (`elevation_check`)."""
+    from pinniped_cli.elevation_check import UNREACHABLE
+    from pinniped_cli.elevation_client import ElevationClient
+    from pinniped_cli.errors import UsageError
+
+    try:
+        ca_pem = options.concierge_ca_bundle.pem("--concierge-ca-bundle")
+    except UsageError:
+        return UNREACHABLE  # a login would say what is wrong with the flag
+    with rt.new_http(ca_pem) as http:
+        return ElevationClient(http, options.concierge_endpoint).check(
+            credential.token, credential.elevated_groups)
+
+
+def mark_checking(options: LoginOptions, cluster: ClusterInfo | None, rt: Runtime,
+                  check: bool, token: str | None = None) -> Credential | None:
+    """Turn the elevation check of the cached credential (if `token` is given: only if it is
+    that one) on or off; the credential as now cached (None when none is)."""
+    cache = credential_cache(options, rt)
+    if cache is None:
+        return None
+    from pinniped_cli import lock
+
+    key = credential_key(options, cluster)
+    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        hit = cache.get(key, rt.now())
+        if hit is None or hit.check_elevation == check or token not in (None, hit.token):
+            return hit
+        marked = hit.checking(check)
+        cache.put(key, marked, rt.now())
+        return marked
 
 
 def _login(options: LoginOptions, interactive: bool, rt: Runtime) -> Credential:

@@ -66,6 +66,7 @@ class _VersionAction(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     from pinniped_cli import (
         cmd_completion,
+        cmd_elevate,
         cmd_get_kubeconfig,
         cmd_login_oidc,
         cmd_logout,
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         (commands, "logout", cmd_logout, "revoke your cluster session and forget it",
          "Revoke the concierge session (the credential stops working within ~10 s) and clear "
          "the local caches for this kubeconfig's login."),
+        (commands, "elevate", cmd_elevate, "ask for a group for a while, or approve a request",
+         "Temporary elevated access: ask for a group an ElevationPolicy governs, with a reason; "
+         "someone else approves; it ends by itself. `pinniped elevate ACTION --help` says "
+         "more."),
         (commands, "version", cmd_version, "print pinniped's version",
          "Print pinniped's version (that of the installed pinniped-py distribution)."),
         (commands, "completion", cmd_completion, "print a shell completion script",

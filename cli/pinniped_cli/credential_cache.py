@@ -55,19 +55,32 @@ MIN_REMAINING = dt.timedelta(seconds=credential_entry.MIN_REMAINING_SECONDS)
 class Credential:
     """A cluster credential as the CLI keeps it: what `wire.ClusterCredential` carries."""
 
-    __slots__ = ("expiration", "groups", "token", "username")
+    __slots__ = ("check_elevation", "elevated_groups", "expiration", "groups", "token",
+                 "username")
 
     def __init__(self, token: str, expiration: dt.datetime, username: str,
-                 groups: tuple[str, ...]) -> None:
+                 groups: tuple[str, ...], *, elevated_groups: tuple[str, ...] = (),
+                 check_elevation: bool = False) -> None:
         self.token = token
         self.expiration = expiration
         self.username = username
         self.groups = groups
+        #: Groups an approved elevation grants (`pinniped_apis.elevation`).
+        self.elevated_groups = elevated_groups
+        #: Ask the concierge for the elevation state before handing this out again.
+        self.check_elevation = check_elevation
 
     @classmethod
     def from_wire(cls, credential: ClusterCredential) -> Credential:
         return cls(credential.token, credential.expiration, credential.identity.username,
-                   tuple(credential.identity.groups))
+                   tuple(credential.identity.groups),
+                   elevated_groups=tuple(credential.elevated_groups),
+                   check_elevation=credential.check_elevation)
+
+    def checking(self, check: bool) -> Credential:
+        """This credential, with the elevation check turned on or off."""
+        return Credential(self.token, self.expiration, self.username, self.groups,
+                          elevated_groups=self.elevated_groups, check_elevation=check)
 
     def identity(self) -> Identity:
         from pinniped_apis.identity import Identity
@@ -76,7 +89,9 @@ class Credential:
 
     def __repr__(self) -> str:  # never the token
         return (f"Credential(username={self.username!r}, groups={self.groups!r}, "
-                f"expiration={format_time(self.expiration)!r})")
+                f"expiration={format_time(self.expiration)!r}, "
+                f"elevated_groups={self.elevated_groups!r}, "
+                f"check_elevation={self.check_elevation!r})")
 
 
 class CredentialCache:
@@ -145,7 +160,8 @@ class CredentialCache:
 def _encode(credential: Credential) -> bytes:
     return json.dumps(credential_entry.entry(
         credential.token, format_time(credential.expiration), credential.username,
-        credential.groups), separators=(",", ":")).encode()
+        credential.groups, credential.elevated_groups if credential.check_elevation else None),
+        separators=(",", ":")).encode()
 
 
 def _parse_entry(entry: object) -> Credential | None:
@@ -155,4 +171,9 @@ def _parse_entry(entry: object) -> Credential | None:
         return None
     token, timestamp, username, groups = found
     expiration = parse_time(timestamp)
-    return None if expiration is None else Credential(token, expiration, username, groups)
+    if expiration is None:
+        return None
+    assert isinstance(entry, dict)  # `fields` found one
+    elevated = credential_entry.elevated_groups(entry)
+    return Credential(token, expiration, username, groups, elevated_groups=elevated or (),
+                      check_elevation=elevated is not None)

@@ -2,7 +2,12 @@
 
 An entry is ``{"token": "...", "expirationTimestamp": "2024-01-01T00:00:00Z",
 "identity": {"username": "...", "groups": ["..."]}}``, sealed whole in the
-sealed file and as it is in the runtime directory's. Reading one needs no
+sealed file and as it is in the runtime directory's. While the user has an
+elevation pending or active (`pinniped_apis.elevation`), it also holds
+``"elevation": {"groups": [...]}``: the groups of the identity an approved
+elevation grants, and the sign that each use asks the concierge first
+(`pinniped_cli.elevation_check`). Entries without it (all of those written
+before) are read as they always were. Reading one needs no
 `datetime`: the cached path (`pinniped_cli.cached_path`) compares the
 timestamp as text, which is exact for the one form pinniped writes (UTC,
 whole seconds, four-digit year: text order is time order), and leaves any
@@ -25,12 +30,18 @@ MIN_REMAINING_SECONDS = 60
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DIGITS = (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)
 _PUNCTUATION = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "Z"}
+#: The field of an entry the plugin checks before handing it out.
+ELEVATION = "elevation"
 
 
-def entry(token: str, expiration_timestamp: str, username: str,
-          groups: tuple[str, ...]) -> dict[str, object]:
-    return {"token": token, "expirationTimestamp": expiration_timestamp,
-            "identity": {"username": username, "groups": list(groups)}}
+def entry(token: str, expiration_timestamp: str, username: str, groups: tuple[str, ...],
+          elevated: tuple[str, ...] | None = None) -> dict[str, object]:
+    """An entry; with `elevated` (not None), one the plugin checks before each use."""
+    value: dict[str, object] = {"token": token, "expirationTimestamp": expiration_timestamp,
+                                "identity": {"username": username, "groups": list(groups)}}
+    if elevated is not None:
+        value[ELEVATION] = {"groups": list(elevated)}
+    return value
 
 
 def fields(value: object) -> tuple[str, str, str, tuple[str, ...]] | None:
@@ -47,7 +58,19 @@ def fields(value: object) -> tuple[str, str, str, tuple[str, ...]] | None:
     if not isinstance(username, str) or not username or not isinstance(groups, list) \
             or not all(isinstance(g, str) for g in groups):
         return None
+    if ELEVATION in value and elevated_groups(value) is None:
+        return None
     return token, expiration, username, tuple(groups)
+
+
+def elevated_groups(value: dict[str, object]) -> tuple[str, ...] | None:
+    """The elevation hint's groups of an entry, or None when it has none (or a malformed
+    one, which `fields` makes the whole entry a miss for)."""
+    hint = value.get(ELEVATION)
+    groups = hint.get("groups", []) if isinstance(hint, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        return None
+    return tuple(groups)
 
 
 def is_canonical(timestamp: str) -> bool:

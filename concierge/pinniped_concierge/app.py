@@ -4,6 +4,12 @@
                                         parsed; failures carry only "authentication failed")
     POST WHOAMI_REQUEST_PATH            bearer cluster credential -> who the cluster sees
     POST LOGOUT_REQUEST_PATH            bearer cluster credential -> its session Secret deleted
+    POST ELEVATION_REQUESTS_PATH        ask for a governed group (`elevation_service`), and
+    GET  ELEVATION_REQUESTS_PATH        the caller's requests and those they may decide;
+    POST .../{id}/approve|deny|revoke   decide one; GET ELEVATION_STATE_PATH: the caller's
+                                        own pending and active ones (the plugin's check).
+                                        All bearer-authenticated, served only when
+                                        `Services.elevation` is set
     GET  /healthz                       the process is alive
     GET  /readyz                        the Kubernetes API answers, every file authenticator's
                                         keys are usable and the JWTAuthenticator objects have
@@ -19,9 +25,11 @@ within `requestBodyTimeoutSeconds` (a slow sender must not hold a worker),
 application/*+json; refused before it is read when the headers announce it),
 429 with `Retry-After` for a client address over its `rateLimit` (checked
 before the body is read; probes are never limited), 401 for a missing or
-rejected bearer credential, 503 with `Retry-After` when Kubernetes or an
-issuer is unreachable, 500 when the concierge itself is misconfigured. Every
-request to the three APIs gets exactly one audit line, refused ones included.
+rejected bearer credential, 403/404/409 for an elevation the caller may not
+ask for or decide (`ElevationRefused`, its message saying what to do), 503
+with `Retry-After` when Kubernetes or an issuer is unreachable, 500 when the
+concierge itself is misconfigured. Every request to the APIs gets exactly one
+audit line, refused ones included.
 
 Every JSON answer is written with non-ASCII characters escaped: answers echo
 what clients sent (the authenticator's name, an unknown field's name in a
@@ -47,9 +55,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 
 from pinniped_apis import models, validation, wire
+from pinniped_apis.constants import ELEVATION_REQUESTS_PATH, ELEVATION_STATE_PATH
+from pinniped_apis.elevation import (
+    ElevationCreate,
+    ElevationDecision,
+    ElevationList,
+    ElevationState,
+    ElevationView,
+)
 from pinniped_apis.version import version
 from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
 from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCredential
+from pinniped_concierge.elevation_service import ElevationRefused, ElevationService
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import KubeAPI, counting_calls
 from pinniped_concierge.login import LoginService
@@ -86,6 +103,8 @@ class Services:
     #: Counted in `_audited`; served at /metrics when `serve_metrics`.
     metrics: ConciergeMetrics = field(default_factory=ConciergeMetrics)
     serve_metrics: bool = True
+    #: Temporary elevated access; None: its API is not served.
+    elevation: ElevationService | None = None
 
 
 class _BadRequest(Exception):
@@ -145,6 +164,8 @@ def create_app(services: Services, *, rate_limiter: RateLimiter | None = None) -
     async def logout(request: Request, body: models.LogoutRequest | None = None) -> Response:
         return await _logout(services, request, _event(request))
 
+    if services.elevation is not None:
+        _elevation_routes(api, services, services.elevation)
     app.include_router(api)
     _publish_only_real_answers(app)
 
@@ -178,6 +199,75 @@ def create_app(services: Services, *, rate_limiter: RateLimiter | None = None) -
     return app
 
 
+#: The refusals an elevation API may answer with, for the OpenAPI document.
+_ELEVATION_REFUSALS = {
+    403: "Not allowed: not a requester or approver of the group, or your own request",
+    404: "No such request that the caller may see (or no such id)",
+    409: "Already approved by the caller, already open, or already ended",
+}
+
+
+def _elevation_routes(api: APIRouter, services: Services, elevation: ElevationService) -> None:
+    """The six elevation API routes; each reviews the bearer credential first."""
+    def answers(model: type[models.Tolerant]) -> dict[int | str, Any]:
+        return _responses(model, bearer=True, refusals=_ELEVATION_REFUSALS)
+
+    async def as_caller(request: Request,
+                        call: Callable[[wire.Identity, AuditEvent], Awaitable[models.Tolerant]]
+                        ) -> Response:
+        event = _event(request)
+        reviewed = await _review_caller(services, request, event)
+        if isinstance(reviewed, Response):
+            return reviewed
+        try:
+            answer = await call(reviewed.identity, event)
+        except ElevationRefused as exc:
+            event.outcome, event.reason = "failure", exc.reason
+            event.extra["detail"] = exc.message
+            headers = ({"Retry-After": str(exc.retry_after)}
+                       if exc.retry_after is not None else None)
+            return _status(exc.code, _STATUS_REASONS.get(exc.code, "BadRequest"), exc.message,
+                           headers=headers)
+        event.outcome, event.reason = "success", Reason.OK
+        return _json(answer.to_wire())
+
+    @api.post(ELEVATION_REQUESTS_PATH, name="elevation.create",
+              summary="Ask for a group an ElevationPolicy governs, for a while",
+              responses=answers(ElevationView))
+    async def create(body: ElevationCreate, request: Request) -> Response:
+        return await as_caller(request, lambda caller, event: elevation.create(
+            caller, body, event))
+
+    @api.get(ELEVATION_REQUESTS_PATH, name="elevation.list",
+             summary="The caller's elevation requests and those they may decide, newest first",
+             responses=answers(ElevationList))
+    async def list_requests(request: Request) -> Response:
+        return await as_caller(request, elevation.list)
+
+    def decision(action: str, summary: str) -> None:
+        @api.post(f"{ELEVATION_REQUESTS_PATH}/{{request_id}}/{action}",
+                  name=f"elevation.{action}", summary=summary, responses=answers(ElevationView))
+        async def decide(request_id: str, request: Request,
+                         body: ElevationDecision | None = None) -> Response:
+            return await as_caller(request, lambda caller, event: elevation.decide(
+                caller, request_id, action, body, event))
+
+    decision("approve", "Approve a pending request (never one's own)")
+    decision("deny", "Deny a pending request (its approvers only)")
+    decision("revoke", "End a pending or active elevation (its requester or an approver)")
+
+    @api.get(ELEVATION_STATE_PATH, name="elevation.state",
+             summary="The caller's own pending and active elevations (the plugin's check)",
+             responses=answers(ElevationState))
+    async def state(request: Request) -> Response:
+        return await as_caller(request, elevation.state)
+
+
+#: The Status `reason` for each code an elevation refusal carries.
+_STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+                   429: "TooManyRequests"}
+
+
 def _publish_only_real_answers(app: FastAPI) -> None:
     """Drop the 422 FastAPI documents for every route: validation errors here are 400s."""
     generate = app.openapi
@@ -195,7 +285,8 @@ def _publish_only_real_answers(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _responses(model: type[models.Tolerant], *, bearer: bool = False) -> dict[int | str, Any]:
+def _responses(model: type[models.Tolerant], *, bearer: bool = False,
+               refusals: dict[int, str] | None = None) -> dict[int | str, Any]:
     """The answers an API can give, for the OpenAPI document."""
     answers: dict[int | str, Any] = {
         200: {"model": model},
@@ -209,6 +300,8 @@ def _responses(model: type[models.Tolerant], *, bearer: bool = False) -> dict[in
     }
     if bearer:
         answers[401] = {"model": models.Status, "description": "No valid cluster credential"}
+    for code, description in (refusals or {}).items():
+        answers[code] = {"model": models.Status, "description": description}
     return answers
 
 

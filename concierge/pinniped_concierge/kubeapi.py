@@ -23,6 +23,7 @@ client should retry that rather than be told to call an administrator.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 from collections.abc import Callable, Iterator
@@ -48,7 +49,8 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True)
 class ClusterResource:
-    """A cluster-scoped custom resource, as the CustomObjects API addresses it."""
+    """A custom resource, as the CustomObjects API addresses it (cluster-scoped or namespaced:
+    the methods called say which)."""
 
     group: str
     version: str
@@ -66,6 +68,13 @@ JWT_AUTHENTICATORS = ClusterResource(constants.AUTHENTICATOR_GROUP, constants.VE
 CREDENTIAL_ISSUERS = ClusterResource(constants.CONFIG_GROUP, constants.VERSION,
                                      constants.CREDENTIAL_ISSUER_PLURAL,
                                      constants.CREDENTIAL_ISSUER_KIND)
+ELEVATION_POLICIES = ClusterResource(constants.ELEVATION_GROUP, constants.VERSION,
+                                     constants.ELEVATION_POLICY_PLURAL,
+                                     constants.ELEVATION_POLICY_KIND)
+#: Namespaced: they live in the concierge's namespace.
+ELEVATION_REQUESTS = ClusterResource(constants.ELEVATION_GROUP, constants.VERSION,
+                                     constants.ELEVATION_REQUEST_PLURAL,
+                                     constants.ELEVATION_REQUEST_KIND)
 
 
 class NotFound(Exception):
@@ -126,6 +135,33 @@ class KubeAPI(LeaseAPI, Protocol):
                                     body: Obj) -> Obj:
         """PUT the status subresource; `body`'s resourceVersion makes a stale write a
         `Conflict` rather than a lost update."""
+        ...
+
+    async def list_custom(self, resource: ClusterResource, namespace: str | None, limit: int,
+                          continue_token: str | None = None, label_selector: str = ""
+                          ) -> tuple[builtins.list[Obj], str | None]:
+        """One page of custom objects (`namespace` None: cluster-scoped ones), and the token
+        for the next page (or None)."""
+        ...
+
+    # Namespaced custom objects (ElevationRequests), whole objects (no status subresource).
+
+    async def create_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       body: Obj) -> Obj:
+        """Create; `Conflict` when the name is taken."""
+        ...
+
+    async def read_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                     name: str) -> Obj: ...
+
+    async def replace_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                        name: str, body: Obj) -> Obj:
+        """PUT the whole object; `body`'s resourceVersion makes a stale write a `Conflict`."""
+        ...
+
+    async def delete_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       name: str, uid: str | None = None) -> None:
+        """Delete; with `uid`, a `Conflict` if the name now holds another object."""
         ...
 
 
@@ -329,6 +365,59 @@ class KubernetesClientAPI:
                 resource.group, resource.version, resource.plural, name, body,
                 _request_timeout=self._timeout)))
         return self._plain(result)
+
+    async def list_custom(self, resource: ClusterResource, namespace: str | None, limit: int,
+                          continue_token: str | None = None, label_selector: str = ""
+                          ) -> tuple[builtins.list[Obj], str | None]:
+        extra: dict[str, Any] = {"_continue": continue_token} if continue_token else {}
+        if label_selector:
+            extra["label_selector"] = label_selector
+
+        def page() -> Any:
+            if namespace is None:
+                return self._custom.list_cluster_custom_object(
+                    resource.group, resource.version, resource.plural, limit=limit,
+                    _request_timeout=self._timeout, **extra)
+            return self._custom.list_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, limit=limit,
+                _request_timeout=self._timeout, **extra)
+
+        result = self._plain(await self._call(f"list {resource.kind}", page))
+        items = [item for item in result.get("items") or [] if isinstance(item, dict)]
+        return items, (result.get("metadata") or {}).get("continue") or None
+
+    async def create_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       body: Obj) -> Obj:
+        result = await self._call(f"create {resource.kind}", lambda: (
+            self._custom.create_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, body,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def read_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                     name: str) -> Obj:
+        result = await self._call(f"read {resource.kind}", lambda: (
+            self._custom.get_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def replace_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                        name: str, body: Obj) -> Obj:
+        result = await self._call(f"replace {resource.kind}", lambda: (
+            self._custom.replace_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name, body,
+                _request_timeout=self._timeout)))
+        return self._plain(result)
+
+    async def delete_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       name: str, uid: str | None = None) -> None:
+        options = self._client.V1DeleteOptions(
+            preconditions=self._client.V1Preconditions(uid=uid) if uid else None)
+        await self._call(f"delete {resource.kind}", lambda: (
+            self._custom.delete_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name,
+                body=options, _request_timeout=self._timeout)))
 
     # Leases go as plain dicts (the client serializes a dict as it is): renewTime and
     # acquireTime are MicroTime strings we format ourselves, microseconds included.

@@ -17,6 +17,14 @@ at the end, from memory only: `revoke-user` may have run while this login
 was under way (after the first check, before its session existed), and its
 deletions would then have been undone by this login; the session is ended
 and the login refused instead.
+
+With temporary elevated access (`elevations`, an `elevation_store` read from
+memory), the groups ElevationPolicies govern are withheld from the token's,
+and the user's active elevations add theirs (`userobjects.ElevationInput`).
+They are read under the user's lock, just before the role is decided, so the
+role reflects the elevations as they stand then. Until the policies are
+known, every login is refused (503): a login cannot tell which of its
+token's groups to withhold.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
+from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict
 from pinniped_concierge.naming import session_secret_name
 from pinniped_concierge.ratelimit import RateLimiter
 from pinniped_concierge.revocations import RevocationCheck
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
-from pinniped_concierge.userobjects import UserObjects
+from pinniped_concierge.userobjects import ElevationInput, UserObjects
 
 __all__ = ["Authenticator", "LoginService", "TokenVerifier"]
 
@@ -48,6 +57,7 @@ class LoginService:
                  revocations: RevocationCheck | None = None,
                  max_token_age_seconds: float | None = None,
                  user_rate: RateLimiter | None = None,
+                 elevations: ElevationStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """Without `revocations` no user is ever refused as revoked (unit tests of the rest).
 
@@ -67,6 +77,8 @@ class LoginService:
         self._user_objects = user_objects
         self._sessions = sessions
         self._revocations = revocations
+        #: None: no group is governed (unit tests of the rest).
+        self._elevations = elevations
 
     @property
     def authenticators(self) -> Mapping[str, Authenticator]:
@@ -104,7 +116,9 @@ class LoginService:
             raise Rejected(Reason.USER_REVOKED, "the user was revoked during this login; "
                            "its session is ended and the objects it made deleted")
         return wire.ClusterCredential(token=session.token, expiration=session.expiration,
-                                      identity=granted)
+                                      identity=granted,
+                                      elevated_groups=session.user.elevated_groups,
+                                      check_elevation=session.user.check_elevation)
 
     def _within_user_rate(self, username: str) -> None:
         if self._user_rate is None:
@@ -148,14 +162,25 @@ class LoginService:
             if await self._revoked_meanwhile(identity.username, claims):
                 raise Rejected(Reason.USER_REVOKED, "the user was revoked while this login "
                                "waited for their earlier ones")
-            user = await self._user_objects.ensure(identity, issued_at)
+            elevation = await self._elevation(identity.username)
+            user = await self._user_objects.ensure(identity, issued_at, elevation)
             try:
                 return await self._sessions.start(user)
             except ServiceAccountGone:
                 # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
                 self._user_objects.forget(identity.username)
-                user = await self._user_objects.ensure(identity, issued_at)
+                user = await self._user_objects.ensure(identity, issued_at, elevation)
                 return await self._sessions.start(user)
+
+    async def _elevation(self, username: str) -> ElevationInput | None:
+        """The governed groups and the user's elevations now (raises `Unavailable` while the
+        policies are unknown)."""
+        if self._elevations is None:
+            return None
+        now = self._clock()
+        return ElevationInput(await self._elevations.governed(),
+                              await self._elevations.active_for(username, now),
+                              await self._elevations.open_for(username, now))
 
 
 def _issued_at(claims: Mapping[str, object]) -> float | None:

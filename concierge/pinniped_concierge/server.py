@@ -26,6 +26,9 @@ from pinniped_concierge.cluster_lists import ClusterLister, ConciergeKubeAPI
 from pinniped_concierge.config import MAX_FILE_AUTHENTICATORS, Config
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
+from pinniped_concierge.elevation_controller import ElevationController
+from pinniped_concierge.elevation_service import ElevationService
+from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.http_server import serve_metrics
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.idle_users import IdleUsers, IdleUsersAPI, cleanup_interval
@@ -55,12 +58,14 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     per-user cache is off (every login reconciles).
 
     Session sweeps, JWTAuthenticator status writes, the CredentialIssuer,
-    the idle-user clean-up and the expiry of revocation markers run only
-    while this replica holds the Lease (`lease`); logins, the watches
-    (revocation markers included) and admitting JWTAuthenticators run on
-    every replica. With a swapped `kube`, the idle-user clean-up runs only
-    if it can list cluster-scoped objects (`cluster_lists.ClusterLister`),
-    and logins list each user's revocation markers (there is no watch).
+    the idle-user clean-up, the expiry of revocation markers and the
+    elevation controller (expiry, and access removal when an elevation ends)
+    run only while this replica holds the Lease (`lease`); logins, the
+    watches (revocation markers and elevation objects included) and
+    admitting JWTAuthenticators run on every replica. With a swapped
+    `kube`, the idle-user clean-up runs only if it can list cluster-scoped
+    objects (`cluster_lists.ClusterLister`), and logins list each user's
+    revocation markers and the elevation objects (there is no watch).
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -81,6 +86,9 @@ def build_services(config: Config, kube: KubeAPI | None = None,
             watches += ObjectWatcher(real.new_api_client(), config.namespace, versions).sources
         revoked = RevocationMirror(config.namespace)
         watches.append(revoked.watch_source(real.new_api_client()))
+    elevations = ElevationStore(kube, config.namespace, config.elevation)
+    if real is not None:
+        watches += elevations.watch_sources(real.new_api_client())
 
     elector = LeaseElector(kube, config.namespace, config.lease.name,
                            identity=process_identity(),
@@ -91,7 +99,7 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     if versions is not None:
         metrics.watch_objects(versions)
     authenticators = AuthenticatorSet(_file_authenticators(config, closers, background, metrics))
-    readiness: list[Callable[[], Awaitable[str | None]]] = []
+    readiness: list[Callable[[], Awaitable[str | None]]] = [elevations.readiness_problem]
     if config.jwt_authenticators.watch:
         cluster = ClusterAuthenticators(
             kube, authenticators, {a.name: a for a in config.authenticators},
@@ -128,18 +136,23 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     _clean_up_on_the_leader(config, kube, versions, elector)
     audit = AuditLog.open(config.audit_log)
     closers.append(_async(audit.close))
+    elevation = ElevationService(kube, config.namespace, elevations, user_objects,
+                                 config.elevation)
+    elector.while_leading(ElevationController(elevation, elevations, audit,
+                                              config.elevation).run)
 
     return Services(
         login=LoginService(authenticators, user_objects, sessions,
                            revocations=RevocationCheck(kube, config.namespace, revoked,
                                                        config.clock_skew_seconds),
                            max_token_age_seconds=config.identity_idle_timeout_seconds,
-                           user_rate=per_user_login_rate(config.max_sessions_per_user)),
+                           user_rate=per_user_login_rate(config.max_sessions_per_user),
+                           elevations=elevations),
         reviewer=CredentialReviewer(kube, config.namespace, user_objects),
         sessions=sessions, kube=kube, namespace=config.namespace, audit=audit,
         body_timeout_seconds=float(config.request_body_timeout_seconds),
         background=background, on_shutdown=closers, readiness_checks=readiness,
-        metrics=metrics, serve_metrics=config.metrics.port is None,
+        metrics=metrics, serve_metrics=config.metrics.port is None, elevation=elevation,
     )
 
 

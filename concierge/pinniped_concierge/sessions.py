@@ -44,6 +44,14 @@ the hard backstop for all users together.
 
 If minting the token fails for any reason after the Secret was created, the
 Secret is deleted again (best effort; the sweeper catches what that misses).
+
+A session of a login granted elevated groups (`UserRef.grants`) is marked
+(`naming.ELEVATED_LABEL`, and the request ids in `naming.ELEVATIONS_ANNOTATION`),
+so that the end of an elevation ends exactly the sessions minted during it,
+and its expiry (annotation and credential) is at most the earliest
+elevation's end. The TokenRequest still asks for the full TTL: the apiserver
+refuses less than 600 s, and deleting the Secret at the elevation's end is
+what ends the token.
 """
 
 from __future__ import annotations
@@ -114,7 +122,8 @@ class Sessions:
     async def _create(self, user: UserRef, key: str) -> Session:
         session_id = secrets.token_hex(8)
         now = self._clock()
-        expires = dt.datetime.fromtimestamp(now + self._ttl, dt.UTC)
+        expires = dt.datetime.fromtimestamp(
+            min([now + self._ttl, *(g.expires_at for g in user.grants)]), dt.UTC)
         secret = await self._kube.create(
             Kind.SECRET, self._secret(session_id, user, dt.datetime.fromtimestamp(now, dt.UTC),
                                       expires), self._namespace)
@@ -144,6 +153,8 @@ class Sessions:
                                          "status.expirationTimestamp")
         except wire.WireError:
             expiration = expires
+        if user.grants:  # the token outlives the elevation; the credential must not
+            expiration = min(expiration, expires)
         return Session(session_id, token, expiration, user)
 
     async def _discard(self, key: str, name: str, uid: str | None) -> None:
@@ -211,16 +222,20 @@ class Sessions:
                 expires: dt.datetime) -> Obj:
         labels = naming.user_labels(user.username, self._namespace) | {
             naming.SESSION_LABEL: "true"}
+        annotations = {naming.USERNAME_ANNOTATION: user.username,
+                       naming.STARTED_ANNOTATION: started.strftime(naming.STARTED_FORMAT),
+                       naming.EXPIRES_ANNOTATION: wire.format_time(expires)}
+        if user.grants:
+            labels[naming.ELEVATED_LABEL] = "true"
+            annotations[naming.ELEVATIONS_ANNOTATION] = ",".join(
+                sorted({g.id for g in user.grants}))
         return {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {
                 "name": naming.session_secret_name(session_id),
                 "namespace": self._namespace,
                 "labels": labels,
-                "annotations": {naming.USERNAME_ANNOTATION: user.username,
-                                naming.STARTED_ANNOTATION: started.strftime(
-                                    naming.STARTED_FORMAT),
-                                naming.EXPIRES_ANNOTATION: wire.format_time(expires)},
+                "annotations": annotations,
                 "ownerReferences": [{"apiVersion": "v1", "kind": "ServiceAccount",
                                      "name": user.service_account, "uid": user.uid}],
             },

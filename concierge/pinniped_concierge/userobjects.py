@@ -32,6 +32,15 @@ it.
 One user's logins take turns on a replica (`exclusive`, a lock per user in
 flight): a login reads the role, decides and writes it without another login
 of the same user deciding from the same stale read.
+
+Temporary elevated access (`ElevationInput`, from `elevation_store`): a group
+an ElevationPolicy governs is never granted from the ID token. The token's
+other groups go through `group_history` exactly as before, compared with the
+role's groups minus the governed ones; then the groups of the user's active
+elevations are added, to the role and to this login's identity. So the role's
+groups differ whenever an elevation starts or ends, and the next login
+(warm or not) writes the role. `withdraw` takes a group away again when an
+elevation ends, without waiting for a login.
 """
 
 from __future__ import annotations
@@ -40,12 +49,13 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pinniped_apis import wire
 from pinniped_concierge import group_history, naming
+from pinniped_concierge.elevation_store import Grant as ElevationGrant
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.group_history import Grant, RoleRecord
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
@@ -59,6 +69,20 @@ MAX_CACHED_USERS = 10_000
 ROLE_WRITE_ATTEMPTS = 3
 #: The audit field naming the groups a login did not get because its token is too old.
 GROUPS_NARROWED_BY_AGE = "groupsNarrowedByAge"
+#: The audit field naming the groups a login got from active elevations.
+ELEVATED_GROUPS = "elevatedGroups"
+#: The audit field naming the token's groups withheld because an ElevationPolicy governs them.
+GROUPS_GOVERNED_BY_POLICY = "groupsGovernedByPolicy"
+
+
+@dataclass(frozen=True)
+class ElevationInput:
+    """What a login must know about elevations: the governed groups, the user's active
+    elevations (of governed groups only), and whether they have any request open."""
+
+    governed: frozenset[str]
+    grants: tuple[ElevationGrant, ...] = ()
+    check: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,20 +97,38 @@ class UserRef:
     #: Groups in the ID token that this login did not get: the token is older than the one
     #: that last set the user's groups (`group_history`).
     withheld_groups: tuple[str, ...] = ()
+    #: The active elevations whose groups this login got (`groups` includes them).
+    grants: tuple[ElevationGrant, ...] = ()
+    #: The user has an elevation pending or active: the plugin should check its state.
+    check_elevation: bool = False
+    #: Groups in the ID token that this login did not get from it: a policy governs them.
+    governed_withheld: tuple[str, ...] = ()
 
     @property
     def identity(self) -> wire.Identity:
         """The identity granted: what the credential and the audit line must carry."""
         return wire.Identity(self.username, self.groups)
 
-    def audit_fields(self) -> dict[str, str]:
-        """Extra audit fields for this login: the withheld groups, when there are any."""
-        if not self.withheld_groups:
-            return {}
-        return {GROUPS_NARROWED_BY_AGE: json.dumps(list(self.withheld_groups))}
+    @property
+    def elevated_groups(self) -> tuple[str, ...]:
+        return tuple(sorted({g.group for g in self.grants}))
 
-    def granting(self, grant: Grant) -> UserRef:
-        return replace(self, groups=grant.groups, withheld_groups=grant.withheld)
+    def audit_fields(self) -> dict[str, str]:
+        """Extra audit fields for this login: the groups withheld (by age, or because a policy
+        governs them) and the groups elevated, each when there are any."""
+        fields = {GROUPS_NARROWED_BY_AGE: self.withheld_groups,
+                  GROUPS_GOVERNED_BY_POLICY: self.governed_withheld,
+                  ELEVATED_GROUPS: self.elevated_groups}
+        return {key: json.dumps(list(groups)) for key, groups in fields.items() if groups}
+
+    def granting(self, grant: Grant, elevation: ElevationInput | None = None,
+                 token_groups: Sequence[str] = ()) -> UserRef:
+        if elevation is None:
+            return replace(self, groups=grant.groups, withheld_groups=grant.withheld)
+        return replace(self, groups=grant.groups, withheld_groups=grant.withheld,
+                       grants=elevation.grants, check_elevation=elevation.check,
+                       governed_withheld=tuple(g for g in token_groups
+                                               if g in elevation.governed))
 
 
 @dataclass(frozen=True)
@@ -142,6 +184,28 @@ def _record(role: Obj) -> RoleRecord:
     return RoleRecord.of(role, groups_from_rules(role.get("rules")))
 
 
+def decide(token_groups: Sequence[str], issued_at: float | None, record: RoleRecord | None,
+           elevation: ElevationInput | None) -> Grant:
+    """This login's groups: `group_history` for the token's ungoverned groups (against the
+    role's ungoverned ones), plus the groups of active elevations.
+
+    Without elevations in play (no governed group anywhere) this is `group_history.grant`
+    exactly, so its guarantees hold unchanged for every ungoverned group.
+    """
+    if elevation is None or not (elevation.governed or elevation.grants):
+        return group_history.grant(token_groups, issued_at, record)
+    governed = elevation.governed
+    history = (replace(record, groups=record.groups - governed)
+               if record is not None else None)
+    base = group_history.grant([g for g in token_groups if g not in governed], issued_at,
+                               history)
+    elevated = frozenset(g.group for g in elevation.grants if g.group in governed)
+    if not elevated:
+        return base
+    return replace(base, groups=tuple(sorted(set(base.groups) | elevated)),
+                   role_groups=base.role_groups | elevated)
+
+
 class UserObjects:
     """Reconciles and remembers the per-user objects."""
 
@@ -186,34 +250,36 @@ class UserObjects:
         async with self._locks.hold(naming.user_key(username, self._namespace)):
             yield
 
-    async def ensure(self, identity: wire.Identity, issued_at: float | None = None) -> UserRef:
+    async def ensure(self, identity: wire.Identity, issued_at: float | None = None,
+                     elevation: ElevationInput | None = None) -> UserRef:
         """Make the cluster match `identity`; return the user's ServiceAccount and what this
         login is granted.
 
         `issued_at` is the ID token's `iat` (None when it has none, which
         counts as oldest): a token older than the one that last set the
         user's groups gets only the groups the role already allows, and
-        changes none (`group_history`).
+        changes none (`group_history`). `elevation`: the governed groups are
+        not granted from the token; the active elevations' groups are granted.
         """
         async with self.exclusive(identity.username):
             cached = self._fresh(identity.username)
             if cached is not None:
-                user = await self._warm(cached, identity, issued_at)
+                user = await self._warm(cached, identity, issued_at, elevation)
                 if user is not None:
                     return user
-            cached, grant = await self._reconcile(identity, issued_at)
+            cached, grant = await self._reconcile(identity, issued_at, elevation)
             self._remember(cached)
-            return cached.ref.granting(grant)
+            return cached.ref.granting(grant, elevation, identity.groups)
 
-    async def _warm(self, cached: _Cached, identity: wire.Identity,
-                    issued_at: float | None) -> UserRef | None:
+    async def _warm(self, cached: _Cached, identity: wire.Identity, issued_at: float | None,
+                    elevation: ElevationInput | None) -> UserRef | None:
         """A user the mirror says is unchanged: no call, or one conditional write of the role
         (groups changed, or "last seen" is due). None: reconcile instead."""
-        grant = group_history.grant(identity.groups, issued_at, cached.record)
+        grant = decide(identity.groups, issued_at, cached.record, elevation)
         now = self._clock()
         if not grant.changes(cached.record) and not cached.record.last_login_due(now):
             self._cache.move_to_end(identity.username)
-            return cached.ref.granting(grant)
+            return cached.ref.granting(grant, elevation, identity.groups)
         body = self._cluster_role(identity.username, grant, now,
                                   cached.version_of(Kind.CLUSTER_ROLE))
         try:
@@ -224,7 +290,7 @@ class UserObjects:
         versions = tuple((kind, name, _version(role) if kind == Kind.CLUSTER_ROLE else version)
                          for kind, name, version in cached.versions)
         self._remember(replace(cached, record=_record(role), versions=versions))
-        return cached.ref.granting(grant)
+        return cached.ref.granting(grant, elevation, identity.groups)
 
     def _fresh(self, username: str) -> _Cached | None:
         cached = self._cache.get(username)
@@ -267,8 +333,8 @@ class UserObjects:
                               "ones once idle users are cleaned up: try again later",
                               retry_after_seconds=60)
 
-    async def _reconcile(self, identity: wire.Identity,
-                         issued_at: float | None) -> tuple[_Cached, Grant]:
+    async def _reconcile(self, identity: wire.Identity, issued_at: float | None,
+                         elevation: ElevationInput | None) -> tuple[_Cached, Grant]:
         self._refuse_beyond_max_users(identity.username)
         name = self.object_name(identity.username)
         started = self._monotonic()
@@ -278,7 +344,7 @@ class UserObjects:
         if not uid:
             raise ServerError(Reason.KUBERNETES_ERROR, f"ServiceAccount {name} has no uid")
 
-        role, grant = await self._reconcile_role(identity, issued_at)
+        role, grant = await self._reconcile_role(identity, issued_at, elevation)
 
         desired_binding = self._binding(identity)
         binding = await self._create_or_read(Kind.CLUSTER_ROLE_BINDING, desired_binding,
@@ -296,8 +362,8 @@ class UserObjects:
         return _Cached(UserRef(identity.username, name, uid), _record(role), versions,
                        started), grant
 
-    async def _reconcile_role(self, identity: wire.Identity,
-                              issued_at: float | None) -> tuple[Obj, Grant]:
+    async def _reconcile_role(self, identity: wire.Identity, issued_at: float | None,
+                              elevation: ElevationInput | None) -> tuple[Obj, Grant]:
         """Create the ClusterRole, or bring it in line with this login.
 
         Every update is conditional on the resourceVersion just read, so a
@@ -311,14 +377,14 @@ class UserObjects:
         for _ in range(ROLE_WRITE_ATTEMPTS):
             try:
                 if role is None:
-                    grant = group_history.grant(identity.groups, issued_at, None)
+                    grant = decide(identity.groups, issued_at, None, elevation)
                     try:
                         return await self._kube.create(
                             Kind.CLUSTER_ROLE, self._cluster_role(username, grant, now)), grant
                     except Conflict:
                         role = await self._read_ours(Kind.CLUSTER_ROLE, name, username)
                 record = _record(role)
-                grant = group_history.grant(identity.groups, issued_at, record)
+                grant = decide(identity.groups, issued_at, record, elevation)
                 desired = self._cluster_role(username, grant, now, _version(role))
                 # An aggregationRule is refused too: anyone who may label ClusterRoles could
                 # widen an aggregated role, and the controller rewrites its rules.
@@ -332,9 +398,46 @@ class UserObjects:
                     role = await self._read_ours(Kind.CLUSTER_ROLE, name, username)
             except NotFound:  # deleted meanwhile
                 role = None
-        raise Unavailable(Reason.USER_OBJECT_CONFLICT,
-                          f"ClusterRole {name} kept changing while this login updated it; "
-                          "try again", retry_after_seconds=1)
+        raise _kept_changing(name, "this login updated it")
+
+    async def withdraw(self, username: str, groups: Iterable[str]) -> bool:
+        """Take `groups` out of the user's ClusterRole (an elevation ended); True if it wrote.
+
+        Under the user's lock, conditional on the resourceVersion read (a race is read
+        again and decided afresh), and the user's cache entry forgotten, so their next
+        login reads the role. Nothing happens if the role is gone, is not ours, or allows
+        none of `groups`. The role's recorded times are kept: this is not a login.
+        """
+        removing = frozenset(groups)
+        name = self.object_name(username)
+        async with self.exclusive(username):
+            self.forget(username)
+            for _ in range(ROLE_WRITE_ATTEMPTS):
+                try:
+                    role = await self._read_ours(Kind.CLUSTER_ROLE, name, username)
+                except (NotFound, ServerError):  # gone, or not ours: nothing of ours to narrow
+                    return False
+                allowed = groups_from_rules(role.get("rules"))
+                if not removing.intersection(allowed):
+                    return False
+                metadata = self._metadata(username)
+                metadata["annotations"] |= {
+                    key: value for key in (naming.GROUPS_ISSUED_AT_ANNOTATION,
+                                           naming.LAST_LOGIN_ANNOTATION)
+                    if (value := naming.annotation(role, key)) is not None}
+                metadata["resourceVersion"] = _version(role)
+                remaining = wire.Identity(username, tuple(sorted(set(allowed) - removing)))
+                body = {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
+                        "metadata": metadata, "rules": impersonation_rules(remaining)}
+                try:
+                    await self._kube.replace(Kind.CLUSTER_ROLE, name, body)
+                except NotFound:
+                    return False
+                except Conflict:  # written since we read it: read again
+                    continue
+                self.forget(username)
+                return True
+        raise _kept_changing(name, "an ended elevation was taken out of it")
 
     async def _create_or_read(self, kind: Kind, desired: Obj, username: str,
                               namespace: str | None = None) -> Obj:
@@ -411,6 +514,12 @@ class UserObjects:
                 role, naming.USERNAME_ANNOTATION) != username:
             raise NotFound(service_account)
         return wire.Identity(username, groups_from_rules(role.get("rules")))
+
+
+def _kept_changing(name: str, while_what: str) -> Unavailable:
+    return Unavailable(Reason.USER_OBJECT_CONFLICT,
+                       f"ClusterRole {name} kept changing while {while_what}; try again",
+                       retry_after_seconds=1)
 
 
 def _version(obj: Obj) -> str:

@@ -42,6 +42,20 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from pinniped_apis import wire
+from pinniped_apis.constants import (
+    ELEVATION_GROUP,
+    ELEVATION_ID_PREFIX,
+    ELEVATION_REQUESTS_PATH,
+    ELEVATION_STATE_PATH,
+)
+from pinniped_apis.elevation import (
+    ActiveElevation,
+    ElevationCreate,
+    ElevationDecision,
+    ElevationList,
+    ElevationState,
+    ElevationView,
+)
 from pinniped_apis.rfc3339 import format_time
 from pinniped_cli.cluster_credential import cache_at, credential_key
 from pinniped_cli.credential_cache import Credential, CredentialCache
@@ -66,6 +80,8 @@ HOT_PATH_LOGIN_ARGS = ["--issuer", "https://idp.test", "--client-id", "pinniped-
                        "--concierge-endpoint", "https://concierge.test",
                        "--concierge-authenticator", "corp"]
 TEST_SERVER = "https://k8s.test:6443"
+#: Every path of the elevation API starts with this.
+ELEVATION_PREFIX = f"/apis/{ELEVATION_GROUP}/"
 
 
 def pinniped_command() -> list[str]:
@@ -187,7 +203,8 @@ class FakeIdP:
         self.key = RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"},
                                        auto_kid=True)
         self.users = {"alice": FakeUser("alice-pw", "alice@example.com", ["devs"]),
-                      "bob": FakeUser("bob-pw", "bob@example.com", ["ops"])}
+                      "bob": FakeUser("bob-pw", "bob@example.com", ["ops"]),
+                      "carol": FakeUser("carol-pw", "carol@example.com", ["leads"])}
         self.id_token_ttl = 300
         self.grants: list[str] = []
         self.issued_id_tokens: list[str] = []
@@ -364,8 +381,49 @@ def _oauth_error(error: str, description: str = "") -> httpx.Response:
     return httpx.Response(400, json=body)
 
 
+@dataclass
+class FakePolicy:
+    """An ElevationPolicy as the fake concierge reads one: subjects are usernames or groups."""
+
+    group: str
+    requesters: tuple[str, ...]
+    approvers: tuple[str, ...]
+    approvals_required: int = 1
+    max_duration_seconds: int = 3600
+
+
+@dataclass
+class FakeElevation:
+    """One ElevationRequest in the fake concierge."""
+
+    id: str
+    group: str
+    requester: str
+    reason: str
+    duration_seconds: int
+    created_at: dt.datetime
+    phase: str = "Pending"
+    approvals: list[tuple[str, dt.datetime]] = field(default_factory=list)
+    expires_at: dt.datetime | None = None
+    ended_by: str | None = None
+    end_reason: str | None = None
+
+    def active(self, now: dt.datetime) -> bool:
+        return self.phase == "Approved" and self.expires_at is not None and self.expires_at > now
+
+    def open(self, now: dt.datetime) -> bool:
+        return self.phase == "Pending" or self.active(now)
+
+
 class FakeConcierge:
-    """TokenCredentialRequest, whoami and logout, verifying ID tokens against the FakeIdP."""
+    """TokenCredentialRequest, whoami, logout and the elevation API, verifying ID tokens
+    against the FakeIdP.
+
+    Elevation follows the concierge's rules (docs in `pinniped_apis.elevation`) closely
+    enough for the CLI: governed groups are withheld from logins and granted while an
+    approved request lasts (the credential then ends no later than the elevation, and
+    carries the hint); a revocation ends the sessions minted during the elevation.
+    """
 
     url = "https://concierge.test"
     authenticator = "corp"
@@ -382,6 +440,12 @@ class FakeConcierge:
         self.sessions: dict[str, wire.ClusterCredential] = {}
         #: Every cluster token handed out, revoked ones too.
         self.issued: list[str] = []
+        #: Elevation: policies by group, requests by id, and the state checks served.
+        self.policies: dict[str, FakePolicy] = {}
+        self.elevations: dict[str, FakeElevation] = {}
+        self.state_checks = 0
+        #: Answer every elevation call with this (status, body) instead, when set.
+        self.elevation_answer: tuple[int, dict[str, Any]] | None = None
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.unavailable:
@@ -403,7 +467,145 @@ class FakeConcierge:
             del self.sessions[bearer]
             self.logouts.append(credential.identity.username)
             return httpx.Response(200, json=wire.logout_response(True))
+        if path.startswith(ELEVATION_PREFIX):
+            if self.elevation_answer is not None:
+                return httpx.Response(self.elevation_answer[0], json=self.elevation_answer[1])
+            status, answer = self._elevation(request.method, path, body, credential.identity)
+            return httpx.Response(status, json=answer)
         return httpx.Response(404, json=wire.status_error(404, "NotFound", "not found"))
+
+    # --- elevation --------------------------------------------------------------------
+
+    def request_elevation(self, username: str, group: str, reason: str = "on call",
+                          duration_seconds: int | None = None) -> FakeElevation:
+        """A Pending request of `username`, made without the CLI."""
+        policy = self.policies[group]
+        elevation = FakeElevation(
+            id=ELEVATION_ID_PREFIX + secrets.token_hex(8), group=group, requester=username,
+            reason=reason, duration_seconds=duration_seconds or policy.max_duration_seconds,
+            created_at=self.clock.now())
+        self.elevations[elevation.id] = elevation
+        return elevation
+
+    def approve(self, request_id: str, approver: str) -> None:
+        """`approver` approves, without the CLI."""
+        elevation = self.elevations[request_id]
+        elevation.approvals.append((approver, self.clock.now()))
+        if len(elevation.approvals) >= self.policies[elevation.group].approvals_required:
+            elevation.phase = "Approved"
+            elevation.expires_at = self.clock.now() + dt.timedelta(
+                seconds=elevation.duration_seconds)
+
+    def end(self, request_id: str, phase: str, by: str | None = None,
+            reason: str | None = None) -> None:
+        """End a request (Denied, Revoked, Expired), and the sessions minted during it."""
+        elevation = self.elevations[request_id]
+        elevation.phase, elevation.ended_by, elevation.end_reason = phase, by, reason
+        for token, credential in list(self.sessions.items()):
+            if credential.identity.username == elevation.requester \
+                    and elevation.group in credential.elevated_groups:
+                del self.sessions[token]
+
+    def _governed(self) -> set[str]:
+        return set(self.policies)
+
+    def _elevate(self, identity: wire.Identity) -> tuple[wire.Identity, tuple[str, ...],
+                                                         bool, dt.datetime | None]:
+        """The identity a login gets: governed groups only through active elevations."""
+        now = self.clock.now()
+        mine = [e for e in self.elevations.values() if e.requester == identity.username]
+        active = [e for e in mine if e.active(now) and e.group in self._governed()]
+        elevated = tuple(sorted({e.group for e in active}))
+        groups = tuple(sorted({g for g in identity.groups if g not in self._governed()}
+                              | set(elevated)))
+        ends = [e.expires_at for e in active if e.expires_at is not None]
+        return (wire.Identity(username=identity.username, groups=groups), elevated,
+                any(e.open(now) for e in mine), min(ends) if ends else None)
+
+    def _elevation(self, method: str, path: str, body: dict[str, Any],
+                   caller: wire.Identity) -> tuple[int, dict[str, Any]]:
+        now = self.clock.now()
+        if method == "GET" and path == ELEVATION_STATE_PATH:
+            self.state_checks += 1
+            mine = [e for e in self.elevations.values() if e.requester == caller.username]
+            return 200, ElevationState(
+                pending=[e.id for e in mine if e.phase == "Pending"],
+                active=[ActiveElevation(id=e.id, group=e.group, expiresAt=e.expires_at)
+                        for e in mine if e.active(now) and e.expires_at is not None]).to_wire()
+        if path == ELEVATION_REQUESTS_PATH and method == "GET":
+            visible = [e for e in self.elevations.values() if self._visible(e, caller)]
+            visible.sort(key=lambda e: e.created_at, reverse=True)
+            return 200, ElevationList(items=[self._view(e, caller) for e in visible]).to_wire()
+        if path == ELEVATION_REQUESTS_PATH and method == "POST":
+            return self._create(ElevationCreate.from_wire(body), caller)
+        request_id, _, action = path.removeprefix(ELEVATION_REQUESTS_PATH + "/").partition("/")
+        elevation = self.elevations.get(request_id)
+        if elevation is None or not self._visible(elevation, caller) or method != "POST":
+            return _refusal(404, "ElevationNotFound", f"no elevation request {request_id}")
+        reason = ElevationDecision.from_wire(body).reason if body else None
+        policy = self.policies[elevation.group]
+        if action == "revoke":
+            if not elevation.open(now):
+                return _refusal(409, "ElevationEnded", f"{request_id} is {elevation.phase}")
+            self.end(request_id, "Revoked", caller.username, reason)
+        elif action in ("approve", "deny"):
+            if caller.username == elevation.requester:
+                return _refusal(403, "SelfApproval", "you cannot approve your own request; "
+                                "ask one of the approvers")
+            if not _includes(policy.approvers, caller):
+                return _refusal(403, "NotAnApprover", f"you are not an approver of "
+                                f"{elevation.group}")
+            if any(user == caller.username for user, _ in elevation.approvals):
+                return _refusal(409, "AlreadyApproved", "you already approved it")
+            if elevation.phase != "Pending":
+                return _refusal(409, "ElevationEnded", f"{request_id} is {elevation.phase}")
+            if action == "approve":
+                self.approve(request_id, caller.username)
+            else:
+                self.end(request_id, "Denied", caller.username, reason)
+        else:
+            return _refusal(404, "NotFound", "not found")
+        return 200, self._view(elevation, caller).to_wire()
+
+    def _create(self, body: ElevationCreate, caller: wire.Identity
+                ) -> tuple[int, dict[str, Any]]:
+        policy = self.policies.get(body.group)
+        if policy is None:
+            return _refusal(400, "NoElevationPolicy", f"no ElevationPolicy governs group "
+                            f"{body.group}; ask your cluster administrator")
+        if not _includes(policy.requesters, caller):
+            return _refusal(403, "NotARequester", f"you may not ask for {body.group}")
+        duration = body.duration_seconds or policy.max_duration_seconds
+        if duration > policy.max_duration_seconds:
+            return _refusal(400, "DurationTooLong", f"{body.group} may be held for at most "
+                            f"{policy.max_duration_seconds} s")
+        now = self.clock.now()
+        for other in self.elevations.values():
+            if other.requester == caller.username and other.group == body.group \
+                    and other.open(now):
+                return _refusal(409, "ElevationAlreadyOpen", f"you already have {other.id} "
+                                f"open for {body.group}")
+        elevation = self.request_elevation(caller.username, body.group, body.reason, duration)
+        return 200, self._view(elevation, caller).to_wire()
+
+    def _visible(self, elevation: FakeElevation, caller: wire.Identity) -> bool:
+        policy = self.policies.get(elevation.group)
+        return elevation.requester == caller.username or (
+            policy is not None and _includes(policy.approvers, caller))
+
+    def _view(self, elevation: FakeElevation, caller: wire.Identity) -> ElevationView:
+        policy = self.policies[elevation.group]
+        now = self.clock.now()
+        return ElevationView.model_validate({
+            "id": elevation.id, "group": elevation.group, "requester": elevation.requester,
+            "reason": elevation.reason, "phase": elevation.phase,
+            "durationSeconds": elevation.duration_seconds, "createdAt": elevation.created_at,
+            "approvals": [{"user": u, "at": at} for u, at in elevation.approvals],
+            "approvalsRequired": policy.approvals_required, "expiresAt": elevation.expires_at,
+            "endedBy": elevation.ended_by, "endReason": elevation.end_reason,
+            "mayApprove": elevation.phase == "Pending" and caller.username
+            != elevation.requester and _includes(policy.approvers, caller),
+            "mayRevoke": elevation.open(now)})
 
     def _login(self, request: wire.TokenCredentialRequest) -> httpx.Response:
         try:
@@ -419,15 +621,26 @@ class FakeConcierge:
             self.rejected += 1
             return httpx.Response(200, json=wire.failure_response(request,
                                                                   wire.AUTHENTICATION_FAILED))
-        identity = wire.Identity(username=f"corp:{token.claims['email']}",
-                                 groups=tuple(f"corp:{g}" for g in token.claims["groups"]))
+        identity, elevated, check, ends = self._elevate(wire.Identity(
+            username=f"corp:{token.claims['email']}",
+            groups=tuple(f"corp:{g}" for g in token.claims["groups"])))
+        expiration = self.clock.now() + dt.timedelta(seconds=self.ttl)
         credential = wire.ClusterCredential(
             token="cluster-" + secrets.token_urlsafe(24),
-            expiration=self.clock.now() + dt.timedelta(seconds=self.ttl), identity=identity)
+            expiration=min(expiration, ends) if ends is not None else expiration,
+            identity=identity, elevated_groups=elevated, check_elevation=check)
         self.sessions[credential.token] = credential
         self.issued.append(credential.token)
         self.logins.append(identity.username)
         return httpx.Response(200, json=wire.credential_response(request, credential))
+
+
+def _includes(subjects: tuple[str, ...], caller: wire.Identity) -> bool:
+    return caller.username in subjects or any(g in subjects for g in caller.groups)
+
+
+def _refusal(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+    return code, wire.status_error(code, reason, message)
 
 
 class Router:
@@ -569,6 +782,18 @@ class CLIHarness:
         code = main(args, runtime)
         self.last_stdout, self.last_stderr = stdout.getvalue(), stderr.getvalue()
         return code
+
+    def run_kubeconfig_plugin(self, kubeconfig: Path, env: Mapping[str, str] | None = None
+                              ) -> int:
+        """Run the plugin exactly as kubectl runs it from `kubeconfig`'s first user."""
+        import yaml
+
+        doc = yaml.safe_load(kubeconfig.read_text())
+        stanza = doc["users"][0]["user"]["exec"]
+        cluster = doc["clusters"][0]["cluster"]
+        info = exec_info(api_version=stanza["apiVersion"], server=cluster["server"],
+                         ca_data=cluster["certificate-authority-data"])
+        return self.run(stanza["args"], {"KUBERNETES_EXEC_INFO": info, **(env or {})})
 
     def secrets_seen(self) -> list[str]:
         """Every token and password handed out so far (none may ever show in output)."""
@@ -878,3 +1103,83 @@ def credential_issuer(name: str, server: str, ca_data: str,
             "metadata": {"name": name}, "spec": {},
             "status": published.model_dump(mode="json", by_alias=True, exclude_none=True,
                                            exclude_defaults=True)}
+
+
+# --- a real TLS server answering the elevation state (the cached path's check) -------------------
+
+
+class StateServer:
+    """A loopback HTTPS server answering every request with `answer` (raw bytes), for the
+    plugin's stdlib elevation check (`pinniped_cli.elevation_check`).
+
+    `answer` is the whole HTTP response; `drip` sends it one byte per `drip` seconds.
+    `requests` keeps each request's head, so tests can see the path and headers sent.
+    Use it as a context manager: the serving thread stops and its socket closes on exit.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        import socket
+        import ssl
+
+        from localenv.pki import CA
+
+        ca = CA.create(directory, "state")
+        pair = ca.issue(directory, "state-server")
+        self.ca_pem = ca.cert_path.read_text()
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(pair.cert_path, pair.key_path)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.answer = state_answer(200, {"pending": [], "active": []})
+        self.drip: float | None = None
+        self.requests: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> StateServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        import ssl
+
+        while not self._stop.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            raw.settimeout(5)
+            try:
+                with self._context.wrap_socket(raw, server_side=True) as conn:
+                    head = b""
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    self.requests.append(head)
+                    if self.drip is None:
+                        conn.sendall(self.answer)
+                    else:
+                        for byte in self.answer:
+                            if self._stop.wait(self.drip):
+                                break
+                            conn.sendall(bytes([byte]))
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+
+def state_answer(status: int, body: object, *, extra_headers: str = "") -> bytes:
+    """An HTTP/1.1 response with a JSON body, as the concierge would send it."""
+    data = json.dumps(body).encode()
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n{extra_headers}\r\n").encode() + data

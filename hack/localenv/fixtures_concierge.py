@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import copy
 import itertools
 import json
@@ -83,9 +84,12 @@ class FakeKube:
         self._ids = itertools.count(1)
         self._clock = clock
         self._watches: list[tuple[ObjectVersions, str]] = []
-        #: Cluster-scoped custom objects by (plural, name), and who watches which plural.
+        #: Cluster-scoped custom objects by (plural, name), namespaced ones by (plural,
+        #: namespace, name), and who watches which plural (namespace None: cluster-scoped),
+        #: with which label selector.
         self.custom: dict[tuple[str, str], Obj] = {}
-        self._custom_watches: list[tuple[str, WatchTarget]] = []
+        self.namespaced_custom: dict[tuple[str, str, str], Obj] = {}
+        self._custom_watches: list[tuple[str, str | None, str, WatchTarget]] = []
         #: Leases by (namespace, name).
         self.leases: dict[tuple[str, str], Obj] = {}
         #: Yield to the event loop at every call (see the module docstring).
@@ -201,16 +205,9 @@ class FakeKube:
     async def list(self, kind: Kind, namespace: str, label_selector: str, limit: int,
                    continue_token: str | None = None) -> tuple[list[Obj], str | None]:
         await self._enter(f"list {kind}")
-        wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
-        matching = [copy.deepcopy(obj) for (k, ns, _), obj in sorted(self.objects.items())
-                    if k == kind and ns == namespace
-                    and all((obj["metadata"].get("labels") or {}).get(lk) == lv
-                            for lk, lv in wanted.items())]
-        # Like the apiserver, continue after the last key returned (not at an offset).
-        after = [o for o in matching if continue_token is None
-                 or o["metadata"]["name"] > continue_token]
-        page = after[:limit]
-        return page, page[-1]["metadata"]["name"] if len(after) > limit else None
+        return _page([obj for (k, ns, _), obj in sorted(self.objects.items())
+                      if k == kind and ns == namespace and _selected(obj, label_selector)],
+                     limit, continue_token)
 
     async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
         await self._enter("create TokenRequest")
@@ -278,6 +275,72 @@ class FakeKube:
         new["status"] = copy.deepcopy(body.get("status"))
         return copy.deepcopy(self._store(resource, new, old))
 
+    async def list_custom(self, resource: ClusterResource, namespace: str | None, limit: int,
+                          continue_token: str | None = None, label_selector: str = ""
+                          ) -> tuple[builtins.list[Obj], str | None]:
+        await self._enter(f"list {resource.kind}")
+        if namespace is None:
+            found = [o for (plural, _), o in sorted(self.custom.items())
+                     if plural == resource.plural]
+        else:
+            found = [o for (plural, ns, _), o in sorted(self.namespaced_custom.items())
+                     if plural == resource.plural and ns == namespace]
+        return _page([o for o in found if _selected(o, label_selector)], limit, continue_token)
+
+    async def create_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       body: Obj) -> Obj:
+        await self._enter(f"create {resource.kind}")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        key = (resource.plural, namespace, meta["name"])
+        if key in self.namespaced_custom:
+            raise Conflict(f"{resource.kind} {meta['name']} exists")
+        meta |= {"namespace": namespace, "uid": f"uid-{next(self._ids)}",
+                 "resourceVersion": str(next(self._ids)), "generation": 1,
+                 "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                    time.gmtime(self._clock()))}
+        return copy.deepcopy(self._store_namespaced(resource, obj, None))
+
+    async def read_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                     name: str) -> Obj:
+        await self._enter(f"read {resource.kind}")
+        try:
+            return copy.deepcopy(self.namespaced_custom[(resource.plural, namespace, name)])
+        except KeyError:
+            raise NotFound(name) from None
+
+    async def replace_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                        name: str, body: Obj) -> Obj:
+        """Like a PUT: a stale resourceVersion, or a uid that is not the object's, is a 409."""
+        await self._enter(f"replace {resource.kind}")
+        old = self.namespaced_custom.get((resource.plural, namespace, name))
+        if old is None:
+            raise NotFound(name)
+        old_meta, meta = old["metadata"], body.get("metadata") or {}
+        if meta.get("resourceVersion") and meta["resourceVersion"] != old_meta["resourceVersion"]:
+            raise Conflict("resourceVersion precondition failed")
+        if meta.get("uid") and meta["uid"] != old_meta["uid"]:
+            raise Conflict("uid precondition failed")
+        obj = copy.deepcopy(body)
+        generation = int(old_meta.get("generation", 1)) + (obj.get("spec") != old.get("spec"))
+        obj["metadata"] = {**obj.get("metadata", {}), "name": name, "namespace": namespace,
+                           "uid": old_meta["uid"], "generation": generation,
+                           "creationTimestamp": old_meta.get("creationTimestamp"),
+                           "resourceVersion": str(next(self._ids))}
+        return copy.deepcopy(self._store_namespaced(resource, obj, old))
+
+    async def delete_namespaced_custom(self, resource: ClusterResource, namespace: str,
+                                       name: str, uid: str | None = None) -> None:
+        await self._enter(f"delete {resource.kind}")
+        key = (resource.plural, namespace, name)
+        old = self.namespaced_custom.get(key)
+        if old is None:
+            raise NotFound(name)
+        if uid is not None and old["metadata"]["uid"] != uid:
+            raise Conflict("uid precondition failed")
+        del self.namespaced_custom[key]
+        self._notify_custom(resource.plural, namespace, old, None)
+
     # Leases: like the apiserver, a write based on an older resourceVersion is a 409
     async def read_lease(self, namespace: str, name: str) -> Obj:
         self._call("read Lease")
@@ -324,16 +387,42 @@ class FakeKube:
         return copy.deepcopy(self._store(resource, obj, old))
 
     def delete_custom(self, resource: ClusterResource, name: str) -> None:
-        old = self.custom.pop((resource.plural, name))
-        for plural, target in self._custom_watches:
-            if plural == resource.plural:
-                target.apply("DELETED", copy.deepcopy(old))
+        self._notify_custom(resource.plural, None, self.custom.pop((resource.plural, name)),
+                            None)
 
-    def watch_custom(self, resource: ClusterResource, target: WatchTarget) -> None:
-        """Feed `target` as the concierge's watch would: a list now, then every change."""
-        self._custom_watches.append((resource.plural, target))
-        target.reset([copy.deepcopy(o) for (plural, _), o in sorted(self.custom.items())
-                      if plural == resource.plural])
+    def watch_custom(self, resource: ClusterResource, target: WatchTarget,
+                     namespace: str | None = None, label_selector: str = "") -> None:
+        """Feed `target` as the concierge's watch would: a list now, then every change of the
+        objects `label_selector` picks (`namespace` None: cluster-scoped objects)."""
+        self._custom_watches.append((resource.plural, namespace, label_selector, target))
+        found = ([o for (plural, _), o in sorted(self.custom.items())
+                  if plural == resource.plural] if namespace is None else
+                 [o for (plural, ns, _), o in sorted(self.namespaced_custom.items())
+                  if plural == resource.plural and ns == namespace])
+        target.reset([copy.deepcopy(o) for o in found if _selected(o, label_selector)])
+
+    def stop_custom_watch(self, target: WatchTarget) -> None:
+        """The watch feeding `target` breaks (`lost`), and sends nothing more."""
+        self._custom_watches = [w for w in self._custom_watches if w[3] is not target]
+        target.lost()
+
+    def _notify_custom(self, plural: str, namespace: str | None, old: Obj | None,
+                       new: Obj | None) -> None:
+        for watched, watched_ns, selector, target in self._custom_watches:
+            if watched != plural or watched_ns != namespace:
+                continue
+            was = old is not None and _selected(old, selector)
+            now = new is not None and _selected(new, selector)
+            if now:
+                target.apply("MODIFIED" if was else "ADDED", copy.deepcopy(new or {}))
+            elif was:
+                target.apply("DELETED", copy.deepcopy(old or {}))
+
+    def _store_namespaced(self, resource: ClusterResource, obj: Obj, old: Obj | None) -> Obj:
+        meta = obj["metadata"]
+        self.namespaced_custom[(resource.plural, meta["namespace"], meta["name"])] = obj
+        self._notify_custom(resource.plural, meta["namespace"], old, obj)
+        return obj
 
     def _store(self, resource: ClusterResource, obj: Obj, old: Obj | None) -> Obj:
         meta = obj["metadata"]
@@ -344,10 +433,25 @@ class FakeKube:
                                                       time.gmtime(self._clock()))
         meta["resourceVersion"] = str(next(self._ids))
         self.custom[(resource.plural, meta["name"])] = obj
-        for plural, target in self._custom_watches:
-            if plural == resource.plural:
-                target.apply("MODIFIED" if old else "ADDED", copy.deepcopy(obj))
+        self._notify_custom(resource.plural, None, old, obj)
         return obj
+
+
+def _selected(obj: Obj, label_selector: str) -> bool:
+    """Whether an equality-based label selector ("k=v,k2=v2") picks `obj`."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in (
+        part.split("=", 1) for part in label_selector.split(",") if part))
+
+
+def _page(matching: list[Obj], limit: int,
+          continue_token: str | None) -> tuple[list[Obj], str | None]:
+    """One page, continuing after the last name returned (as the apiserver does, not at an
+    offset)."""
+    after = [o for o in matching if continue_token is None
+             or o["metadata"]["name"] > continue_token]
+    page = [copy.deepcopy(o) for o in after[:limit]]
+    return page, page[-1]["metadata"]["name"] if len(after) > limit else None
 
 
 def _watched(kind: Kind, namespace: str | None, obj: Obj, watched_ns: str) -> bool:
@@ -356,8 +460,7 @@ def _watched(kind: Kind, namespace: str | None, obj: Obj, watched_ns: str) -> bo
         return False
     selector = (naming.session_selector() if kind == Kind.SECRET
                 else naming.owned_selector(watched_ns))
-    labels = obj.get("metadata", {}).get("labels") or {}
-    return all(labels.get(k) == v for k, v in (p.split("=", 1) for p in selector.split(",")))
+    return _selected(obj, selector)
 
 
 @pytest.fixture

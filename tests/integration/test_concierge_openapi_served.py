@@ -10,7 +10,7 @@ import pytest
 from localenv.concierge import LocalConcierge
 from localenv.idp import LocalIdP
 from localenv.openapi_schema import component_validator
-from pinniped_apis import wire
+from pinniped_apis import constants, wire
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +20,11 @@ def test_a_real_login_matches_the_published_schemas(concierge: LocalConcierge,
     context = ssl.create_default_context(cafile=str(concierge.ca_file))
     with httpx.Client(base_url=concierge.url, verify=context, timeout=30) as http:
         document = http.get("/openapi.json").json()
-        assert set(document["paths"]) == {wire.TOKEN_CREDENTIAL_REQUEST_PATH,
-                                          wire.WHOAMI_REQUEST_PATH, wire.LOGOUT_REQUEST_PATH}
+        requests = constants.ELEVATION_REQUESTS_PATH
+        assert set(document["paths"]) == {
+            wire.TOKEN_CREDENTIAL_REQUEST_PATH, wire.WHOAMI_REQUEST_PATH,
+            wire.LOGOUT_REQUEST_PATH, requests, constants.ELEVATION_STATE_PATH,
+            *(f"{requests}/{{request_id}}/{action}" for action in constants.ELEVATION_ACTIONS)}
         # The request exactly as the CLI's concierge client builds it, with a real ID token.
         request = wire.TokenCredentialRequest.create(
             token=idp.password_grant("alice")["id_token"],

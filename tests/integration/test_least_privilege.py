@@ -34,9 +34,10 @@ import localenv.concierge as local_concierge
 from localenv import pki
 from localenv.cluster import LocalCluster
 from localenv.concierge import LocalConcierge, jwt_authenticator
+from localenv.elevation import REQUEST_RESOURCE, apply_policy, delete_policy
 from localenv.idp import LocalIdP
 from localenv.procs import wait_for
-from pinniped_apis import wire
+from pinniped_apis import constants, wire
 
 pytestmark = pytest.mark.integration
 
@@ -269,6 +270,44 @@ def jwt_authenticator_status_is_written(world: World) -> None:
         world.cluster.kubectl("delete", "jwtauthenticator", name, check=False)
 
 
+def an_elevation_is_asked_for_approved_revoked_and_deleted(world: World) -> None:
+    """The concierge alone writes ElevationRequests: it creates one, reads and updates it
+    at each decision, and (retention 0) its controller deletes it once it has ended."""
+    alice, carol = world.login("alice"), world.login("carol")
+    name = f"lp-{world.concierge.namespace}"[:63]
+    group = f"corp:{name}"  # governed by this concierge's test only
+    apply_policy(world.cluster, {
+        "apiVersion": constants.ELEVATION_API_VERSION, "kind": constants.ELEVATION_POLICY_KIND,
+        "metadata": {"name": name},
+        "spec": {"group": group, "requesters": {"users": [alice.identity.username]},
+                 "approvers": {"users": [carol.identity.username]}}})
+    try:
+        answers: list[httpx.Response] = []
+
+        def asked() -> bool:  # 400 until the concierge's watch has seen the policy
+            answers.append(world.post(constants.ELEVATION_REQUESTS_PATH,
+                                      {"group": group, "reason": "least privilege"},
+                                      alice.token))
+            return answers[-1].status_code != 400
+
+        _poll(asked, "the policy is seen")
+        assert answers[-1].status_code in (200, 201), answers[-1].text
+        request_id = answers[-1].json()["id"]
+        for who, action in ((carol, "approve"), (alice, "revoke")):
+            response = world.post(f"{constants.ELEVATION_REQUESTS_PATH}/{request_id}/{action}",
+                                  {}, who.token)
+            assert response.status_code == 200, response.text
+
+        def deleted() -> bool:
+            gone = world.cluster.kubectl("get", REQUEST_RESOURCE, "-n",
+                                         world.concierge.namespace, request_id, check=False)
+            return "NotFound" in gone.stderr
+
+        _poll(deleted, "the ended request is deleted (retentionSeconds 0)", timeout=40)
+    finally:
+        delete_policy(world.cluster, name)
+
+
 def the_apiserver_refused_the_concierge_nothing(world: World) -> None:
     """Some refusals the concierge survives (a watch that falls back to listing again, a
     read it treats as "not there"); the apiserver's audit log still shows each of them."""
@@ -288,7 +327,8 @@ SCENARIOS: list[Callable[[World], None]] = [
     new_user_logs_in_and_acts_as_themselves, returning_user_costs_two_calls,
     whoami_and_logout_end_the_session, changed_user_objects_are_put_right,
     revoking_a_user_removes_their_objects, credential_issuer_is_published,
-    jwt_authenticator_status_is_written, the_apiserver_refused_the_concierge_nothing]
+    jwt_authenticator_status_is_written, an_elevation_is_asked_for_approved_revoked_and_deleted,
+    the_apiserver_refused_the_concierge_nothing]
 
 
 Starter = Callable[..., World]
@@ -317,7 +357,8 @@ def start_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, idp: LocalIdP,
             tmp_path / "concierge", local_ca, on, idp,
             authenticators=[local_concierge.authenticator_config(
                 "corp", idp.issuer, idp.client_id, idp.ca_file)],
-            lease={"renewIntervalSeconds": 1, "durationSeconds": 3})  # renewed within the run
+            lease={"renewIntervalSeconds": 1, "durationSeconds": 3},  # renewed within the run
+            elevation={"syncIntervalSeconds": 1, "retentionSeconds": 0})
         started.append(concierge)
         return World(concierge, on, idp)
 

@@ -412,4 +412,4 @@ def test_main_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> No
         main(["--help"])
     out = capsys.readouterr().out
     listed = re.findall(r"^ {4}(\w+) {2,}\S", out, flags=re.MULTILINE)  # help on its line
-    assert listed == ["login", "get", "whoami", "logout", "version", "completion"]
+    assert listed == ["login", "get", "whoami", "logout", "elevate", "version", "completion"]

@@ -36,7 +36,9 @@ def test_the_tree_has_every_command_at_every_level() -> None:
     commands = _commands(command_tree(build_parser()))
     assert set(commands) == {
         "pinniped", "pinniped login", "pinniped login oidc", "pinniped get",
-        "pinniped get kubeconfig", "pinniped whoami", "pinniped logout", "pinniped version",
+        "pinniped get kubeconfig", "pinniped whoami", "pinniped logout", "pinniped elevate",
+        "pinniped elevate request", "pinniped elevate list", "pinniped elevate approve",
+        "pinniped elevate deny", "pinniped elevate revoke", "pinniped version",
         "pinniped completion"}
     assert commands["pinniped"].help == ""
     assert commands["pinniped whoami"].help == "show who the cluster thinks you are"
@@ -54,6 +56,12 @@ def test_the_tree_knows_what_each_flag_takes() -> None:
     assert _flag(kubeconfig, "-o") == ("files",)
     assert _flag(commands["pinniped whoami"], "-o") == ("value", "text", "json")
     assert _flag(commands["pinniped logout"], "--kubeconfig") == ("files",)
+    for action in ("request", "list", "approve", "deny", "revoke"):
+        elevate = commands[f"pinniped elevate {action}"]
+        assert _flag(elevate, "--kubeconfig") == ("files",)
+        assert _flag(elevate, "-o") == ("value", "text", "json")
+    assert _flag(commands["pinniped elevate request"], "--reason") == ("value",)
+    assert _flag(commands["pinniped elevate request"], "--duration") == ("value",)
     assert _flag(commands["pinniped"], "--version") == ("switch",)
     assert commands["pinniped completion"].positionals == (cmd_completion.SHELLS,)
     assert tuple(SHELLS) == cmd_completion.SHELLS

@@ -354,5 +354,5 @@ def test_python_m_cli_help_lists_every_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pinniped_cli", "--help"], env=_env(tmp_path),
                             capture_output=True, text=True, timeout=30, check=True)
     listed = re.findall(r"^ {4}(\w+) {2,}\S", result.stdout, flags=re.MULTILINE)
-    assert listed == ["login", "get", "whoami", "logout", "version", "completion"]
+    assert listed == ["login", "get", "whoami", "logout", "elevate", "version", "completion"]
     assert result.stderr == ""

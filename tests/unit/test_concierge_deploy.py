@@ -11,7 +11,9 @@ import yaml
 from localenv.fake_cluster_lists import ListingFakeKube
 from localenv.fixtures_concierge import FakeKube
 from pinniped_apis import wire
+from pinniped_apis.elevation import ElevationCreate
 from pinniped_concierge import config, naming
+from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import AuthenticatorSet
 from pinniped_concierge.cluster_authenticators import (
     Built,
@@ -20,8 +22,10 @@ from pinniped_concierge.cluster_authenticators import (
 )
 from pinniped_concierge.credential_issuer_publisher import CredentialIssuerPublisher
 from pinniped_concierge.credential_review import CredentialReviewer
+from pinniped_concierge.elevation_service import ElevationService
+from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.idle_users import IdleUsers
-from pinniped_concierge.kubeapi import JWT_AUTHENTICATORS, Kind
+from pinniped_concierge.kubeapi import ELEVATION_POLICIES, JWT_AUTHENTICATORS, Kind
 from pinniped_concierge.lease import LeaseElector
 from pinniped_concierge.object_watch import ObjectVersions, ObjectWatcher
 from pinniped_concierge.revocations import RevocationMirror, sweep_expired
@@ -84,7 +88,8 @@ def test_the_rbac_has_no_wildcards_and_no_secret_access_outside_the_namespace() 
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"users", "groups", "clusterroles", "clusterrolebindings",
                                  "tokenreviews", "jwtauthenticators", "jwtauthenticators/status",
-                                 "credentialissuers", "credentialissuers/status"}
+                                 "credentialissuers", "credentialissuers/status",
+                                 "elevationpolicies"}
     assert not any("escalate" in rule["verbs"] or "bind" in rule["verbs"]
                    for rule in cluster_role["rules"])
 
@@ -118,7 +123,9 @@ _RESOURCES = {"ServiceAccount": "serviceaccounts", "Secret": "secrets",
               "JWTAuthenticator status": "jwtauthenticators/status",
               "CredentialIssuer": "credentialissuers",
               "CredentialIssuer status": "credentialissuers/status", "Lease": "leases",
-              "revocation marker": "secrets"}
+              "revocation marker": "secrets", "ElevationPolicy": "elevationpolicies",
+              "ElevationPolicies": "elevationpolicies", "ElevationRequest": "elevationrequests",
+              "ElevationRequests": "elevationrequests"}
 _VERBS = {"create": "create", "read": "get", "replace": "update", "delete": "delete",
           "list": "list", "update": "update"}
 
@@ -153,6 +160,7 @@ def _calls_of_every_code_path() -> set[tuple[str, str]]:
         await kube.ping(NS)
         await _custom_object_paths(kube)
         await _lease_paths(kube)
+        await _elevation_paths(kube)
         await revoke(kube, NS, alice.username)  # creates a marker, deletes everything of hers
         await sweep_expired(kube, NS, 0, clock=lambda: 2e9)  # lists and deletes markers
         await UserObjects(kube, NS, 300).ensure(alice)
@@ -170,9 +178,10 @@ def _calls_of_every_code_path() -> set[tuple[str, str]]:
     watcher = ObjectWatcher(client, NS, versions)
     authenticators = ClusterAuthenticators(kube, AuthenticatorSet({}), {}, _no_verifier,
                                            max_objects=1, refresh_interval_seconds=300)
+    store = ElevationStore(kube, NS, config.ElevationConfig())
     for source in (*watcher.sources, authenticators.watch_source(client, ""),
-                   RevocationMirror(NS).watch_source(client)):
-        resource = _RESOURCES[source.what.removesuffix("s")]
+                   RevocationMirror(NS).watch_source(client), *store.watch_sources(client)):
+        resource = _RESOURCES.get(source.what) or _RESOURCES[source.what.removesuffix("s")]
         used |= {(resource, "list"), (resource, "watch")}
     return used
 
@@ -192,6 +201,25 @@ async def _custom_object_paths(kube: FakeKube) -> None:
     publisher = CredentialIssuerPublisher(kube, authenticators, name=NS, endpoint="https://c",
                                           ca_bundle=b"ca", namespace=NS)
     await publisher.publish()  # read (not found), create, update status
+
+
+async def _elevation_paths(kube: FakeKube) -> None:
+    """An elevation asked for, approved, revoked (its access removed) and deleted, with the
+    store listing (no watch)."""
+    kube.apply_custom(ELEVATION_POLICIES, "prod", {
+        "group": "corp:prod", "requesters": {"users": ["corp:alice"]},
+        "approvers": {"users": ["corp:carol"]}})
+    store = ElevationStore(kube, NS, config.ElevationConfig())
+    objects = UserObjects(kube, NS, 0)
+    service = ElevationService(kube, NS, store, objects, config.ElevationConfig())
+    alice, carol = wire.Identity("corp:alice", ()), wire.Identity("corp:carol", ())
+    await objects.ensure(alice)
+    view = await service.create(alice, ElevationCreate.model_validate(
+        {"group": "corp:prod", "reason": "incident 42"}), AuditEvent("create", "test"))
+    await service.decide(carol, view.id, "approve", None, AuditEvent("approve", "test"))
+    await service.decide(alice, view.id, "revoke", None, AuditEvent("revoke", "test"))
+    (ended,) = await store.requests()
+    assert await service.delete_ended(ended)
 
 
 async def _lease_paths(kube: FakeKube) -> None:

@@ -76,7 +76,7 @@ def test_the_kustomization_holds_every_part_of_an_install() -> None:
                  "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "ResourceQuota",
                  "Service", "PodDisruptionBudget", "NetworkPolicy", "Deployment"):
         assert kind in kinds, kind
-    assert kinds.count("CustomResourceDefinition") == 2
+    assert kinds.count("CustomResourceDefinition") == 4
     namespaced = [d for d in rendered() if d["kind"] not in (
         "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")]
     assert {d["metadata"].get("namespace") for d in namespaced} == {NS}

@@ -1,0 +1,597 @@
+"""The concierge's elevation API: ask for a governed group, approve, deny, revoke, look.
+
+Who the caller is comes only from their reviewed cluster credential (the app
+passes the `wire.Identity` the TokenReview and their ClusterRole say); the
+requester written into an `ElevationRequest` is that identity, never anything
+from the request body. That is the whole point of the feature: nobody can ask
+in someone else's name, and nobody can approve their own request.
+
+Every decision about an existing request is made from a fresh read of the
+object, not from the mirror: two approvers clicking at once, or an approval
+racing the controller's expiry, must not both win. Each write is a PUT
+carrying the resourceVersion it was decided from; a `Conflict` means someone
+else wrote in between, so the request is read and decided again (at most
+`WRITE_ATTEMPTS` times, then 503). Listing and the plugin's state check read
+the mirror (`ElevationStore`): they decide nothing.
+
+A request is *visible* to its requester and to the approvers of its group's
+current policy. Anyone else is told it does not exist (404), so ids cannot be
+probed for who asked for what.
+
+`remove_access` is shared with the Lease holder's controller: once an approved
+request has ended, the group leaves the user's ClusterRole (unless another
+active elevation of theirs grants it) and the sessions minted during the
+elevation are ended; it is idempotent, so a repeat costs no harm.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from pinniped_apis import rfc3339, wire
+from pinniped_apis.constants import (
+    ELEVATION_API_VERSION,
+    ELEVATION_ID_PATTERN,
+    ELEVATION_ID_PREFIX,
+    ELEVATION_REQUEST_KIND,
+)
+from pinniped_apis.elevation import (
+    ActiveElevation,
+    Approval,
+    ApprovalView,
+    ElevationCreate,
+    ElevationDecision,
+    ElevationList,
+    ElevationRequestSpec,
+    ElevationRequestStatus,
+    ElevationState,
+    ElevationView,
+    Phase,
+    Requester,
+)
+from pinniped_concierge import naming
+from pinniped_concierge.audit import AuditEvent
+from pinniped_concierge.config import ElevationConfig
+from pinniped_concierge.elevation_store import (
+    ElevationStore,
+    Policy,
+    StoredRequest,
+    read_request,
+)
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.kubeapi import ELEVATION_REQUESTS, Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.user_locks import UserLocks
+from pinniped_concierge.userobjects import UserObjects
+
+log = logging.getLogger("concierge.elevation")
+
+#: Conditional writes of one request that may lose a race before the call gives up (503).
+WRITE_ATTEMPTS = 3
+#: Items in one list answer at most, newest first (an approver of a busy group sees the latest).
+MAX_LISTED = 1000
+#: Objects per page when listing a user's requests or sessions from the API.
+PAGE_SIZE = 250
+#: Retry-After for a create refused by a limit: an open request needs time to end.
+LIMIT_RETRY_AFTER_SECONDS = 60
+#: One user's creates in flight at once on a replica (they take turns; more get 429).
+MAX_CREATES_PER_USER = 4
+
+_ID = re.compile(ELEVATION_ID_PATTERN)
+
+
+class ElevationRefused(Exception):
+    """The caller may not do this; `message` tells them what to do instead (a Status answer)."""
+
+    def __init__(self, code: int, reason: Reason, message: str, *,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class AccessRemoval:
+    """What one access removal changed (the controller audits only real changes)."""
+
+    #: The group left the user's ClusterRole (it was still there).
+    role_changed: bool
+    sessions_ended: int
+    #: `status.accessRemovedAt` was written by this call.
+    marked: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.role_changed or self.sessions_ended > 0 or self.marked
+
+
+#: A decision on a freshly read request: the new status, or None for "nothing to write".
+Decide = Callable[[StoredRequest, float], Awaitable[ElevationRequestStatus | None]]
+
+
+def is_request_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def _time(when: float) -> str:
+    return rfc3339.format_time(dt.datetime.fromtimestamp(when, dt.UTC))
+
+
+def _datetime(value: str | None) -> dt.datetime | None:
+    return rfc3339.parse_time(value)
+
+
+def _not_found(request_id: str) -> ElevationRefused:
+    return ElevationRefused(404, Reason.ELEVATION_NOT_FOUND,
+                            f"no elevation request {request_id} that you may see: only its "
+                            "requester and the approvers of its group can see or decide it; "
+                            "check the id with 'pinniped elevate list'")
+
+
+def _conflict_gave_up(request_id: str) -> Unavailable:
+    return Unavailable(Reason.USER_OBJECT_CONFLICT,
+                       f"elevation request {request_id} kept changing while we decided; "
+                       "try again in a moment", 1)
+
+
+class ElevationService:
+    def __init__(self, kube: KubeAPI, namespace: str, store: ElevationStore,
+                 user_objects: UserObjects, config: ElevationConfig, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._store = store
+        self._user_objects = user_objects
+        self._config = config
+        self._clock = clock
+        self._create_locks = UserLocks(MAX_CREATES_PER_USER)
+
+    # --- who may do what ---------------------------------------------------------
+
+    def phase(self, request: StoredRequest, now: float) -> Phase:
+        """The phase as it stands now: an approved request past its end, or a pending one
+        past the pending timeout, has ended even before the controller writes so."""
+        phase = request.status.phase
+        if phase == "Approved" and not request.active(now):
+            return "Expired"
+        if phase == "Pending" and self._pending_timed_out(request, now):
+            return "Expired"
+        return phase
+
+    def _pending_timed_out(self, request: StoredRequest, now: float) -> bool:
+        return request.created_at + self._config.pending_timeout_seconds <= now
+
+    @staticmethod
+    def _approver(policy: Policy | None, caller: wire.Identity) -> bool:
+        return (policy is not None and policy.spec is not None
+                and policy.spec.approvers.include(caller.username, caller.groups))
+
+    @staticmethod
+    def _requester(request: StoredRequest, caller: wire.Identity) -> bool:
+        return request.spec.requester.username == caller.username
+
+    def _visible(self, request: StoredRequest, policy: Policy | None,
+                 caller: wire.Identity) -> bool:
+        return self._requester(request, caller) or self._approver(policy, caller)
+
+    # --- create ------------------------------------------------------------------
+
+    async def create(self, caller: wire.Identity, body: ElevationCreate,
+                     event: AuditEvent) -> ElevationView:
+        group = body.group
+        event.extra["group"] = group
+        event.extra["requestReason"] = body.reason  # plain text, bounded (`elevation.Reason`)
+        governed = await self._store.governed()
+        policy = await self._store.policy(group)
+        if group not in governed or policy is None:
+            raise ElevationRefused(400, Reason.NO_ELEVATION_POLICY,
+                                   f"no ElevationPolicy governs group {group}; ask your cluster "
+                                   "administrator")
+        if policy.spec is None:
+            raise ElevationRefused(400, Reason.NO_ELEVATION_POLICY,
+                                   f"the ElevationPolicy {policy.name} for group {group} is not "
+                                   "valid, so nobody can be granted it; ask your cluster "
+                                   "administrator to fix it")
+        if not policy.spec.requesters.include(caller.username, caller.groups):
+            raise ElevationRefused(403, Reason.NOT_A_REQUESTER,
+                                   f"you may not ask for group {group}: ElevationPolicy "
+                                   f"{policy.name} does not list you among its requesters; ask "
+                                   "your cluster administrator")
+        maximum = policy.spec.max_duration_seconds
+        duration = body.duration_seconds if body.duration_seconds is not None else maximum
+        if duration > maximum:
+            raise ElevationRefused(400, Reason.DURATION_TOO_LONG,
+                                   f"durationSeconds {duration} is over the maximum of "
+                                   f"{maximum} s for group {group}; ask for {maximum} s or less")
+        async with self._create_locks.hold(caller.username):
+            await self._within_limits(caller, group)
+            created = await self._create_object(caller, group, body.reason, duration)
+        event.extra["id"], event.extra["phase"] = created.name, created.status.phase
+        log.info("elevation %s: %s asked for group %s for %d s", created.name,
+                 caller.username, group, duration)
+        return self.view(created, policy, caller, self._clock())
+
+    async def _within_limits(self, caller: wire.Identity, group: str) -> None:
+        """No second open request for one group, at most maxOpenPerUser open ones and at most
+        maxRequests objects; the user's own are listed fresh (the mirror may lag behind a
+        create a moment ago), under their lock (so their creates take turns here)."""
+        now = self._clock()
+        mine = [r for r in await self._list_user_requests(caller.username) if r.open(now)
+                and self.phase(r, now) in ("Pending", "Approved")]
+        same = [r.name for r in mine if r.spec.group == group]
+        if same:
+            raise ElevationRefused(409, Reason.ELEVATION_ALREADY_OPEN,
+                                   f"you already have request {same[0]} open for group {group}; "
+                                   f"wait for it, or revoke it with 'pinniped elevate revoke "
+                                   f"{same[0]}'")
+        if len(mine) >= self._config.max_open_per_user:
+            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
+                                   f"you have {len(mine)} requests open, the most allowed; "
+                                   "revoke one you no longer need, or wait for one to end",
+                                   retry_after=LIMIT_RETRY_AFTER_SECONDS)
+        if len(await self._store.requests()) >= self._config.max_requests:
+            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
+                                   "the concierge holds as many elevation requests as it may "
+                                   f"({self._config.max_requests}); try again later, or ask "
+                                   "your cluster administrator",
+                                   retry_after=LIMIT_RETRY_AFTER_SECONDS)
+
+    async def _list_user_requests(self, username: str) -> builtins.list[StoredRequest]:
+        selector = ",".join(f"{k}={v}" for k, v in
+                            naming.user_labels(username, self._namespace).items())
+        found: list[StoredRequest] = []
+        continue_token: str | None = None
+        # Bounded: never more pages than maxRequests objects can fill.
+        for _ in range(self._config.max_requests // PAGE_SIZE + 2):
+            items, continue_token = await self._kube.list_custom(
+                ELEVATION_REQUESTS, self._namespace, PAGE_SIZE, continue_token,
+                label_selector=selector)
+            for item in items:
+                parsed = self._parse(item)
+                if parsed is not None and parsed.spec.requester.username == username:
+                    found.append(parsed)
+            if not continue_token:
+                break
+        return found
+
+    async def _create_object(self, caller: wire.Identity, group: str, reason: str,
+                             duration: int) -> StoredRequest:
+        try:
+            spec = ElevationRequestSpec(
+                group=group, reason=reason, duration_seconds=duration,
+                requester=Requester(username=caller.username, groups=caller.groups))
+        except ValidationError as exc:  # the identity's names outgrow an object's bounds
+            raise ElevationRefused(400, Reason.MALFORMED_REQUEST,
+                                   "your identity cannot be recorded in an elevation request "
+                                   f"({exc.error_count()} problem(s)); ask your cluster "
+                                   "administrator") from None
+        status = ElevationRequestStatus()
+        for _ in range(2):  # a name clash of 64 random bits: one more try is plenty
+            name = ELEVATION_ID_PREFIX + secrets.token_hex(8)
+            body: Obj = {
+                "apiVersion": ELEVATION_API_VERSION, "kind": ELEVATION_REQUEST_KIND,
+                "metadata": {"name": name, "namespace": self._namespace,
+                             "labels": naming.user_labels(caller.username, self._namespace)},
+                "spec": _dump(spec), "status": _dump(status),
+            }
+            try:
+                created = await self._kube.create_namespaced_custom(
+                    ELEVATION_REQUESTS, self._namespace, body)
+            except Conflict:
+                continue
+            parsed = self._parse(created)
+            if parsed is None:
+                raise ServerError(Reason.KUBERNETES_ERROR,
+                                  f"ElevationRequest {name} came back unreadable")
+            return parsed
+        raise ServerError(Reason.KUBERNETES_ERROR, "could not pick an unused ElevationRequest "
+                          "name")
+
+    # --- list and state (from the mirror) ---------------------------------------
+
+    async def list(self, caller: wire.Identity, event: AuditEvent) -> ElevationList:
+        """The caller's own requests and those they may decide, newest first."""
+        now = self._clock()
+        policies: dict[str, Policy | None] = {}
+        views: list[tuple[float, str, ElevationView]] = []
+        for request in await self._store.requests():
+            group = request.spec.group
+            if group not in policies:
+                policies[group] = await self._store.policy(group)
+            if self._visible(request, policies[group], caller):
+                views.append((request.created_at, request.name,
+                              self.view(request, policies[group], caller, now)))
+        views.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        event.extra["listed"] = str(min(len(views), MAX_LISTED))
+        return ElevationList(items=[view for _, _, view in views[:MAX_LISTED]])
+
+    async def state(self, caller: wire.Identity, event: AuditEvent) -> ElevationState:
+        """The caller's own pending ids and active elevations: what the plugin compares with
+        the credential it holds."""
+        now = self._clock()
+        mine = await self._store.requests_of(caller.username)
+        pending = sorted(r.name for r in mine if self.phase(r, now) == "Pending")
+        active = sorted((r for r in mine if r.active(now)), key=lambda r: (r.spec.group, r.name))
+        event.extra["pending"] = str(len(pending))
+        event.extra["active"] = str(len(active))
+        return ElevationState(pending=pending, active=[
+            ActiveElevation(id=r.name, group=r.spec.group,
+                            expiresAt=dt.datetime.fromtimestamp(r.expires_at() or now, dt.UTC))
+            for r in active])
+
+    def view(self, request: StoredRequest, policy: Policy | None, caller: wire.Identity,
+             now: float) -> ElevationView:
+        phase = self.phase(request, now)
+        status = request.status
+        approver = self._approver(policy, caller) and not self._requester(request, caller)
+        approved_by_caller = any(a.user == caller.username for a in status.approvals)
+        required = policy.spec.approvals_required if policy and policy.spec else 1
+        return ElevationView(
+            id=request.name, group=request.spec.group,
+            requester=request.spec.requester.username, reason=request.spec.reason,
+            phase=phase, durationSeconds=request.spec.duration_seconds,
+            createdAt=dt.datetime.fromtimestamp(request.created_at, dt.UTC),
+            approvals=[ApprovalView(user=a.user, at=at) for a in status.approvals
+                       if (at := _datetime(a.at)) is not None],
+            approvalsRequired=required,
+            expiresAt=_datetime(status.expires_at), endedBy=status.ended_by,
+            endReason=status.end_reason,
+            mayApprove=approver and phase == "Pending" and not approved_by_caller,
+            mayRevoke=phase in ("Pending", "Approved") and (
+                self._requester(request, caller) or self._approver(policy, caller)))
+
+    # --- approve, deny, revoke ------------------------------------------------
+
+    async def decide(self, caller: wire.Identity, request_id: str, action: str,
+                     body: ElevationDecision | None, event: AuditEvent) -> ElevationView:
+        event.extra["id"] = request_id
+        if not is_request_id(request_id):
+            raise _not_found(request_id)
+        reason = body.reason if body is not None else None
+        deciders: dict[str, Callable[[StoredRequest, Policy | None, float],
+                                     ElevationRequestStatus]] = {
+            "approve": lambda r, p, now: self._approve(r, p, caller, now),
+            "deny": lambda r, p, now: self._deny(r, p, caller, reason, now),
+            "revoke": lambda r, p, now: self._revoke(r, caller, reason, now),
+        }
+        if action not in deciders:
+            raise ElevationRefused(404, Reason.MALFORMED_REQUEST,
+                                   f"no action {action!r}; use approve, deny or revoke")
+        decider = deciders[action]
+        policy_of: dict[str, Policy | None] = {}
+
+        async def decide(request: StoredRequest, now: float) -> ElevationRequestStatus:
+            policy = await self._store.policy(request.spec.group)
+            policy_of["policy"] = policy
+            event.extra["group"] = request.spec.group
+            if not self._visible(request, policy, caller):
+                raise _not_found(request_id)
+            return decider(request, policy, now)
+
+        written = await self._transition(request_id, decide)
+        event.extra["phase"] = written.status.phase
+        if written.status.end_reason is not None and action != "approve":
+            event.extra["endReason"] = written.status.end_reason
+        log.info("elevation %s: %s by %s, now %s", written.name, action, caller.username,
+                 written.status.phase)
+        if action == "revoke" and written.status.approved_at is not None:
+            try:
+                removal = await self.remove_access_report(written)
+            except (Unavailable, ServerError) as exc:  # the controller repeats it within 2 s
+                log.warning("elevation %s: access removal after revoke failed, the Lease "
+                            "holder will retry: %s", written.name, exc)
+                event.extra["accessRemoval"] = "deferred"
+            else:
+                event.extra["sessionsEnded"] = str(removal.sessions_ended)
+        return self.view(written, policy_of.get("policy"), caller, self._clock())
+
+    def _approve(self, request: StoredRequest, policy: Policy | None, caller: wire.Identity,
+                 now: float) -> ElevationRequestStatus:
+        rid = request.name
+        if self._requester(request, caller):
+            raise ElevationRefused(403, Reason.SELF_APPROVAL,
+                                   "you cannot approve your own request; ask one of the "
+                                   "approvers")
+        if not self._approver(policy, caller) or policy is None or policy.spec is None:
+            raise ElevationRefused(403, Reason.NOT_AN_APPROVER,
+                                   f"you are not an approver of group {request.spec.group}; ask "
+                                   "one of the approvers its ElevationPolicy names")
+        status = request.status
+        if any(a.user == caller.username for a in status.approvals):
+            raise ElevationRefused(409, Reason.ALREADY_APPROVED,
+                                   f"you have already approved {rid}; it needs "
+                                   f"{policy.spec.approvals_required} distinct approvers, so "
+                                   "ask another approver")
+        self._must_be_pending(request, now, "approve")
+        approvals = (*status.approvals, Approval(user=caller.username, at=_time(now)))
+        if len({a.user for a in approvals}) < policy.spec.approvals_required:
+            return status.model_copy(update={"approvals": approvals})
+        return status.model_copy(update={
+            "approvals": approvals, "phase": "Approved", "approved_at": _time(now),
+            "expires_at": _time(now + request.spec.duration_seconds)})
+
+    def _deny(self, request: StoredRequest, policy: Policy | None, caller: wire.Identity,
+              reason: str | None, now: float) -> ElevationRequestStatus:
+        if self._requester(request, caller):
+            raise ElevationRefused(403, Reason.SELF_APPROVAL,
+                                   "you cannot deny your own request; to withdraw it, run "
+                                   f"'pinniped elevate revoke {request.name}'")
+        if not self._approver(policy, caller):
+            raise ElevationRefused(403, Reason.NOT_AN_APPROVER,
+                                   f"you are not an approver of group {request.spec.group}; "
+                                   "only its approvers may deny requests for it")
+        self._must_be_pending(request, now, "deny")
+        return self._ended(request, "Denied", caller.username,
+                           reason or f"denied by {caller.username}", now)
+
+    def _revoke(self, request: StoredRequest, caller: wire.Identity, reason: str | None,
+                now: float) -> ElevationRequestStatus:
+        phase = self.phase(request, now)
+        if phase not in ("Pending", "Approved"):
+            raise ElevationRefused(409, Reason.ELEVATION_ENDED,
+                                   f"request {request.name} has already ended ({phase}); "
+                                   "nothing to revoke")
+        return self._ended(request, "Revoked", caller.username,
+                           reason or f"revoked by {caller.username}", now)
+
+    def _must_be_pending(self, request: StoredRequest, now: float, action: str) -> None:
+        phase = self.phase(request, now)
+        if phase != "Pending":
+            raise ElevationRefused(409, Reason.ELEVATION_ENDED,
+                                   f"request {request.name} is {phase}, not Pending; there is "
+                                   f"nothing to {action} (see 'pinniped elevate list')")
+
+    @staticmethod
+    def _ended(request: StoredRequest, phase: Phase, by: str | None, reason: str,
+               now: float) -> ElevationRequestStatus:
+        update: dict[str, Any] = {"phase": phase, "ended_at": _time(now),
+                                  "end_reason": reason}
+        if by is not None:
+            update["ended_by"] = by
+        return request.status.model_copy(update=update)
+
+    # --- what the controller asks for ------------------------------------------
+
+    async def expire(self, request_id: str) -> StoredRequest | None:
+        """Mark a request Expired if, freshly read, it has timed out pending or its duration
+        has ended; None when there was nothing to do (it changed, or it is gone)."""
+        async def decide(request: StoredRequest, now: float) -> ElevationRequestStatus | None:
+            if request.status.phase == "Pending" and self._pending_timed_out(request, now):
+                return self._ended(
+                    request, "Expired", None,
+                    f"not approved within {self._config.pending_timeout_seconds} s", now)
+            if request.status.phase == "Approved" and not request.active(now):
+                return self._ended(request, "Expired", None, "its duration ended", now)
+            return None
+
+        try:
+            return await self._transition(request_id, decide, only_if_changed=True)
+        except ElevationRefused:  # deleted meanwhile
+            return None
+
+    async def delete_ended(self, request: StoredRequest) -> bool:
+        """Delete an ended request (retention); False if it was gone or replaced already."""
+        try:
+            await self._kube.delete_namespaced_custom(ELEVATION_REQUESTS, self._namespace,
+                                                      request.name, uid=request.uid)
+        except (NotFound, Conflict):
+            return False
+        return True
+
+    async def _transition(self, request_id: str, decide: Decide, *,
+                          only_if_changed: bool = False) -> StoredRequest:
+        """Read the request, decide, write conditionally; on a lost race, all over again."""
+        for _ in range(WRITE_ATTEMPTS):
+            request = await self._read(request_id)
+            now = self._clock()
+            status = await decide(request, now)
+            if status is None or status == request.status:
+                if only_if_changed:
+                    raise ElevationRefused(409, Reason.ELEVATION_ENDED, "nothing to do")
+                return request
+            try:
+                written = await self._kube.replace_namespaced_custom(
+                    ELEVATION_REQUESTS, self._namespace, request.name,
+                    request.to_object(request.spec, status))
+            except Conflict:
+                continue
+            except NotFound:
+                raise _not_found(request_id) from None
+            parsed = self._parse(written)
+            if parsed is None:
+                raise ServerError(Reason.KUBERNETES_ERROR,
+                                  f"ElevationRequest {request_id} came back unreadable")
+            return parsed
+        raise _conflict_gave_up(request_id)
+
+    async def _read(self, request_id: str) -> StoredRequest:
+        try:
+            obj = await self._kube.read_namespaced_custom(ELEVATION_REQUESTS, self._namespace,
+                                                          request_id)
+        except NotFound:
+            raise _not_found(request_id) from None
+        parsed = self._parse(obj)
+        if parsed is None:
+            raise _not_found(request_id)
+        return parsed
+
+    def _parse(self, obj: Obj) -> StoredRequest | None:
+        """A request object of ours, or None (not ours, or not readable: never acted on)."""
+        return read_request(obj, self._namespace)
+
+    # --- access removal (semantics 6) -----------------------------------------
+
+    async def remove_access(self, request: StoredRequest) -> int:
+        """Take the group back and end the sessions minted during the elevation; returns how
+        many sessions were ended."""
+        return (await self.remove_access_report(request)).sessions_ended
+
+    async def remove_access_report(self, request: StoredRequest) -> AccessRemoval:
+        username, group = request.spec.requester.username, request.spec.group
+        # Under the user's lock: a login of theirs on this replica finishes (its role write and
+        # its session) before we look, so we end what it made; another replica's racing login
+        # is caught by the controller's re-check in the next 30 s.
+        async with self._user_objects.exclusive(username):
+            now = self._clock()
+            still = {g.group for g in await self._store.active_for(username, now)
+                     if g.id != request.name}
+            role_changed = False
+            if group not in still:
+                role_changed = await self._user_objects.withdraw(username, [group])
+            ended = await self._end_sessions(username, request.name)
+        marked = False
+        if request.status.access_removed_at is None:
+            marked = await self._mark_removed(request.name)
+        if role_changed or ended:
+            log.info("elevation %s: removed group %s from %s (role changed: %s, %d session(s) "
+                     "ended)", request.name, group, username, role_changed, ended)
+        return AccessRemoval(role_changed, ended, marked)
+
+    async def _end_sessions(self, username: str, request_id: str) -> int:
+        ending: list[tuple[str, str | None]] = []
+        continue_token: str | None = None
+        while True:  # a user has at most maxSessionsPerUser sessions: a page or two
+            items, continue_token = await self._kube.list(
+                Kind.SECRET, self._namespace,
+                naming.user_session_selector(username, self._namespace), PAGE_SIZE,
+                continue_token)
+            for item in items:
+                name = naming.metadata_field(item, "name")
+                ids = (naming.annotation(item, naming.ELEVATIONS_ANNOTATION) or "").split(",")
+                if name is not None and naming.is_managed(item) and request_id in ids:
+                    ending.append((name, naming.metadata_field(item, "uid")))
+            if not continue_token:
+                break
+        ended = 0
+        for name, uid in ending:
+            try:
+                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+            except (NotFound, Conflict):
+                continue
+            ended += 1
+        return ended
+
+    async def _mark_removed(self, request_id: str) -> bool:
+        async def decide(request: StoredRequest, now: float) -> ElevationRequestStatus | None:
+            if request.status.access_removed_at is not None:
+                return None
+            return request.status.model_copy(update={"access_removed_at": _time(now)})
+
+        try:
+            await self._transition(request_id, decide, only_if_changed=True)
+        except ElevationRefused:  # gone, or marked by someone else meanwhile
+            return False
+        return True
+
+
+def _dump(model: ElevationRequestSpec | ElevationRequestStatus) -> Obj:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,395 @@
+"""What the concierge knows of ElevationPolicies and ElevationRequests, read from memory.
+
+Every login asks two questions of this store: which groups are governed (a
+governed group is never granted from an ID token) and which elevations the
+user holds right now. A login must not pay an API call for either, so both
+kinds are mirrored by list-then-watch loops (`object_watch.ListWatch`, like
+`revocations.RevocationMirror`): the ElevationPolicies cluster-wide, the
+ElevationRequests in the concierge's namespace by its own label selector
+(`naming.owned_selector`).
+
+It fails closed where a mistake would grant a group:
+- until the policies have been listed once, no login can know which groups to
+  withhold, so `governed` raises `Unavailable(ELEVATION_POLICIES_UNKNOWN)` (a
+  503 with Retry-After) and /readyz says not ready; so it does while more than
+  `elevation.maxPolicies` exist (the set it knows might not be all of them);
+- once listed, the last known policies stay in use while the watch reconnects
+  (refusing every login during a blip would be worse, and a policy deleted
+  meanwhile only governs a group for a little longer);
+- a policy whose spec does not validate still governs its `spec.group`, if
+  that is a string; two policies for one group are read as one invalid policy
+  (nobody may ask for the group until an administrator resolves it);
+- a request that does not parse, or whose labels disagree with its
+  requester, grants nothing;
+- while the requests' watch is down, the requests are listed from the API on
+  each call (an ended elevation must not stay granted from a stale mirror);
+  only then does the store cost a call.
+
+Without a watch (a swapped `kube` in tests), everything is listed on each
+call. The requests mirror holds at most `elevation.maxRequests` objects: the
+concierge never makes more, and one beyond it grants nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from pinniped_apis import rfc3339
+from pinniped_apis.elevation import (
+    ElevationPolicySpec,
+    ElevationRequestSpec,
+    ElevationRequestStatus,
+)
+from pinniped_concierge import naming
+from pinniped_concierge.config import ElevationConfig
+from pinniped_concierge.errors import Reason, Unavailable
+from pinniped_concierge.kubeapi import (
+    ELEVATION_POLICIES,
+    ELEVATION_REQUESTS,
+    ClusterResource,
+    KubeAPI,
+    Obj,
+)
+from pinniped_concierge.object_watch import WatchSource, new_watch_client
+
+log = logging.getLogger("concierge.elevation")
+
+PAGE_SIZE = 250
+#: How long a client waits before trying again while the policies are unknown.
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One ElevationPolicy: the group it governs, and its spec (None: it does not validate,
+    or another policy names the same group)."""
+
+    name: str
+    group: str
+    spec: ElevationPolicySpec | None
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """One ElevationRequest as the concierge wrote it."""
+
+    name: str
+    uid: str
+    resource_version: str
+    namespace: str
+    spec: ElevationRequestSpec
+    status: ElevationRequestStatus
+    created_at: float
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def expires_at(self) -> float | None:
+        return _timestamp(self.status.expires_at)
+
+    def ended_at(self) -> float | None:
+        """When it ended: `status.endedAt`; for an ended request without one, its expiry."""
+        ended = _timestamp(self.status.ended_at)
+        if ended is None and self.status.phase not in ("Pending", "Approved"):
+            return self.expires_at()
+        return ended
+
+    def active(self, now: float) -> bool:
+        """Approved, and its time has not run out."""
+        expires = self.expires_at()
+        return self.status.phase == "Approved" and expires is not None and expires > now
+
+    def open(self, now: float) -> bool:
+        """Pending, or active."""
+        return self.status.phase == "Pending" or self.active(now)
+
+    def to_object(self, spec: ElevationRequestSpec, status: ElevationRequestStatus) -> Obj:
+        """The whole object for a PUT: its uid and resourceVersion make the write fail
+        (Conflict) if anyone wrote since this was read."""
+        return {
+            "apiVersion": ELEVATION_REQUESTS.api_version, "kind": ELEVATION_REQUESTS.kind,
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid,
+                         "resourceVersion": self.resource_version,
+                         "labels": naming.user_labels(spec.requester.username, self.namespace)},
+            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One active elevation: the group it grants, until when."""
+
+    id: str
+    group: str
+    expires_at: float
+
+
+def read_policy(obj: Obj) -> Policy | None:
+    """The policy in `obj`; None only if it names no group at all (then it governs nothing
+    we could name)."""
+    name = naming.metadata_field(obj, "name")
+    raw = obj.get("spec")
+    group = raw.get("group") if isinstance(raw, dict) else None
+    if not name or not isinstance(group, str) or not group:
+        return None
+    try:
+        spec: ElevationPolicySpec | None = ElevationPolicySpec.model_validate(
+            raw, by_alias=True, by_name=False)
+    except ValidationError:
+        spec = None
+    return Policy(name, group, spec)
+
+
+def read_request(obj: Obj, namespace: str) -> StoredRequest | None:
+    """The request in `obj` if it is ours in every respect (managed-by, our namespace, the
+    user label of its requester), else None: such an object grants nothing."""
+    name = naming.metadata_field(obj, "name")
+    if not name or not naming.is_owned(obj, namespace) or (
+            naming.metadata_field(obj, "namespace") not in (None, namespace)):
+        return None
+    try:
+        spec = ElevationRequestSpec.model_validate(obj.get("spec"), by_alias=True,
+                                                   by_name=False)
+        status = ElevationRequestStatus.model_validate(obj.get("status") or {}, by_alias=True,
+                                                       by_name=False)
+    except ValidationError:
+        return None
+    if naming.label(obj, naming.USER_LABEL) != naming.user_key(spec.requester.username,
+                                                               namespace):
+        return None
+    created = _timestamp(naming.metadata_field(obj, "creationTimestamp"))
+    return StoredRequest(name, naming.metadata_field(obj, "uid") or "",
+                         naming.metadata_field(obj, "resourceVersion") or "", namespace,
+                         spec, status, created if created is not None else 0.0)
+
+
+T = TypeVar("T")
+
+
+class _Mirror(Generic[T]):
+    """One kind's objects by name, parsed, fed from a watch thread (a `WatchTarget`)."""
+
+    def __init__(self, parse: Callable[[Obj], T | None], *, keep_when_lost: bool,
+                 max_objects: int | None = None) -> None:
+        self._parse = parse
+        self._keep_when_lost = keep_when_lost
+        self._max = max_objects
+        self._lock = threading.Lock()
+        self._objects: dict[str, T] = {}
+        self._synced = False
+        self.listed_once = False
+
+    def reset(self, objects: list[Obj]) -> None:
+        with self._lock:
+            self._objects = {}
+            for obj in objects:
+                self._put(obj)
+            self._synced = self.listed_once = True
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        with self._lock:
+            if not self._synced:
+                return
+            name = naming.metadata_field(obj, "name")
+            if name is None:
+                return
+            if event_type == "DELETED":
+                self._objects.pop(name, None)
+            else:
+                self._put(obj)
+
+    def lost(self) -> None:
+        with self._lock:
+            self._synced = False
+            if not self._keep_when_lost:
+                self._objects = {}
+
+    def _put(self, obj: Obj) -> None:
+        name = naming.metadata_field(obj, "name")
+        if name is None:
+            return
+        parsed = self._parse(obj)
+        if parsed is None:
+            self._objects.pop(name, None)
+        elif name in self._objects or self._max is None or len(self._objects) < self._max:
+            self._objects[name] = parsed
+
+    def synced(self) -> bool:
+        with self._lock:
+            return self._synced
+
+    def snapshot(self) -> list[T] | None:
+        """Everything known, or None when nothing is (never listed; or lost, for a kind
+        that is not kept while its watch is down)."""
+        with self._lock:
+            if not (self._synced or (self.listed_once and self._keep_when_lost)):
+                return None
+            return list(self._objects.values())
+
+
+class ElevationStore:
+    """Policies and requests, from the mirrors (or, without them, from the API)."""
+
+    def __init__(self, kube: KubeAPI, namespace: str, config: ElevationConfig) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._max_policies = config.max_policies
+        self._max_requests = config.max_requests
+        #: More than maxPolicies objects are kept (the excess is what makes logins refused).
+        self.policies_target: _Mirror[Policy] = _Mirror(read_policy, keep_when_lost=True)
+        self.requests_target: _Mirror[StoredRequest] = _Mirror(
+            lambda obj: read_request(obj, namespace), keep_when_lost=False,
+            max_objects=config.max_requests)
+        #: True once `watch_sources` made the watches: until they list, policies are unknown.
+        self._watched = False
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    # --- policies ---------------------------------------------------------------------
+
+    async def _policies(self) -> list[Policy]:
+        known = self.policies_target.snapshot()
+        if known is None:
+            if self._watched:
+                raise self._unknown("they have not been listed yet")
+            objects = await self._list(ELEVATION_POLICIES, None, "", self._max_policies + 1)
+            if len(objects) > self._max_policies:
+                raise self._too_many()
+            known = [p for p in map(read_policy, objects) if p is not None]
+        if len(known) > self._max_policies:
+            raise self._too_many()
+        return known
+
+    def _too_many(self) -> Unavailable:
+        return self._unknown(f"there are more than elevation.maxPolicies ({self._max_policies}) "
+                             "of them")
+
+    def _unknown(self, why: str) -> Unavailable:
+        return Unavailable(Reason.ELEVATION_POLICIES_UNKNOWN,
+                           f"the concierge does not know every ElevationPolicy ({why}), so it "
+                           "cannot tell which groups to withhold; try again shortly",
+                           retry_after_seconds=RETRY_AFTER_SECONDS)
+
+    async def governed(self) -> frozenset[str]:
+        """Every group some policy names, valid or not (raises `Unavailable` while unknown)."""
+        return frozenset(p.group for p in await self._policies())
+
+    async def policy(self, group: str) -> Policy | None:
+        """The policy governing `group`; one with `spec` None if it does not validate or if
+        several name the group."""
+        found = sorted((p for p in await self._policies() if p.group == group),
+                       key=lambda p: p.name)
+        if not found:
+            return None
+        if len(found) > 1:
+            return Policy(found[0].name, group, None)
+        return found[0]
+
+    # --- requests ---------------------------------------------------------------------
+
+    async def requests(self) -> list[StoredRequest]:
+        """Every request, newest first (at most maxRequests)."""
+        known = self.requests_target.snapshot()
+        if known is None:
+            known = await self._list_requests(naming.owned_selector(self._namespace))
+        return _newest_first(known)
+
+    async def requests_of(self, username: str) -> list[StoredRequest]:
+        """`username`'s own requests, newest first."""
+        known = self.requests_target.snapshot()
+        if known is None:
+            labels = naming.user_labels(username, self._namespace)
+            known = await self._list_requests(",".join(f"{k}={v}" for k, v in labels.items()))
+        return _newest_first(r for r in known if r.spec.requester.username == username)
+
+    async def active_for(self, username: str, now: float) -> tuple[Grant, ...]:
+        """`username`'s active elevations for groups that are still governed (sorted by
+        group, then id)."""
+        governed = await self.governed()
+        grants = [Grant(r.name, r.spec.group, r.expires_at() or now)
+                  for r in await self.requests_of(username)
+                  if r.active(now) and r.spec.group in governed]
+        return tuple(sorted(grants, key=lambda g: (g.group, g.id)))
+
+    async def open_for(self, username: str, now: float) -> bool:
+        """Whether `username` has a request pending or an elevation active."""
+        return any(r.open(now) for r in await self.requests_of(username))
+
+    async def _list_requests(self, selector: str) -> list[StoredRequest]:
+        objects = await self._list(ELEVATION_REQUESTS, self._namespace, selector,
+                                   self._max_requests)
+        return [r for r in (read_request(o, self._namespace) for o in objects)
+                if r is not None]
+
+    async def _list(self, resource: ClusterResource, namespace: str | None, selector: str,
+                    at_most: int) -> list[Obj]:
+        """Paged, and no more than `at_most` objects."""
+        found: list[Obj] = []
+        continue_token: str | None = None
+        while True:
+            page, continue_token = await self._kube.list_custom(
+                resource, namespace, min(PAGE_SIZE, at_most - len(found) + 1),
+                continue_token, selector)
+            found += page
+            if not continue_token or len(found) >= at_most:
+                return found[:at_most]
+
+    # --- state -------------------------------------------------------------------------
+
+    def synced(self) -> bool:
+        """Both watches are up right now (answers are current, and cost no call)."""
+        return self.policies_target.synced() and self.requests_target.synced()
+
+    def watch_sources(self, api_client: Any) -> list[WatchSource]:
+        """The list-then-watch loops that feed the two mirrors; from now on, policies are
+        unknown until their watch has listed them."""
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(new_watch_client(api_client))
+        self._watched = True
+        policies = {"group": ELEVATION_POLICIES.group, "version": ELEVATION_POLICIES.version,
+                    "plural": ELEVATION_POLICIES.plural}
+        requests = {"group": ELEVATION_REQUESTS.group, "version": ELEVATION_REQUESTS.version,
+                    "namespace": self._namespace, "plural": ELEVATION_REQUESTS.plural}
+        return [
+            WatchSource("ElevationPolicies", custom.list_cluster_custom_object, policies, "",
+                        self.policies_target,
+                        meanwhile="the last known ElevationPolicies stay in use",
+                        page_size=PAGE_SIZE),
+            WatchSource("ElevationRequests", custom.list_namespaced_custom_object, requests,
+                        naming.owned_selector(self._namespace), self.requests_target,
+                        meanwhile="each login lists its user's ElevationRequests until it is "
+                                  "back", page_size=PAGE_SIZE),
+        ]
+
+    async def readiness_problem(self) -> str | None:
+        try:
+            await self._policies()
+        except Unavailable as exc:
+            return (f"{exc.message} (is deploy/crds.yaml applied, and does the concierge's "
+                    "ClusterRole allow list and watch on elevationpolicies? The watch's "
+                    "warnings say which)")
+        return None
+
+
+def _newest_first(requests: Iterable[StoredRequest]) -> list[StoredRequest]:
+    return sorted(requests, key=lambda r: (-r.created_at, r.name))
+
+
+def _timestamp(value: str | None) -> float | None:
+    parsed = rfc3339.parse_time(value)
+    if parsed is None:
+        return None
+    stamp = parsed.timestamp()
+    return stamp if math.isfinite(stamp) else None

@@ -1,0 +1,204 @@
+"""The Lease holder's elevation controller: expiry, access removal, retention, bounded passes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from localenv.elevation_fakes import ALICE, BOB, CAROL, GROUP, ElevationEnv, policy_spec
+from pinniped_concierge.elevation_controller import MAX_CHANGES_PER_PASS, RECHECK_SECONDS
+from pinniped_concierge.kubeapi import ELEVATION_REQUESTS
+
+
+@pytest.fixture
+def env() -> ElevationEnv:
+    made = ElevationEnv(pendingTimeoutSeconds=120, retentionSeconds=3600)
+    made.policy()
+    return made
+
+
+def sync(env: ElevationEnv) -> int:
+    return env.run(env.controller.sync())
+
+
+def test_a_pass_with_nothing_to_do_changes_and_records_nothing(env: ElevationEnv) -> None:
+    env.ask(ALICE)
+    env.approved(BOB)
+    assert sync(env) == 0
+    assert env.audit() == []
+
+
+def test_a_request_not_approved_in_time_expires(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    env.clock.now += 119
+    assert sync(env) == 0
+    env.clock.now += 1
+    assert sync(env) == 1
+    status = env.obj(request_id)["status"]
+    assert (status["phase"], status["endReason"]) == ("Expired", "not approved within 120 s")
+    assert "endedBy" not in status
+    assert "accessRemovedAt" not in status
+    (line,) = env.audit()
+    assert (line["request"], line["username"], line["id"], line["group"], line["phase"]) == (
+        "elevation.expire", "corp:alice", request_id, GROUP, "Expired")
+    assert line["outcome"] == "success"
+    assert line["endReason"] == "not approved within 120 s"
+    assert sync(env) == 0  # once
+    assert len(env.audit()) == 1
+
+
+def test_an_elevation_ends_and_its_access_is_taken_back(env: ElevationEnv) -> None:
+    request_id = env.approved(duration=600)
+    env.logged_in_with(ALICE, GROUP)
+    env.session(ALICE, "s-elevated", request_id)
+    env.session(ALICE, "s-ordinary")
+    env.clock.now += 599
+    assert sync(env) == 0
+    assert GROUP in env.role_groups(ALICE)
+    env.clock.now += 1
+    assert sync(env) == 2
+    status = env.obj(request_id)["status"]
+    assert (status["phase"], status["endReason"]) == ("Expired", "its duration ended")
+    assert "accessRemovedAt" in status
+    assert GROUP not in env.role_groups(ALICE)
+    assert env.sessions() == ["s-ordinary"]
+    expire, removed = env.audit()
+    assert expire["request"] == "elevation.expire"
+    assert (removed["request"], removed["username"], removed["id"], removed["group"],
+            removed["sessionsEnded"], removed["roleChanged"]) == (
+        "elevation.access_removed", "corp:alice", request_id, GROUP, "1", "true")
+
+
+def test_a_login_racing_the_end_is_caught_by_the_recheck(env: ElevationEnv) -> None:
+    """Another replica's login read the grant just before the revoke: it writes the group back
+    and mints a session a moment later. The re-check in the next 30 s takes both away."""
+    request_id = env.approved()
+    env.decide(CAROL, request_id, "revoke")
+    assert "accessRemovedAt" in env.obj(request_id)["status"]
+    assert sync(env) == 0  # done by the revoke already: nothing to record
+    env.logged_in_with(ALICE, GROUP)
+    env.session(ALICE, "s-raced", request_id)
+    env.clock.now += RECHECK_SECONDS - 1
+    assert sync(env) == 1
+    assert GROUP not in env.role_groups(ALICE)
+    assert env.sessions() == []
+    (line,) = env.audit()
+    assert (line["request"], line["sessionsEnded"], line["roleChanged"]) == (
+        "elevation.access_removed", "1", "true")
+    env.logged_in_with(ALICE, GROUP)
+    env.clock.now += 1  # 30 s after the end: no more re-checks (a login now gets no grant)
+    env.kube.calls.clear()
+    assert sync(env) == 0
+    assert GROUP in env.role_groups(ALICE)
+    assert "list Secret" not in env.kube.calls
+
+
+def test_another_active_elevation_for_the_group_keeps_it(env: ElevationEnv) -> None:
+    first = env.approved(duration=60)
+    env.logged_in_with(ALICE, GROUP)
+    env.clock.now += 60
+    assert sync(env) == 2
+    second = env.approved(duration=600)
+    env.logged_in_with(ALICE, GROUP)
+    env.session(ALICE, "s-first", first)
+    env.session(ALICE, "s-second", second)
+    env.clock.now += 5  # still within the first one's re-check
+    assert sync(env) == 1  # its stray session only
+    assert GROUP in env.role_groups(ALICE)
+    assert env.sessions() == ["s-second"]
+
+
+def test_an_access_removal_that_failed_on_revoke_is_done_by_the_controller(
+        env: ElevationEnv) -> None:
+    request_id = env.approved()
+    env.logged_in_with(ALICE, GROUP)
+    withdraw = env.user_objects.withdraw
+
+    async def down(username: str, groups: Any) -> bool:
+        from pinniped_concierge.errors import Reason, Unavailable
+
+        raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "down")
+
+    env.user_objects.withdraw = down  # type: ignore[method-assign]
+    env.decide(CAROL, request_id, "revoke")
+    assert "accessRemovedAt" not in env.obj(request_id)["status"]
+    assert sync(env) == 0  # still down: logged, retried next time
+    env.user_objects.withdraw = withdraw  # type: ignore[method-assign]
+    env.clock.now += RECHECK_SECONDS * 10  # however late: not removed yet, so still due
+    assert sync(env) == 1
+    assert GROUP not in env.role_groups(ALICE)
+    assert "accessRemovedAt" in env.obj(request_id)["status"]
+
+
+def test_ended_requests_are_deleted_after_the_retention(env: ElevationEnv) -> None:
+    denied = env.ask(ALICE)
+    env.decide(CAROL, denied, "deny")
+    revoked = env.approved(BOB)
+    env.decide(BOB, revoked, "revoke")
+    open_one = env.ask(ALICE)
+    env.clock.now += 3599
+    assert sync(env) == 1  # only the open one's expiry (pending timeout)
+    env.clock.now += 1
+    assert sync(env) == 2
+    remaining = [name for (_, _, name) in env.kube.namespaced_custom]
+    assert remaining == [open_one]  # expired only at the pass before: kept its own retention
+    deletes = [line for line in env.audit() if line["request"] == "elevation.delete"]
+    assert sorted(line["id"] for line in deletes) == sorted([denied, revoked])
+
+
+def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationEnv) -> None:
+    request_id = env.approved()
+    env.decide(CAROL, request_id, "revoke")
+    obj = env.obj(request_id)
+    del obj["status"]["accessRemovedAt"]
+    env.clock.now += 7200
+
+    async def failing(request: Any) -> Any:
+        from pinniped_concierge.errors import Reason, ServerError
+
+        raise ServerError(Reason.KUBERNETES_ERROR, "forbidden")
+
+    env.service.remove_access_report = failing  # type: ignore[method-assign]
+    assert sync(env) == 0
+    assert (ELEVATION_REQUESTS.plural, obj["metadata"]["namespace"],
+            request_id) in env.kube.namespaced_custom
+
+
+def test_one_pass_makes_a_bounded_number_of_changes() -> None:
+    env = ElevationEnv(pendingTimeoutSeconds=60, maxOpenPerUser=100, maxRequests=2000)
+    count = MAX_CHANGES_PER_PASS + 10
+    for n in range(count):
+        env.policy(f"p{n}", policy_spec(f"corp:g{n}"))
+        env.ask(ALICE, f"corp:g{n}")
+    env.clock.now += 60
+    env.kube.calls.clear()
+    assert sync(env) == MAX_CHANGES_PER_PASS
+    assert env.kube.calls.count("replace ElevationRequest") == MAX_CHANGES_PER_PASS
+    assert sync(env) == 10
+    assert sync(env) == 0
+    assert len(env.audit()) == count
+
+
+def test_run_keeps_going_when_a_pass_fails(env: ElevationEnv, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """An outage is logged and retried at the next interval; run() itself never fails."""
+    request_id = env.ask(ALICE)
+    env.clock.now += 120
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        env.kube.unavailable = len(slept) == 1
+        if len(slept) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with caplog.at_level(logging.WARNING, "concierge.elevation"), \
+            pytest.raises(asyncio.CancelledError):
+        env.run(env.controller.run())
+    assert slept == [2, 2, 2]
+    assert "elevation sync failed, will retry in 2 s" in caplog.text
+    assert env.obj(request_id)["status"]["phase"] == "Expired"

@@ -1,0 +1,387 @@
+"""The elevation API's decisions, against FakeKube: who may ask, approve, deny and revoke."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+
+from localenv.elevation_fakes import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    GROUP,
+    MALLORY,
+    NS,
+    ElevationEnv,
+    event,
+    policy_spec,
+)
+from pinniped_apis import wire
+from pinniped_apis.constants import ELEVATION_ID_PATTERN
+from pinniped_apis.elevation import ElevationCreate, ElevationDecision
+from pinniped_concierge import naming
+from pinniped_concierge.elevation_service import ElevationRefused
+from pinniped_concierge.errors import Reason, Unavailable
+from pinniped_concierge.kubeapi import Conflict, Obj
+
+
+@pytest.fixture
+def env() -> ElevationEnv:
+    made = ElevationEnv()
+    made.policy()
+    return made
+
+
+def refused(call: Any) -> ElevationRefused:
+    with pytest.raises(ElevationRefused) as caught:
+        ElevationEnv.run(call)
+    return caught.value
+
+
+def create(env: ElevationEnv, caller: wire.Identity, **body: Any) -> Any:
+    return env.service.create(caller, ElevationCreate.model_validate(
+        {"group": GROUP, "reason": "incident 42"} | body), event())
+
+
+# --- create -------------------------------------------------------------------------
+
+
+def test_a_request_records_the_reviewed_caller_as_requester(env: ElevationEnv) -> None:
+    audit = event()
+    view = env.run(env.service.create(ALICE, ElevationCreate.model_validate(
+        {"group": GROUP, "reason": "incident 42"}), audit))
+    assert re.fullmatch(ELEVATION_ID_PATTERN, view.id)
+    assert (view.requester, view.group, view.phase) == ("corp:alice", GROUP, "Pending")
+    assert view.duration_seconds == 3600  # the policy's maximum, when not asked for
+    assert not view.may_approve
+    assert view.may_revoke
+    obj = env.obj(view.id)
+    assert obj["spec"]["requester"] == {"username": "corp:alice", "groups": ["corp:sre"]}
+    assert obj["status"]["phase"] == "Pending"
+    assert obj["metadata"]["labels"] == naming.user_labels("corp:alice", NS)
+    assert audit.extra == {"group": GROUP, "requestReason": "incident 42", "id": view.id,
+                           "phase": "Pending"}
+
+
+@pytest.mark.parametrize(("group", "spec", "code", "reason", "says"), [
+    ("corp:nothing", None, 400, Reason.NO_ELEVATION_POLICY,
+     "no ElevationPolicy governs group corp:nothing; ask your cluster administrator"),
+    (GROUP, {**policy_spec(), "approvalsRequired": 0}, 400, Reason.NO_ELEVATION_POLICY,
+     "is not valid"),
+])
+def test_a_group_without_a_usable_policy_is_refused(group: str, spec: Any, code: int,
+                                                     reason: Reason, says: str) -> None:
+    env = ElevationEnv()
+    env.policy(spec=spec if spec is not None else policy_spec())
+    error = refused(create(env, ALICE, group=group))
+    assert (error.code, error.reason) == (code, reason)
+    assert says in error.message
+    assert env.kube.namespaced_custom == {}
+
+
+def test_only_requesters_may_ask(env: ElevationEnv) -> None:
+    error = refused(create(env, MALLORY))
+    assert (error.code, error.reason) == (403, Reason.NOT_A_REQUESTER)
+    assert "does not list you among its requesters" in error.message
+    named = ElevationEnv()
+    named.policy(spec={**policy_spec(), "requesters": {"users": ["corp:mallory"]}})
+    assert named.ask(MALLORY)  # by name, not only by group
+
+
+def test_a_duration_over_the_policys_maximum_is_refused(env: ElevationEnv) -> None:
+    error = refused(create(env, ALICE, durationSeconds=3601))
+    assert (error.code, error.reason) == (400, Reason.DURATION_TOO_LONG)
+    assert "maximum of 3600 s" in error.message
+    assert "3600 s or less" in error.message
+    assert env.run(create(env, ALICE, durationSeconds=3600)).duration_seconds == 3600
+
+
+def test_one_open_request_per_group_and_user(env: ElevationEnv) -> None:
+    first = env.ask(ALICE)
+    error = refused(create(env, ALICE))
+    assert (error.code, error.reason) == (409, Reason.ELEVATION_ALREADY_OPEN)
+    assert first in error.message
+    assert env.ask(BOB)  # another user may
+    env.decide(ALICE, first, "revoke")
+    assert env.ask(ALICE) != first  # once it ended, a new one
+
+
+def test_an_ended_elevation_no_longer_counts_as_open(env: ElevationEnv) -> None:
+    first = env.approved(duration=60)
+    env.clock.now += 61  # over, even before the controller writes Expired
+    assert env.ask(ALICE) != first
+
+
+def test_open_requests_per_user_are_limited() -> None:
+    env = ElevationEnv(maxOpenPerUser=2)
+    for n in range(3):
+        env.policy(f"p{n}", policy_spec(f"corp:g{n}"))
+    env.ask(ALICE, "corp:g0")
+    env.ask(ALICE, "corp:g1")
+    error = refused(create(env, ALICE, group="corp:g2"))
+    assert (error.code, error.reason, error.retry_after) == (
+        429, Reason.ELEVATION_LIMIT_REACHED, 60)
+    assert env.ask(BOB, "corp:g2")
+
+
+def test_requests_in_all_are_limited() -> None:
+    env = ElevationEnv(maxRequests=2)
+    env.policy()
+    env.ask(ALICE)
+    env.ask(BOB)
+    error = refused(create(env, wire.Identity("corp:erin", ("corp:sre",))))
+    assert (error.code, error.reason) == (429, Reason.ELEVATION_LIMIT_REACHED)
+    assert error.retry_after == 60
+    assert len(env.kube.namespaced_custom) == 2
+
+
+def test_policies_not_known_yet_refuse_with_503(env: ElevationEnv) -> None:
+    env.store._watched = True  # a watch was made, and has not listed yet
+    with pytest.raises(Unavailable) as caught:
+        env.run(create(env, ALICE))
+    assert caught.value.reason == Reason.ELEVATION_POLICIES_UNKNOWN
+
+
+# --- approve ------------------------------------------------------------------------
+
+
+def test_the_requester_cannot_approve_their_own_request(env: ElevationEnv) -> None:
+    env.policy(spec={**policy_spec(), "approvers": {"users": ["corp:alice"]}})
+    request_id = env.ask(ALICE)  # alice is an approver too, and still may not
+    error = refused(env.service.decide(ALICE, request_id, "approve", None, event()))
+    assert (error.code, error.reason) == (403, Reason.SELF_APPROVAL)
+    assert error.message == "you cannot approve your own request; ask one of the approvers"
+    assert env.obj(request_id)["status"]["phase"] == "Pending"
+
+
+def test_someone_who_is_not_an_approver_is_told_nothing_exists(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    for caller in (BOB, MALLORY):
+        for action in ("approve", "deny", "revoke"):
+            error = refused(env.service.decide(caller, request_id, action, None, event()))
+            assert (error.code, error.reason) == (404, Reason.ELEVATION_NOT_FOUND)
+            assert error.message == (f"no elevation request {request_id} that you may see: "
+                                     "only its requester and the approvers of its group can "
+                                     "see or decide it; check the id with 'pinniped elevate "
+                                     "list'")
+    missing = refused(env.service.decide(CAROL, "elev-0000000000000000", "approve", None,
+                                         event()))
+    assert missing.message.startswith("no elevation request elev-0000000000000000")
+    assert env.obj(request_id)["status"]["phase"] == "Pending"
+
+
+def test_an_approver_approves_and_the_clock_starts(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE, duration=600)
+    audit = event()
+    view = env.run(env.service.decide(CAROL, request_id, "approve", None, audit))
+    assert view.phase == "Approved"
+    status = env.obj(request_id)["status"]
+    assert status["approvals"] == [{"user": "corp:carol",
+                                    "at": wire.format_time(_at(env.clock.now))}]
+    assert status["approvedAt"] == wire.format_time(_at(env.clock.now))
+    assert status["expiresAt"] == wire.format_time(_at(env.clock.now + 600))
+    assert audit.extra == {"id": request_id, "group": GROUP, "phase": "Approved"}
+    again = refused(env.service.decide(CAROL, request_id, "approve", None, event()))
+    assert (again.code, again.reason) == (409, Reason.ALREADY_APPROVED)
+    late = refused(env.service.decide(DAVE, request_id, "approve", None, event()))
+    assert (late.code, late.reason) == (409, Reason.ELEVATION_ENDED)
+    assert "is Approved, not Pending" in late.message
+
+
+def test_two_approvals_required_means_two_distinct_approvers() -> None:
+    env = ElevationEnv()
+    env.policy(spec=policy_spec(approvals_required=2))
+    request_id = env.ask(ALICE)
+    assert env.decide(CAROL, request_id, "approve") == "Pending"
+    twice = refused(env.service.decide(CAROL, request_id, "approve", None, event()))
+    assert (twice.code, twice.reason) == (409, Reason.ALREADY_APPROVED)
+    assert "2 distinct approvers" in twice.message
+    assert env.obj(request_id)["status"]["phase"] == "Pending"
+    assert env.decide(DAVE, request_id, "approve") == "Approved"
+    assert [a["user"] for a in env.obj(request_id)["status"]["approvals"]] == [
+        "corp:carol", "corp:dave"]
+
+
+def test_approval_is_judged_under_the_current_policy(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    env.policy(spec={**policy_spec(), "approvers": {"users": ["corp:dave"]}})
+    assert refused(env.service.decide(CAROL, request_id, "approve", None,
+                                      event())).code == 404
+    assert env.decide(DAVE, request_id, "approve") == "Approved"
+
+
+def test_a_request_past_the_pending_timeout_cannot_be_approved() -> None:
+    env = ElevationEnv(pendingTimeoutSeconds=60)
+    env.policy()
+    request_id = env.ask(ALICE)
+    env.clock.now += 60
+    error = refused(env.service.decide(CAROL, request_id, "approve", None, event()))
+    assert (error.code, error.reason) == (409, Reason.ELEVATION_ENDED)
+    assert "is Expired" in error.message
+
+
+# --- deny and revoke ------------------------------------------------------------------
+
+
+def test_an_approver_denies_with_a_reason(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    own = refused(env.service.decide(ALICE, request_id, "deny", None, event()))
+    assert (own.code, own.reason) == (403, Reason.SELF_APPROVAL)
+    assert f"pinniped elevate revoke {request_id}" in own.message
+    view = env.run(env.service.decide(CAROL, request_id, "deny",
+                                      ElevationDecision(reason="not during the freeze"),
+                                      event()))
+    assert (view.phase, view.ended_by, view.end_reason) == (
+        "Denied", "corp:carol", "not during the freeze")
+    after = refused(env.service.decide(DAVE, request_id, "approve", None, event()))
+    assert (after.code, after.reason) == (409, Reason.ELEVATION_ENDED)
+    assert refused(env.service.decide(ALICE, request_id, "revoke", None,
+                                      event())).reason == Reason.ELEVATION_ENDED
+
+
+def test_the_requester_revokes_a_pending_request(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    view = env.run(env.service.decide(ALICE, request_id, "revoke", None, event()))
+    assert (view.phase, view.ended_by, view.end_reason) == (
+        "Revoked", "corp:alice", "revoked by corp:alice")
+    assert "accessRemovedAt" not in env.obj(request_id)["status"]  # it never granted anything
+
+
+def test_an_approver_revokes_an_active_elevation_and_access_goes_at_once(
+        env: ElevationEnv) -> None:
+    request_id = env.approved()
+    env.logged_in_with(ALICE, GROUP)
+    env.session(ALICE, "s-elevated", request_id)
+    env.session(ALICE, "s-ordinary")
+    env.session(ALICE, "s-other", "elev-1111111111111111")
+    audit = event()
+    view = env.run(env.service.decide(CAROL, request_id, "revoke",
+                                      ElevationDecision(reason="done"), audit))
+    assert (view.phase, view.ended_by, view.end_reason) == ("Revoked", "corp:carol", "done")
+    assert GROUP not in env.role_groups(ALICE)
+    assert "corp:sre" in env.role_groups(ALICE)
+    assert env.sessions() == ["s-ordinary", "s-other"]
+    assert env.obj(request_id)["status"]["accessRemovedAt"] == wire.format_time(
+        _at(env.clock.now))
+    assert audit.extra["sessionsEnded"] == "1"
+    assert (audit.extra["phase"], audit.extra["endReason"]) == ("Revoked", "done")
+    assert refused(env.service.decide(ALICE, request_id, "revoke", None,
+                                      event())).code == 409
+
+
+def test_a_mirror_lagging_behind_the_revoke_does_not_keep_the_group(
+        env: ElevationEnv) -> None:
+    """The store still shows the request Approved (its watch has not delivered the revoke):
+    that stale grant is the request being ended, and must not count as another one."""
+    request_id = env.approved()
+    env.logged_in_with(ALICE, GROUP)
+    env.store.requests_target.reset([dict(env.obj(request_id))])  # a mirror, frozen here
+    assert env.decide(CAROL, request_id, "revoke") == "Revoked"
+    assert env.run(env.store.requests())[0].status.phase == "Approved"  # still stale
+    assert GROUP not in env.role_groups(ALICE)
+
+
+def test_the_requester_revokes_their_active_elevation(env: ElevationEnv) -> None:
+    request_id = env.approved()
+    env.logged_in_with(ALICE, GROUP)
+    assert env.decide(ALICE, request_id, "revoke") == "Revoked"
+    assert GROUP not in env.role_groups(ALICE)
+
+
+def test_a_lost_race_is_decided_again_from_a_fresh_read(env: ElevationEnv) -> None:
+    """Carol and dave approve at once (two required): both approvals count, neither is lost."""
+    env.policy(spec=policy_spec(approvals_required=2))
+    request_id = env.ask(ALICE)
+    replace = env.kube.replace_namespaced_custom
+    raced: list[bool] = []
+
+    async def racing(resource: Any, namespace: str, name: str, body: Obj) -> Obj:
+        if not raced:
+            raced.append(True)
+            await env.service.decide(DAVE, request_id, "approve", None, event())
+        return await replace(resource, namespace, name, body)
+
+    env.kube.replace_namespaced_custom = racing  # type: ignore[method-assign]
+    assert env.decide(CAROL, request_id, "approve") == "Approved"
+    assert [a["user"] for a in env.obj(request_id)["status"]["approvals"]] == [
+        "corp:dave", "corp:carol"]
+    assert env.kube.calls.count("read ElevationRequest") == 3  # carol's twice, dave's once
+
+
+def test_a_request_that_keeps_changing_gives_up_with_503(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+
+    async def always_stale(resource: Any, namespace: str, name: str, body: Obj) -> Obj:
+        raise Conflict("resourceVersion precondition failed")
+
+    env.kube.replace_namespaced_custom = always_stale  # type: ignore[method-assign]
+    with pytest.raises(Unavailable) as caught:
+        env.run(env.service.decide(CAROL, request_id, "approve", None, event()))
+    assert caught.value.retry_after_seconds == 1
+    assert env.kube.calls.count("read ElevationRequest") == 3
+
+
+@pytest.mark.parametrize("request_id", ["elev-XYZ", "../secrets", "elev-" + "a" * 17, ""])
+def test_an_id_that_cannot_be_ours_is_not_found_without_an_api_call(
+        env: ElevationEnv, request_id: str) -> None:
+    env.kube.calls.clear()
+    assert refused(env.service.decide(CAROL, request_id, "approve", None,
+                                      event())).code == 404
+    assert env.kube.calls == []
+
+
+def test_a_request_not_made_by_this_concierge_is_never_acted_on(env: ElevationEnv) -> None:
+    request_id = env.ask(ALICE)
+    env.obj(request_id)["metadata"]["labels"][naming.NAMESPACE_LABEL] = "elsewhere"
+    assert refused(env.service.decide(CAROL, request_id, "approve", None,
+                                      event())).code == 404
+    forged = env.obj(request_id)
+    forged["metadata"]["labels"] = naming.user_labels("corp:alice", NS)
+    forged["spec"]["requester"]["username"] = "corp:carol"  # label of alice, says carol
+    assert refused(env.service.decide(DAVE, request_id, "approve", None,
+                                      event())).code == 404
+    assert env.obj(request_id)["status"]["phase"] == "Pending"
+
+
+# --- list and state ------------------------------------------------------------------
+
+
+def test_lists_show_own_requests_and_those_to_decide(env: ElevationEnv) -> None:
+    alices = env.ask(ALICE)
+    env.clock.now += 5
+    bobs = env.ask(BOB)
+    listing = env.run(env.service.list(CAROL, event()))
+    assert [v.id for v in listing.items] == [bobs, alices]  # newest first
+    assert all(v.may_approve and v.may_revoke for v in listing.items)
+    assert [v.id for v in env.run(env.service.list(ALICE, event())).items] == [alices]
+    assert env.run(env.service.list(MALLORY, event())).items == []
+    env.decide(CAROL, alices, "approve")
+    (view,) = [v for v in env.run(env.service.list(DAVE, event())).items if v.id == alices]
+    assert (view.phase, view.may_approve, view.may_revoke) == ("Approved", False, True)
+    assert [a.user for a in view.approvals] == ["corp:carol"]
+
+
+def test_state_names_pending_and_active_requests_of_the_caller_only(env: ElevationEnv) -> None:
+    env.policy("other", policy_spec("corp:other"))
+    pending = env.ask(ALICE, "corp:other")
+    active = env.approved(duration=600)
+    env.ask(BOB)
+    audit = event()
+    state = env.run(env.service.state(ALICE, audit))
+    assert state.pending == [pending]
+    assert [(a.id, a.group, a.expires_at.timestamp()) for a in state.active] == [
+        (active, GROUP, float(int(env.clock.now) + 600))]
+    assert audit.extra == {"pending": "1", "active": "1"}
+    env.clock.now += 600
+    later = env.run(env.service.state(ALICE, event()))
+    assert (later.pending, later.active) == ([pending], [])
+    assert env.run(env.service.state(MALLORY, event())).model_dump() == {
+        "pending": [], "active": []}
+
+
+def _at(when: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(when, dt.UTC)

@@ -1,0 +1,282 @@
+"""Logins with temporary elevated access: governed groups withheld, active elevations granted.
+
+Through the real app (`AppEnv`), with the elevation store fed by the fake's
+watches, so the API calls a login makes are the ones it would make for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from localenv.app_env import ALICE_TOKEN, NS, AppEnv
+from pinniped_apis import rfc3339, wire
+from pinniped_concierge import naming
+from pinniped_concierge.config import ElevationConfig
+from pinniped_concierge.elevation_store import ElevationStore
+from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Conflict, Kind, Obj
+from pinniped_concierge.login import LoginService
+from pinniped_concierge.userobjects import UserObjects, groups_from_rules
+
+ALICE = "corp:alice@example.com"
+ROLE = naming.user_object_name(ALICE, NS)
+PROD = "corp:prod-admins"
+
+
+def when(t: float) -> str:
+    return rfc3339.format_time(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+class ElevationEnv(AppEnv):
+    """`AppEnv` whose logins consult an `ElevationStore`, fed by the fake's watches."""
+
+    def __init__(self, *, listed: bool = True) -> None:
+        super().__init__()
+        self.store = ElevationStore(self.kube, NS, ElevationConfig())
+        self.user_objects: UserObjects = self.services.login._user_objects
+        old = self.services.login
+        self.services.login = LoginService(old.authenticator_set, self.user_objects,
+                                           old._sessions, elevations=self.store)
+        self.store.watch_sources(type("Client", (), {"user_agent": ""})())
+        if listed:
+            self.kube.watch_custom(ELEVATION_POLICIES, self.store.policies_target)
+            self.kube.watch_custom(ELEVATION_REQUESTS, self.store.requests_target, NS,
+                                   naming.owned_selector(NS))
+
+    def govern(self, group: str, name: str = "prod") -> None:
+        self.kube.apply_custom(ELEVATION_POLICIES, name, {
+            "group": group, "requesters": {"groups": ["corp:devs"]},
+            "approvers": {"users": ["corp:carol"]}})
+
+    def elevate(self, group: str = PROD, *, phase: str = "Approved",
+                ends_in: float = 300, name: str = "elev-00000000000000a1") -> Obj:
+        status: dict[str, Any] = {"phase": phase}
+        if phase == "Approved":
+            status |= {"approvedAt": when(time.time()), "expiresAt": when(time.time() + ends_in)}
+        return asyncio.run(self.kube.create_namespaced_custom(ELEVATION_REQUESTS, NS, {
+            "apiVersion": ELEVATION_REQUESTS.api_version, "kind": ELEVATION_REQUESTS.kind,
+            "metadata": {"name": name, "labels": naming.user_labels(ALICE, NS)},
+            "spec": {"group": group, "reason": "incident 42", "durationSeconds": 600,
+                     "requester": {"username": ALICE, "groups": ["corp:devs"]}},
+            "status": status}))
+
+    def end(self, obj: Obj) -> None:
+        ended = obj | {"status": {"phase": "Revoked", "endedBy": "corp:carol",
+                                  "endReason": "done", "endedAt": when(time.time())}}
+        asyncio.run(self.kube.replace_namespaced_custom(ELEVATION_REQUESTS, NS,
+                                                        obj["metadata"]["name"], ended))
+
+    def credential(self) -> tuple[wire.ClusterCredential, dict[str, Any], dict[str, Any]]:
+        """Log alice in: her credential, the raw response status, and the audit line."""
+        response = self.login(ALICE_TOKEN)
+        assert response.status_code == 200, response.text
+        return (wire.parse_credential_response(response.json()), response.json()["status"],
+                self.audit()[-1])
+
+    def role_groups(self) -> tuple[str, ...]:
+        role = self.kube.get(Kind.CLUSTER_ROLE, ROLE)
+        assert role is not None
+        return tuple(sorted(groups_from_rules(role["rules"])))
+
+    def session_secret(self, credential: wire.ClusterCredential) -> Obj:
+        secrets = [obj for (kind, _, _), obj in self.kube.objects.items()
+                   if kind == Kind.SECRET and obj["metadata"]["name"] in _bound_secret(
+                       self, credential)]
+        (secret,) = secrets
+        return secret
+
+
+def _bound_secret(env: AppEnv, credential: wire.ClusterCredential) -> set[str]:
+    return {env.kube.tokens[credential.token]["secret"]}
+
+
+def test_a_governed_group_in_the_token_is_withheld_from_role_and_credential() -> None:
+    env = ElevationEnv()
+    env.govern("corp:readers")
+    credential, status, audit = env.credential()
+    assert credential.identity.groups == ("corp:devs",)
+    assert env.role_groups() == ("corp:devs",)
+    assert audit["groups"] == ["corp:devs"]
+    assert audit["groupsGovernedByPolicy"] == '["corp:readers"]'
+    assert "elevatedGroups" not in audit
+    assert "elevation" not in status  # nothing open: no hint, the plugin never checks
+    assert credential.elevated_groups == ()
+    assert not credential.check_elevation
+
+
+def test_an_active_elevation_adds_its_group_and_caps_the_credential_at_its_end() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.elevate(ends_in=120)
+    credential, status, audit = env.credential()
+    assert credential.identity.groups == ("corp:devs", PROD, "corp:readers")
+    assert env.role_groups() == ("corp:devs", PROD, "corp:readers")
+    assert credential.elevated_groups == (PROD,)
+    assert credential.check_elevation
+    assert status["elevation"] == {"check": True, "groups": [PROD]}
+    assert audit["elevatedGroups"] == f'["{PROD}"]'
+    assert "groupsGovernedByPolicy" not in audit
+    ends = time.time() + 120
+    assert ends - 5 < credential.expiration.timestamp() <= ends + 1  # not the 600 s TTL
+    secret = env.session_secret(credential)
+    assert secret["metadata"]["labels"][naming.ELEVATED_LABEL] == "true"
+    annotations = secret["metadata"]["annotations"]
+    assert annotations[naming.ELEVATIONS_ANNOTATION] == "elev-00000000000000a1"
+    expires = rfc3339.parse_time(annotations[naming.EXPIRES_ANNOTATION])
+    assert expires is not None
+    assert expires.timestamp() <= ends + 1
+    # the TokenRequest still asks for the TTL (600 s is the apiserver's minimum)
+    assert env.kube.token_requests[-1]["spec"]["expirationSeconds"] == 600
+
+
+def test_the_elevated_group_comes_only_from_the_elevation_not_from_the_token() -> None:
+    env = ElevationEnv()
+    env.govern("corp:readers")  # in alice's token
+    env.elevate("corp:readers")
+    credential, _, audit = env.credential()
+    assert credential.identity.groups == ("corp:devs", "corp:readers")
+    assert credential.elevated_groups == ("corp:readers",)
+    assert audit["groupsGovernedByPolicy"] == '["corp:readers"]'
+
+
+def test_a_pending_request_asks_the_plugin_to_check_and_grants_nothing() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.elevate(phase="Pending")
+    credential, status, _ = env.credential()
+    assert PROD not in credential.identity.groups
+    assert status["elevation"] == {"check": True, "groups": []}
+    secret = env.session_secret(credential)
+    assert naming.ELEVATED_LABEL not in secret["metadata"]["labels"]
+    assert naming.ELEVATIONS_ANNOTATION not in secret["metadata"]["annotations"]
+
+
+def test_an_expired_or_ungoverned_approval_grants_nothing() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.elevate(ends_in=-1)
+    env.elevate("corp:nobody-governs-this", name="elev-00000000000000a2")
+    credential, status, _ = env.credential()
+    assert credential.identity.groups == ("corp:devs", "corp:readers")
+    # the approval of the ungoverned group is still open: the plugin keeps checking
+    assert status["elevation"] == {"check": True, "groups": []}
+
+
+def test_the_warm_path_stays_warm_and_an_elevation_changes_the_role_at_the_next_login() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.credential()
+    _, _, audit = env.credential()
+    assert audit["kubeApiCalls"] == 2  # returning user, no elevation: Secret + TokenRequest
+
+    request = env.elevate()
+    credential, _, audit = env.credential()
+    assert PROD in credential.identity.groups
+    assert PROD in env.role_groups()
+    assert audit["kubeApiCalls"] == 3  # the role's one conditional write, then as before
+    _, _, audit = env.credential()
+    assert audit["kubeApiCalls"] == 2  # warm again, with the elevation
+
+    env.end(request)
+    credential, status, audit = env.credential()
+    assert PROD not in credential.identity.groups
+    assert PROD not in env.role_groups()
+    assert audit["kubeApiCalls"] == 3
+    assert "elevation" not in status
+    assert credential.expiration.timestamp() > time.time() + 500  # the full TTL again
+
+
+def test_a_governed_group_left_in_the_role_is_taken_out_at_the_next_login() -> None:
+    env = ElevationEnv()
+    env.credential()
+    assert "corp:readers" in env.role_groups()
+    env.govern("corp:readers")  # a policy appears for a group alice already has
+    credential, _, _ = env.credential()
+    assert env.role_groups() == ("corp:devs",)
+    assert credential.identity.groups == ("corp:devs",)
+
+
+def test_logins_are_refused_503_until_the_policies_are_listed() -> None:
+    env = ElevationEnv(listed=False)
+    response = env.login(ALICE_TOKEN)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert env.audit()[-1]["reason"] == "elevation_policies_unknown"
+    assert env.kube.objects == {}  # nothing was made for a login that could not be decided
+    env.kube.watch_custom(ELEVATION_POLICIES, env.store.policies_target)
+    env.kube.watch_custom(ELEVATION_REQUESTS, env.store.requests_target, NS,
+                          naming.owned_selector(NS))
+    assert env.login(ALICE_TOKEN).status_code == 200
+
+
+def test_group_history_still_holds_for_ungoverned_groups_next_to_an_elevation() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.elevate()
+    claims: dict[str, Any] = env.verifier.claims
+    now = int(time.time())
+    claims[ALICE_TOKEN] = claims[ALICE_TOKEN] | {"iat": now, "groups": ["devs"]}
+    env.credential()
+    assert env.role_groups() == ("corp:devs", PROD)
+    # an older token with more groups speaks for the past: it widens nothing
+    claims[ALICE_TOKEN] = claims[ALICE_TOKEN] | {"iat": now - 60, "groups": ["devs", "readers"]}
+    credential, _, audit = env.credential()
+    assert credential.identity.groups == ("corp:devs", PROD)
+    assert audit["groupsNarrowedByAge"] == '["corp:readers"]'
+    assert env.role_groups() == ("corp:devs", PROD)
+
+
+# --- withdraw ---------------------------------------------------------------------------
+
+
+def test_withdraw_takes_the_groups_out_keeps_the_record_and_forgets_the_user() -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    request = env.elevate()
+    env.credential()
+    before = env.kube.get(Kind.CLUSTER_ROLE, ROLE)
+    assert before is not None
+    env.end(request)  # the store no longer grants it; the role still allows it
+    assert asyncio.run(env.user_objects.withdraw(ALICE, [PROD, "corp:never-had"]))
+    assert env.role_groups() == ("corp:devs", "corp:readers")
+    after = env.kube.get(Kind.CLUSTER_ROLE, ROLE)
+    assert after is not None
+    for key in (naming.GROUPS_ISSUED_AT_ANNOTATION, naming.LAST_LOGIN_ANNOTATION):
+        assert after["metadata"]["annotations"].get(key) == \
+            before["metadata"]["annotations"].get(key)
+    assert not asyncio.run(env.user_objects.withdraw(ALICE, [PROD]))  # nothing left to take
+    assert not asyncio.run(env.user_objects.withdraw("corp:nobody", [PROD]))  # no role
+    _, _, audit = env.credential()
+    assert audit["kubeApiCalls"] > 2  # forgotten: the role is read again
+
+
+def test_withdraw_decides_again_after_losing_a_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = ElevationEnv()
+    env.govern(PROD)
+    env.elevate()
+    env.credential()
+    real = env.kube.replace
+    lost: list[str] = []
+
+    async def racing(kind: Kind, name: str, body: Obj, namespace: str | None = None) -> Obj:
+        if not lost:
+            lost.append(name)
+            raise Conflict("someone wrote first")
+        return await real(kind, name, body, namespace)
+
+    monkeypatch.setattr(env.kube, "replace", racing)
+    assert asyncio.run(env.user_objects.withdraw(ALICE, [PROD]))
+    assert lost == [ROLE]
+    assert PROD not in env.role_groups()
+
+
+def test_the_login_route_carries_no_hint_without_elevations() -> None:
+    env = AppEnv()
+    response: httpx.Response = env.login(ALICE_TOKEN)
+    assert response.status_code == 200
+    assert "elevation" not in response.json()["status"]
