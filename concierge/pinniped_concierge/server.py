@@ -29,6 +29,7 @@ from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.elevation_controller import ElevationController
 from pinniped_concierge.elevation_service import ElevationService
 from pinniped_concierge.elevation_store import ElevationStore
+from pinniped_concierge.governed_sweep import GovernedGroupSweep
 from pinniped_concierge.http_server import serve_metrics
 from pinniped_concierge.identity import IdentityMapper
 from pinniped_concierge.idle_users import IdleUsers, IdleUsersAPI, cleanup_interval
@@ -140,6 +141,10 @@ def build_services(config: Config, kube: KubeAPI | None = None,
                                  config.elevation)
     elector.while_leading(ElevationController(elevation, elevations, audit,
                                               config.elevation).run)
+    if isinstance(kube, ClusterLister):  # a new policy's group leaves roles granted before it
+        elector.while_leading(GovernedGroupSweep(
+            kube, config.namespace, elevations, user_objects,
+            config.elevation.sync_interval_seconds).run)
 
     return Services(
         login=LoginService(authenticators, user_objects, sessions,
