@@ -33,11 +33,20 @@ DEPLOY_CRDS = REPO_ROOT / "deploy" / "crds.yaml"
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.20.2")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 
-_AUDIT_POLICY = """\
+#: Metadata for everything (who did what to which object), except the writes of
+#: ElevationRequests, logged with their bodies: so the log shows who asked (spec.requester)
+#: and who approved (status.approvals) as the concierge wrote them. Reads stay at Metadata:
+#: a list or watch body would repeat every request at each sync.
+AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  - level: RequestResponse
+    verbs: [create, update, patch, delete]
+    resources:
+      - group: elevation.concierge.pinniped.dev
+        resources: [elevationrequests]
   - level: Metadata
 """
 
@@ -129,7 +138,7 @@ class LocalCluster:
         token_file = workdir / "tokens.csv"
         pki.write_private(token_file, f'{admin_token},admin,admin-uid,"system:masters"\n'.encode())
         policy = workdir / "audit-policy.yaml"
-        policy.write_text(_AUDIT_POLICY)
+        policy.write_text(AUDIT_POLICY)
         audit_log = workdir / "audit.log"
         argv = [
             str(binary),
