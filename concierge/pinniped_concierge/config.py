@@ -338,6 +338,10 @@ class ElevationConfig(Section):
                          "new requests are refused until ended ones are deleted.")
     max_open_per_user: int = _integer(
         5, 1, 100, "Pending or active requests one user may have at once.")
+    max_per_user: int = _integer(
+        20, 1, 1000, "ElevationRequest objects one user may have in any phase (ended ones "
+                     "count until deleted), so that one person cannot use up `maxRequests` "
+                     "for everyone by asking and revoking in a loop.")
     max_policies: int = _integer(
         200, 1, 10000, "ElevationPolicy objects the concierge reads; beyond it, logins are "
                        "refused (it could not know every governed group).")

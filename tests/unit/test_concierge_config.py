@@ -283,6 +283,7 @@ def test_the_file_accepts_exactly_the_keys_it_always_has() -> None:
         "lease.renewIntervalSeconds", "metrics", "metrics.port", "elevation",
         "elevation.syncIntervalSeconds", "elevation.pendingTimeoutSeconds",
         "elevation.retentionSeconds", "elevation.maxRequests", "elevation.maxOpenPerUser",
+        "elevation.maxPerUser",
         "elevation.maxPolicies", "authenticators",
         "authenticators[].name",
         "authenticators[].type", "authenticators[].issuer", "authenticators[].audience",
