@@ -6,6 +6,9 @@
 # Measures a regular (non-editable) install of the checkout in a venv of its own,
 # against a local etcd + kube-apiserver, IdP and concierge it starts and stops.
 # Needs what hack/bootstrap.sh sets up (.venv, kube-apiserver, etcd, node, kubectl).
+# Opt-in: `--only ...,clients` adds the floor of the concierge's ratio (the HTTP layer
+# alone, and other Kubernetes API clients); it installs kubernetes_asyncio and lightkube
+# into a venv of its own under ~/.cache/pinniped-py/bench-clients-venvs (not the product's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -x .venv/bin/python ]]; then

@@ -38,26 +38,34 @@ def wheel_digest(wheel: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def bench_venv() -> tuple[InstalledVenv, str]:
-    """The measured venv for the checkout as it is now (built unless cached), and its key."""
-    root = cache_dir() / "bench-venvs"
+def bench_venv(extra: tuple[str, ...] = (), flavour: str = "bench-venvs"
+               ) -> tuple[InstalledVenv, str]:
+    """The measured venv for the checkout as it is now (built unless cached), and its key.
+
+    `extra` requirements go in on top of BENCH_REQUIREMENTS, in venvs kept under
+    a directory of their own (`flavour`), so the measured product's venv never
+    holds what only one opt-in measurement needs.
+    """
+    root = cache_dir() / flavour
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pinniped-wheel-") as tmp:
         log("building a wheel of the checkout")
         wheel = build_wheel(Path(tmp))
         key = wheel_digest(wheel)
+        if extra:
+            key = hashlib.sha256(f"{key} {' '.join(extra)}".encode()).hexdigest()[:16]
         target = root / key
         with open(root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build one venv, not two halves
             if (target / _COMPLETE).exists():
                 log(f"reusing {target} (a venv of the same wheel contents)")
             else:
-                log(f"installing {wheel.name}[concierge] and {', '.join(BENCH_REQUIREMENTS)} "
-                    f"into a fresh venv {target}")
+                log(f"installing {wheel.name}[concierge] and "
+                    f"{', '.join(BENCH_REQUIREMENTS + extra)} into a fresh venv {target}")
                 shutil.rmtree(target, ignore_errors=True)
                 try:
                     venv = install(wheel, target, extras="concierge")
-                    _pip(venv, *BENCH_REQUIREMENTS)
+                    _pip(venv, *BENCH_REQUIREMENTS, *extra)
                 except BaseException:
                     shutil.rmtree(target, ignore_errors=True)
                     raise

@@ -50,14 +50,8 @@ def run(stack: Stack, *, quick: bool) -> dict[str, Any]:
     rounds = 2 if quick else 5
     context = kube_http.tls_context(stack.ca.cert_path)
     namespace = stack.concierge.namespace
-    log(f"logging {POOL} users in once, so that they are returning users")
-    first = closed_loop(stack.concierge.url, context,
-                        concierge_client.login_jobs(stack, KIND, range(POOL)),
-                        warmups=[noop] * 8)
-    del first
-    accounts = _service_accounts(stack, namespace)
+    accounts = returning_pool(stack, KIND)
     direct_caller = Caller(stack.concierge_token())
-    time.sleep(1)  # the concierge's watch mirror confirms the objects it just wrote
     pid = stack.concierge.pid
     if pid is None:
         raise RuntimeError("the concierge is not running")
@@ -87,8 +81,8 @@ def run(stack: Stack, *, quick: bool) -> dict[str, Any]:
             rates["concierge"].append(outcome.per_second)
             client_cpu["concierge"] += outcome.client_cpu_seconds
             direct = closed_loop(stack.cluster.server, context,
-                                 [_direct_job(namespace, *accounts[u % POOL]) for u in users],
-                                 warmups=[_direct_job(namespace, *accounts[0])] * concurrency,
+                                 [direct_job(namespace, *accounts[u % POOL]) for u in users],
+                                 warmups=[direct_job(namespace, *accounts[0])] * concurrency,
                                  caller=direct_caller)
             samples["direct"] += direct.latencies
             rates["direct"].append(direct.per_second)
@@ -129,14 +123,24 @@ def noop(_connection: KeepAlive) -> None:
     """A warm-up that sends nothing (the first logins' connections may be timed)."""
 
 
-def _service_accounts(stack: Stack, namespace: str) -> list[tuple[str, str, str]]:
+def returning_pool(stack: Stack, kind: str) -> list[tuple[str, str, str]]:
+    """Log POOL users of `kind` in once, so that they are returning users; their accounts."""
+    log(f"logging {POOL} users in once, so that they are returning users")
+    closed_loop(stack.concierge.url, kube_http.tls_context(stack.ca.cert_path),
+                concierge_client.login_jobs(stack, kind, range(POOL)), warmups=[noop] * 8)
+    accounts = _service_accounts(stack, stack.concierge.namespace, kind)
+    time.sleep(1)  # the concierge's watch mirror confirms the objects it just wrote
+    return accounts
+
+
+def _service_accounts(stack: Stack, namespace: str, kind: str) -> list[tuple[str, str, str]]:
     """(username, ServiceAccount name, uid) of each pool user, as the concierge made them."""
     context = kube_http.tls_context(stack.ca.cert_path)
     admin = KeepAlive(stack.cluster.server, context, Caller(stack.cluster.admin_token))
     accounts = []
     try:
         for index in range(POOL):
-            user = concierge_client.username(stack, KIND, index)
+            user = concierge_client.username(stack, kind, index)
             name = naming.user_object_name(user, namespace)
             sa = json.loads(admin.expect(
                 "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"))
@@ -146,7 +150,7 @@ def _service_accounts(stack: Stack, namespace: str) -> list[tuple[str, str, str]
     return accounts
 
 
-def _direct_job(namespace: str, user: str, service_account: str, uid: str) -> Job:
+def direct_job(namespace: str, user: str, service_account: str, uid: str) -> Job:
     """A session Secret and a TokenRequest bound to it, as the concierge makes them."""
 
     def job(connection: KeepAlive) -> None:

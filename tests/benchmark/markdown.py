@@ -54,6 +54,17 @@ def render(results: dict[str, Any]) -> str:
         for name, entry in kubectl["commands"].items():
             add(f"| {name} | {_ms(entry['wall_ms'])} | {entry['ratio_to_static']} |")
         add("")
+        floor = kubectl.get("floor")
+        if floor:
+            beyond = ", ".join(f"{name} +{ms} ms" for name, ms
+                               in floor["generated_over_python_floor_ms"].items())
+            add(f"Floor: kubectl running any Python exec plugin (`python -c` printing a fixed "
+                f"ExecCredential) is {floor['python_c_ratio_to_static']} x the static token; "
+                f"`/bin/cat` of the same is {floor['cat_ratio_to_static']} x, a script shaped "
+                f"like pip's console script (`import re, sys` first) "
+                f"{floor.get('console_script_ratio_to_static', '-')} x. Beyond the "
+                f"Python floor, p50: {beyond}.")
+            add("")
     back = results.get("returning")
     if back:
         calls = back["kube_api_calls_per_login"]
@@ -71,6 +82,30 @@ def render(results: dict[str, Any]) -> str:
                 f"{level['direct_per_second']} | {level['p50_ratio']} | "
                 f"{level['concierge_cpu_ms_per_login']} | {harness['concierge']} / "
                 f"{harness['direct']} |")
+        add("")
+    clients = results.get("clients")
+    if clients:
+        add(f"**3c. The floor of the returning-login ratio** ({clients['pool_users']} users; "
+            "latency p50 / p99 in ms; CPU ms per login or per pair of API calls; every row "
+            "taking turns in one run)")
+        add("")
+        add("| clients | what | ms | /s | CPU ms | x direct |")
+        add("|---|---|---|---|---|---|")
+        for level in clients["levels"]:
+            for name, row in level["rows"].items():
+                add(f"| {level['concurrency']} | {name} | {_ms(row['ms'])} | "
+                    f"{row['per_second']} | {row['cpu_ms_per_op']} | "
+                    f"{row['p50_ratio_to_direct']} |")
+        add("")
+        add("| clients | floor: HTTP layer + best library | official | thin http.client | "
+            "HTTP layer alone CPU | concierge |")
+        add("|---|---|---|---|---|---|")
+        for concurrency, floor in clients["floor"].items():
+            add(f"| {concurrency} | {floor['best_library']} {floor['p50_ratio_floor']} x, "
+                f"{floor['cpu_ms_floor']} ms | {floor['official_p50_ratio_floor']} x, "
+                f"{floor['official_cpu_ms_floor']} ms | {floor['thin_client_p50_ratio_floor']} x, "
+                f"{floor['thin_client_cpu_ms_floor']} ms | {floor['http_layer_cpu_ms']} ms | "
+                f"{floor['concierge_p50_ratio']} x, {floor['concierge_cpu_ms']} ms |")
         add("")
     new = results.get("new_users")
     if new:

@@ -57,6 +57,15 @@ def kubectl(data: dict[str, Any]) -> None:
     _say(f"== 2. kubectl get --raw /version ({data['runs']} interleaved runs each)")
     for name, entry in data["commands"].items():
         _say(f"   {name:32s} {_ms(entry['wall_ms'])}  x{entry['ratio_to_static']:.2f}")
+    floor = data.get("floor")
+    if floor:
+        beyond = ", ".join(f"{name} +{ms} ms"
+                           for name, ms in floor["generated_over_python_floor_ms"].items())
+        _say(f"   floor: kubectl running any Python exec plugin is x"
+             f"{floor['python_c_ratio_to_static']:.2f} the static token (/bin/cat: "
+             f"x{floor['cat_ratio_to_static']:.2f}; a pip-style console script: "
+             f"x{floor.get('console_script_ratio_to_static', '-')}); beyond the python -c "
+             f"floor: {beyond}")
     _say(f"   goal: ratio <= {kubectl_overhead.MAX_RATIO}")
 
 
@@ -93,6 +102,26 @@ def profile(data: dict[str, Any]) -> None:
                                    for name, share in data["threads"].items()))
     for entry in data["top_self"][:10]:
         _say(f"   self {entry['share']:5.1%}  {entry['function']}")
+
+
+def kube_clients(data: dict[str, Any]) -> None:
+    _say(f"== 3c. the floor of the returning-login ratio ({data['pool_users']} users; every row "
+         "taking turns in one run; CPU per login or per pair of API calls)")
+    for level in data["levels"]:
+        _say(f"   {level['concurrency']:>2} clients ({level['rounds']} rounds of "
+             f"{level['batch']}):")
+        for name, row in level["rows"].items():
+            _say(f"      {name:32s} {_ms(row['ms'])} {row['per_second']:7.1f}/s  CPU "
+                 f"{row['cpu_ms_per_op']:5.2f} ms  x{row['p50_ratio_to_direct']:.2f} direct")
+    for concurrency, floor in data["floor"].items():
+        _say(f"   floor at {concurrency:>2} clients: HTTP layer + {floor['best_library']} "
+             f"x{floor['p50_ratio_floor']:.2f} direct, {floor['cpu_ms_floor']} ms CPU "
+             f"(official client x{floor['official_p50_ratio_floor']:.2f}, "
+             f"{floor['official_cpu_ms_floor']} ms; thin http.client "
+             f"x{floor['thin_client_p50_ratio_floor']:.2f}, "
+             f"{floor['thin_client_cpu_ms_floor']} ms; HTTP layer alone "
+             f"{floor['http_layer_cpu_ms']} ms; concierge x{floor['concierge_p50_ratio']:.2f}, "
+             f"{floor['concierge_cpu_ms']} ms)")
 
 
 def new_users(data: dict[str, Any]) -> None:

@@ -14,6 +14,10 @@ of docs/performance.md in one run.
    (`scale`, with a PNG plot and the 20,000-people scenario: `scenario`);
 5. prints the machine, every figure and its goal, and writes it all as JSON.
 
+Opt-in (`--only ...,clients`): the floor of the concierge's ratio, the HTTP
+layer alone and other Kubernetes API clients making a returning login's two
+calls (`kube_clients`), from a venv of its own with the extra clients.
+
 Everything it starts is stopped on the way out, by PID.
 """
 
@@ -34,6 +38,7 @@ from tests.benchmark import (
     concierge_new_users,
     concierge_profile,
     concierge_returning,
+    kube_clients,
     kube_http,
     kubectl_overhead,
     machine,
@@ -50,6 +55,9 @@ from tests.benchmark.progress import log
 from tests.benchmark.stack import Stack, running_stack
 
 PARTS = ("plugin", "kubectl", "returning", "profile", "new-users", "tokens", "scale")
+#: Parts that run only when named in --only: they need packages the product does not ship.
+OPT_IN_PARTS = ("clients",)
+_STACK_PARTS = {"plugin", "kubectl", "returning", "profile", "new-users", "clients"}
 DEFAULT_OUTPUT = REPO_ROOT / "build" / "bench"
 
 
@@ -63,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH",
                         help="where to write the scale figure's PNG (default: next to the JSON)")
     parser.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
-                        help=f"comma-separated parts to run (default: all of {', '.join(PARTS)})")
+                        help=f"comma-separated parts to run (default: all of {', '.join(PARTS)}; "
+                             f"opt-in: {', '.join(OPT_IN_PARTS)}, which installs "
+                             f"{', '.join(kube_clients.CLIENT_REQUIREMENTS)} into a venv of "
+                             "its own)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directories (logs, audit logs) for a look after")
     return parser
@@ -72,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
+    unknown = sorted(set(parts) - set(PARTS) - set(OPT_IN_PARTS))
     if unknown:
-        _parser().error(f"unknown parts {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        _parser().error(f"unknown parts {', '.join(unknown)}; choose from "
+                        f"{', '.join(PARTS + OPT_IN_PARTS)}")
     plot = args.plot or args.json.with_name("scale.png")
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -85,11 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     venv, key = bench_venv()
     results["venv"] = {"path": str(venv.root), "wheel_key": key}
     quick = args.quick
-    if {"plugin", "kubectl", "returning", "profile", "new-users"} & set(parts):
+    clients_python = None
+    if "clients" in parts:
+        clients_venv, clients_key = bench_venv(kube_clients.CLIENT_REQUIREMENTS,
+                                               flavour="bench-clients-venvs")
+        results["clients_venv"] = {"path": str(clients_venv.root), "key": clients_key}
+        clients_python = clients_venv.python
+    if _STACK_PARTS & set(parts):
         with running_stack(venv, keep=args.keep) as stack:
             results["machine"] = machine.describe(venv, stack.cluster)
             report.machine(results["machine"])
             _against_the_stack(stack, parts, quick, results)
+            if clients_python is not None:
+                results["clients"] = kube_clients.run(stack, clients_python, quick=quick)
+                report.kube_clients(results["clients"])
     if "tokens" in parts:
         results["token_validation"] = _token_validation(venv, quick)
         report.token_validation(results["token_validation"])
