@@ -15,8 +15,10 @@ costs its import (~9 ms) but still none of the rest.
 Anything it is not sure of makes it return False, and the full command
 (`pinniped_cli.main.run`) runs as if this had not been tried: flags it does
 not read, an explicit --credential-cache, a miss, an entry that expires within
-the minute, a run by hand (no KUBERNETES_EXEC_INFO), or anything that would be
-an error or a warning. It never writes, prints a message, or fails.
+the minute (within seconds, for one with elevated groups:
+`credential_entry.min_remaining_seconds`), a run by hand (no
+KUBERNETES_EXEC_INFO), or anything that would be an error or a warning. It
+never writes, prints a message, or fails.
 
 The one case where it reaches the network: an entry with the elevation hint
 (the user has an elevation pending or active) is handed out only after the
@@ -65,11 +67,11 @@ def serve(args: list[str], env: Mapping[str, str], out: TextIO,
     if found is None:
         return False
     token, expiration, _, _ = found
-    if not credential_entry.is_canonical(expiration) or not credential_entry.lasts_until(
-            expiration, clock() + credential_entry.MIN_REMAINING_SECONDS):
-        return False
     assert isinstance(entry, dict)  # `fields` found one
     elevated = credential_entry.elevated_groups(entry)
+    if not credential_entry.is_canonical(expiration) or not credential_entry.lasts_until(
+            expiration, clock() + credential_entry.min_remaining_seconds(elevated)):
+        return False
     if elevated is not None and not _still_elevated(values, token, elevated):
         return False
     out.write(execcredential.render(info, token, expiration))

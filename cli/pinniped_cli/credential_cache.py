@@ -121,10 +121,17 @@ class CredentialCache:
         self._file = file
 
     def get(self, key: str, now: dt.datetime,
-            min_remaining: dt.timedelta = MIN_REMAINING) -> Credential | None:
-        """The cached credential for `key` if it is still good for `min_remaining`."""
+            min_remaining: dt.timedelta | None = None) -> Credential | None:
+        """The cached credential for `key` if it is still good for `min_remaining` (by
+        default the cached path's margin for it: `credential_entry.min_remaining_seconds`,
+        so that both paths agree on what is a hit)."""
         credential = self._open(key, self._file.read().get(key))
-        if credential is None or credential.expiration - now < min_remaining:
+        if credential is None:
+            return None
+        if min_remaining is None:
+            min_remaining = dt.timedelta(seconds=credential_entry.min_remaining_seconds(
+                credential.elevated_groups if credential.check_elevation else None))
+        if credential.expiration - now < min_remaining:
             return None
         return credential
 

@@ -26,6 +26,8 @@ FILE_NAME = "credentials.json"
 #: Hand out a cached credential only if it outlives this margin, so a kubectl
 #: command that starts now does not see it expire halfway.
 MIN_REMAINING_SECONDS = 60
+#: The margin for a credential with elevated groups (`min_remaining_seconds` says why).
+ELEVATED_MIN_REMAINING_SECONDS = 5
 #: The form `pinniped_apis.rfc3339.format_time` writes, for `time.strftime`.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DIGITS = (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)
@@ -71,6 +73,30 @@ def elevated_groups(value: dict[str, object]) -> tuple[str, ...] | None:
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         return None
     return tuple(groups)
+
+
+def min_remaining_seconds(elevated: tuple[str, ...] | None) -> int:
+    """How long a credential whose elevation hint has the groups `elevated` (None: no hint)
+    must still last to be handed out.
+
+    The concierge ends a credential with elevated groups no later than the
+    elevation (its session ends then, whatever the TTL), so in an elevation's
+    last minute every new login gets a credential that also ends within the
+    minute: with the usual 60 s margin each kubectl call would be a miss and a
+    full login (two API writes at the concierge, an IdP refresh once the ID
+    token has expired, another session for the user), all of a short
+    elevation too, and nothing gained: the margin cannot make the access last
+    longer than the elevation. Such a credential is checked against the
+    concierge's state on each use anyway (`pinniped_cli.elevation_check`), and
+    when it does expire during a command, client-go sees its
+    expirationTimestamp pass (or gets a 401) and runs the plugin again, which
+    then logs in. So it is handed out until a few seconds before its end, the
+    few covering this call and clock skew. The one cost: when the TTL, not the
+    elevation, ends such a credential, a long command may log in halfway
+    rather than before it starts. Without elevated groups (no hint, or only
+    something pending) the expiry is the TTL's, and the usual margin holds.
+    """
+    return ELEVATED_MIN_REMAINING_SECONDS if elevated else MIN_REMAINING_SECONDS
 
 
 def is_canonical(timestamp: str) -> bool:

@@ -24,8 +24,10 @@ add some 9 ms of imports (`email` parsing) to every kubectl call, and cannot
 bound a whole exchange in time (its timeouts are per read, so a server
 dripping one byte a second holds it). The request is HTTP/1.0 with
 `Connection: close`, so the answer is never chunked and ends where the
-connection does; every read waits at most until the deadline, and reading
-stops past `MAX_RESPONSE_BYTES`. The JSON is read by hand (`parse_state`)
+connection does; connecting (`connect`), the TLS handshake and every read
+wait at most until the one deadline, and reading stops past
+`MAX_RESPONSE_BYTES`. The one step the deadline cannot cut short is looking up
+the concierge's name: see `connect`. The JSON is read by hand (`parse_state`)
 exactly as `pinniped_apis.elevation.ElevationState` reads it: pydantic costs
 more than the whole cached path. Nothing here prints, logs or raises, and the
 token goes nowhere but the Authorization header.
@@ -40,13 +42,18 @@ import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the cached path
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
+
+    #: One answer of `socket.getaddrinfo`: family, type, protocol, canonical name, address.
+    _AddrInfo = tuple[int, int, int, str, tuple[object, ...]]
 
 #: `pinniped_apis.constants.ELEVATION_STATE_PATH`, written out: that package is not stdlib-only
 #: (a unit test holds the two equal).
 STATE_PATH = "/apis/elevation.concierge.pinniped.dev/v1alpha1/elevationstate"
 #: For the whole check, from connecting to the last byte.
 DEADLINE_SECONDS = 3.0
+#: Addresses of the concierge's name that are tried, at most (`connect`).
+MAX_ADDRESSES = 2
 #: The state of one user's requests is a few hundred bytes; reading stops past this.
 MAX_RESPONSE_BYTES = 64 * 1024
 #: Bounds of `ElevationState` (`pinniped_apis.constants.MAX_NAME_LENGTH`, list max_length).
@@ -157,20 +164,72 @@ def fetch(endpoint: str, ca_pem: str | None, token: str,
                f"Authorization: Bearer {token}\r\nAccept: application/json\r\n"
                "Accept-Encoding: identity\r\nUser-Agent: pinniped-py-cli\r\n"
                "Connection: close\r\n\r\n").encode()
-    with socket.create_connection((host, port), timeout=_left(end)) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as conn:
-        conn.settimeout(_left(end))
-        conn.sendall(request)
-        received = bytearray()
-        while True:
+    with connect(host, port, end) as raw:
+        raw.settimeout(_left(end))  # the handshake, as a whole (ssl counts it to one deadline)
+        with context.wrap_socket(raw, server_hostname=host) as conn:
             conn.settimeout(_left(end))
-            chunk = conn.recv(16384)
-            if not chunk:
-                break
-            received += chunk
-            if len(received) > MAX_RESPONSE_BYTES + 16384:  # the body, and room for headers
-                raise ValueError("answer too large")
-    return _split_answer(bytes(received))
+            conn.sendall(request)
+            return _split_answer(_read_all(conn, end))
+
+
+def _read_all(conn: ssl.SSLSocket, end: float) -> bytes:
+    """Everything `conn` sends until it closes, by the deadline `end`, and not much more
+    than `MAX_RESPONSE_BYTES`."""
+    received = bytearray()
+    while True:
+        conn.settimeout(_left(end))
+        chunk = conn.recv(16384)
+        if not chunk:
+            return bytes(received)
+        received += chunk
+        if len(received) > MAX_RESPONSE_BYTES + 16384:  # the body, and room for headers
+            raise ValueError("answer too large")
+
+
+def connect(host: str, port: int, end: float) -> socket.socket:
+    """A TCP connection to `host` (a name or an IP literal) made by the deadline `end`.
+
+    `socket.create_connection` gives each address it tries the whole timeout,
+    and tries them all: a name with three addresses that drop SYNs held a 3 s
+    check for 9 s. So this tries at most `MAX_ADDRESSES` (`candidates`), and
+    each attempt but the last gets its share of the time left, the last all of
+    it: a dead first address (say an IPv6 route that drops everything) leaves
+    the second half the deadline rather than nothing. When none answers in
+    time the check is UNREACHABLE, which hands out the cached credential: the
+    same as before the check existed, never worse.
+
+    Looking the name up is not bounded: `getaddrinfo` has no timeout, and the
+    standard library's only way around that (a thread left to finish it) would
+    cost every kubectl call that imports. An IP literal is parsed, not looked
+    up; a name takes what the system resolver allows (resolv.conf's `timeout`
+    and `attempts`: 5 s twice by default, and a cached answer when the resolver
+    caches), and that time counts against the deadline, so nothing else is
+    tried after a slow lookup. The full command looks up the same name anyway.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    tried = candidates(infos)
+    error: OSError = OSError(f"no address for {host}")
+    for attempt, (family, kind, proto, _, address) in enumerate(tried):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_left(end) / (len(tried) - attempt))
+            sock.connect(address)
+            return sock
+        except OSError as exc:  # refused, unreachable, or this attempt's share ran out
+            sock.close()
+            error = exc
+    raise error
+
+
+def candidates(infos: Sequence[_AddrInfo]) -> list[_AddrInfo]:
+    """The addresses `connect` tries, of those `getaddrinfo` gave in its order of
+    preference: the first, then the first of another family (IPv4 after IPv6, or the other
+    way round) if there is one, else the next one."""
+    if not infos:
+        return []
+    first, rest = infos[0], [i for i in infos[1:] if i[4] != infos[0][4]]
+    other = [i for i in rest if i[0] != first[0]] or rest
+    return [first, *other[:MAX_ADDRESSES - 1]]
 
 
 def _left(end: float) -> float:

@@ -1183,3 +1183,47 @@ def state_answer(status: int, body: object, *, extra_headers: str = "") -> bytes
     data = json.dumps(body).encode()
     return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n{extra_headers}\r\n").encode() + data
+
+
+class Blackhole:
+    """A loopback port whose connections hang: its listener's accept queue is full, so
+    Linux drops further SYNs (as a firewall that drops rather than refuses does), and a
+    connect waits for its timeout. Use it as a context manager; `port` is the port."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        try:
+            time.sleep(0.05)  # let the fillers' handshakes land in the queue
+            assert probe.connect_ex(("127.0.0.1", self.port)) != 0, \
+                "the full accept queue did not drop the probe's SYN"
+        finally:
+            probe.close()
+
+    def __enter__(self) -> Blackhole:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self._listener.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a connect is refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

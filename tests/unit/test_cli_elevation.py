@@ -8,6 +8,7 @@ login after the first must come from the OIDC session (no browser, no person).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -298,6 +299,39 @@ def _elevated(h: CLIHarness) -> tuple[Path, str, str]:
     assert _plugin(h, "alice", alice) == 0
     assert _as_groups(alice) == ["corp:devs", GROUP]
     return alice, request_id, json.loads(h.last_stdout)["status"]["token"]
+
+
+def test_the_last_minute_of_an_elevation_is_served_from_the_cache(h: CLIHarness) -> None:
+    """The credential ends with the elevation; a login in its last minute would get one
+    ending at the same moment, so it is handed out (checked) until seconds before."""
+    alice = _kubeconfig(h, "alice")
+    assert _elevate(h, "alice", alice, "request", GROUP, "--reason", "quick fix",
+                    "--duration", "90s") == 0, h.last_stderr
+    h.concierge.approve(h.last_stdout.strip(), CAROL)
+    assert _plugin(h, "alice", alice) == 0, h.last_stderr
+    token = json.loads(h.last_stdout)["status"]["token"]
+    assert _cached(h, "alice").expiration == h.clock.now() + dt.timedelta(seconds=90)
+    logins, checks = len(h.concierge.logins), h.concierge.state_checks
+    h.clock.advance(60)  # 30 s left
+    for _ in range(3):
+        assert _plugin(h, "alice", alice) == 0, h.last_stderr
+        assert json.loads(h.last_stdout)["status"]["token"] == token
+        h.clock.advance(5)
+    assert len(h.concierge.logins) == logins
+    assert h.concierge.state_checks == checks + 3  # each use still checked
+    h.clock.advance(12)  # 3 s left: a login (still elevated, to the same end)
+    assert _plugin(h, "alice", alice) == 0, h.last_stderr
+    assert len(h.concierge.logins) == logins + 1
+
+
+def test_a_credential_only_pending_keeps_the_minute_margin(h: CLIHarness) -> None:
+    alice = _kubeconfig(h, "alice")
+    _requested(h, alice)
+    assert _plugin(h, "alice", alice) == 0, h.last_stderr
+    logins = len(h.concierge.logins)
+    h.clock.advance(h.concierge.ttl - 30)  # the TTL, not an elevation, ends it
+    assert _plugin(h, "alice", alice) == 0, h.last_stderr
+    assert len(h.concierge.logins) == logins + 1
 
 
 def test_revocation_that_ended_the_session_logs_in_again_as_the_ordinary_self(

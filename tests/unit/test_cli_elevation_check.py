@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,14 @@ from pathlib import Path
 import pytest
 
 from localenv import SOURCE_PATH
-from localenv.fixtures_cli import StateServer, credential_cache_at, exec_info, state_answer
+from localenv.fixtures_cli import (
+    Blackhole,
+    StateServer,
+    closed_port,
+    credential_cache_at,
+    exec_info,
+    state_answer,
+)
 from pinniped_apis import wire
 from pinniped_apis.constants import ELEVATION_STATE_PATH
 from pinniped_apis.elevation import ElevationState
@@ -150,6 +158,58 @@ def test_an_untrusted_certificate_or_no_server_is_unreachable(server: StateServe
     assert elevation_check.check(url, server.ca_pem, "t", ()) == elevation_check.UNREACHABLE
 
 
+def _resolves_to(monkeypatch: pytest.MonkeyPatch, *ports: int) -> None:
+    """Make every name resolve to these loopback ports, in this order (a name with several
+    addresses, as DNS may give)."""
+    def getaddrinfo(host: str, port: object, *_: object, **__: object) -> list[object]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in ports]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_addresses_that_drop_connections_cost_one_deadline_in_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with Blackhole() as one, Blackhole() as two, Blackhole() as three:
+        _resolves_to(monkeypatch, one.port, two.port, three.port)
+        started = time.monotonic()
+        assert elevation_check.check("https://localhost", None, "t", (), deadline=0.6) \
+            == elevation_check.UNREACHABLE
+        assert time.monotonic() - started < 0.9  # not 0.6 s for each address
+
+
+def test_a_dead_first_address_leaves_the_next_one_time_to_answer(
+        server: StateServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.answer = state_answer(200, {"pending": ["elev-1"]})
+    with Blackhole() as dead:
+        _resolves_to(monkeypatch, dead.port, server.port)
+        started = time.monotonic()
+        assert elevation_check.check(f"https://localhost:{server.port}", server.ca_pem, "t",
+                                     (), deadline=2.0) == elevation_check.SAME
+        assert time.monotonic() - started < 2.0
+    assert len(server.requests) == 1
+
+
+def test_no_more_than_two_addresses_are_tried(server: StateServer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _resolves_to(monkeypatch, closed_port(), closed_port(), server.port)
+    assert elevation_check.check(f"https://localhost:{server.port}", server.ca_pem, "t", ()) \
+        == elevation_check.UNREACHABLE
+    assert server.requests == []
+
+
+V4, V6 = socket.AF_INET, socket.AF_INET6
+
+
+@pytest.mark.parametrize(("families", "expected"), [
+    ([], []), ([(V4, 1)], [0]), ([(V4, 1), (V4, 1)], [0]), ([(V4, 1), (V4, 2), (V4, 3)], [0, 1]),
+    ([(V6, 1), (V6, 2), (V4, 3), (V4, 4)], [0, 2]), ([(V4, 1), (V6, 2)], [0, 1]),
+])
+def test_the_addresses_tried_are_the_first_and_one_of_the_other_family(
+        families: list[tuple[int, int]], expected: list[int]) -> None:
+    infos = [(family, socket.SOCK_STREAM, 6, "", ("addr", port)) for family, port in families]
+    assert elevation_check.candidates(infos) == [infos[i] for i in expected]
+
+
 @pytest.mark.parametrize(("endpoint", "expected"), [
     ("https://c.test", ("c.test", 443, "")), ("https://c.test:8443/", ("c.test", 8443, "")),
     ("https://[::1]:9/x/y/", ("::1", 9, "/x/y")), ("https://c.test/p", ("c.test", 443, "/p")),
@@ -181,15 +241,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "XDG_RUNTIME_DIR": str(run), "KUBERNETES_EXEC_INFO": exec_info()}
 
 
-def seed(env: dict[str, str], args: list[str], elevated: tuple[str, ...] | None) -> str:
-    """Cache a credential for `login oidc ARGS`, with the hint unless `elevated` is None."""
+def seed(env: dict[str, str], args: list[str], elevated: tuple[str, ...] | None,
+         lasts: dt.timedelta = dt.timedelta(minutes=10)) -> str:
+    """Cache a credential for `login oidc ARGS` lasting `lasts` from now, with the hint
+    unless `elevated` is None."""
     options = parse_login_args(args, env)
     cluster = read_exec_info(exec_info(), stdin_is_tty=False).cluster
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     assert options.credential_cache is not None
     credential_cache_at(options.credential_cache, env, print).put(
         credential_key(options, cluster),
-        Credential("cached-token", now + dt.timedelta(minutes=10), "corp:alice@example.com",
+        Credential("cached-token", now + lasts, "corp:alice@example.com",
                    ("corp:devs", *(elevated or ())), elevated_groups=elevated or (),
                    check_elevation=elevated is not None), now)
     return "cached-token"
@@ -212,6 +274,23 @@ def test_the_cached_path_serves_only_an_unchanged_state(
     assert len(server.requests) == 1
     assert (json.loads(out.getvalue())["status"]["token"] == token) if served \
         else out.getvalue() == ""
+
+
+@pytest.mark.parametrize(("elevated", "seconds_left", "served"), [
+    ((GROUP,), 30, True),  # the elevation ends it: served to its last seconds
+    ((GROUP,), 3, False),
+    ((), 30, False),  # only pending: the TTL ends it, the usual minute's margin
+    (None, 30, False),
+])
+def test_an_elevated_credential_is_served_until_seconds_before_it_ends(
+        server: StateServer, tmp_path: Path, elevated: tuple[str, ...] | None,
+        seconds_left: int, served: bool) -> None:
+    env, args = _env(tmp_path), _login_args(server)
+    seed(env, args, elevated, lasts=dt.timedelta(seconds=seconds_left))
+    server.answer = state_answer(200, {"active": [ACTIVE] if elevated else [],
+                                       "pending": [] if elevated else ["elev-1"]})
+    assert cached_path.serve(args, env, io.StringIO()) is served
+    assert len(server.requests) == served  # a miss asks nobody: the full command does
 
 
 def test_the_cached_path_without_the_hint_asks_nobody(server: StateServer,
