@@ -2,20 +2,24 @@
 
 Every login asks two questions of this store: which groups are governed (a
 governed group is never granted from an ID token) and which elevations the
-user holds right now. A login must not pay an API call for either, so both
-kinds are mirrored by list-then-watch loops (`object_watch.ListWatch`, like
-`revocations.RevocationMirror`): the ElevationPolicies cluster-wide, the
-ElevationRequests in the concierge's namespace by its own label selector
-(`naming.owned_selector`).
+user holds right now. A login must not pay an API call for either while the
+watches are up, so both kinds are mirrored by list-then-watch loops
+(`object_watch.ListWatch`, like `revocations.RevocationMirror`): the
+ElevationPolicies cluster-wide, the ElevationRequests in the concierge's
+namespace by its own label selector (`naming.owned_selector`).
 
 It fails closed where a mistake would grant a group:
-- until the policies have been listed once, no login can know which groups to
-  withhold, so `governed` raises `Unavailable(ELEVATION_POLICIES_UNKNOWN)` (a
-  503 with Retry-After) and /readyz says not ready; so it does while more than
-  `elevation.maxPolicies` exist (the set it knows might not be all of them);
-- once listed, the last known policies stay in use while the watch reconnects
-  (refusing every login during a blip would be worse, and a policy deleted
-  meanwhile only governs a group for a little longer);
+- while the policies' mirror is not synced (its watch has not listed yet, or
+  is reconnecting now), the policies are listed from the API instead (every
+  page, at most `elevation.maxPolicies` + 1 objects), and that answer serves
+  every question for at most `LISTED_POLICIES_SECONDS`, so a storm of logins
+  costs about one list a second (one list in flight at a time). The last
+  known set is never used instead: a policy created while a replica's watch
+  was down would not be enforced there, and that replica would grant its
+  group from ID tokens. If the list fails, `governed` raises
+  `Unavailable(ELEVATION_POLICIES_UNKNOWN)` (a 503 with Retry-After) and
+  /readyz says not ready; so it does while more than `elevation.maxPolicies`
+  exist (the set it knows might not be all of them);
 - a policy whose spec does not validate still governs its `spec.group`, if
   that is a string; two policies for one group are read as one invalid policy
   (nobody may ask for the group until an administrator resolves it);
@@ -23,7 +27,9 @@ It fails closed where a mistake would grant a group:
   requester, grants nothing;
 - while the requests' watch is down, the requests are listed from the API on
   each call (an ended elevation must not stay granted from a stale mirror);
-  only then does the store cost a call.
+- a mirror, even a synced one, may be a moment behind the API: `read_fresh`
+  reads one request from the API, for the login that must confirm its
+  elevations after minting their session (`login`).
 
 Without a watch (a swapped `kube` in tests), everything is listed on each
 call. The requests mirror holds at most `elevation.maxRequests` objects: the
@@ -32,9 +38,11 @@ concierge never makes more, and one beyond it grants nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -49,12 +57,14 @@ from pinniped_apis.elevation import (
 )
 from pinniped_concierge import naming
 from pinniped_concierge.config import ElevationConfig
-from pinniped_concierge.errors import Reason, Unavailable
+from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import (
     ELEVATION_POLICIES,
     ELEVATION_REQUESTS,
     ClusterResource,
+    Conflict,
     KubeAPI,
+    NotFound,
     Obj,
 )
 from pinniped_concierge.object_watch import WatchSource, new_watch_client
@@ -64,6 +74,8 @@ log = logging.getLogger("concierge.elevation")
 PAGE_SIZE = 250
 #: How long a client waits before trying again while the policies are unknown.
 RETRY_AFTER_SECONDS = 5
+#: While the policies' watch is not synced, one list of them answers for this long.
+LISTED_POLICIES_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -178,22 +190,20 @@ T = TypeVar("T")
 class _Mirror(Generic[T]):
     """One kind's objects by name, parsed, fed from a watch thread (a `WatchTarget`)."""
 
-    def __init__(self, parse: Callable[[Obj], T | None], *, keep_when_lost: bool,
+    def __init__(self, parse: Callable[[Obj], T | None], *,
                  max_objects: int | None = None) -> None:
         self._parse = parse
-        self._keep_when_lost = keep_when_lost
         self._max = max_objects
         self._lock = threading.Lock()
         self._objects: dict[str, T] = {}
         self._synced = False
-        self.listed_once = False
 
     def reset(self, objects: list[Obj]) -> None:
         with self._lock:
             self._objects = {}
             for obj in objects:
                 self._put(obj)
-            self._synced = self.listed_once = True
+            self._synced = True
 
     def apply(self, event_type: str, obj: Obj) -> None:
         with self._lock:
@@ -210,8 +220,7 @@ class _Mirror(Generic[T]):
     def lost(self) -> None:
         with self._lock:
             self._synced = False
-            if not self._keep_when_lost:
-                self._objects = {}
+            self._objects = {}
 
     def _put(self, obj: Obj) -> None:
         name = naming.metadata_field(obj, "name")
@@ -228,10 +237,9 @@ class _Mirror(Generic[T]):
             return self._synced
 
     def snapshot(self) -> list[T] | None:
-        """Everything known, or None when nothing is (never listed; or lost, for a kind
-        that is not kept while its watch is down)."""
+        """Everything, or None unless the watch is up (never listed, or lost since)."""
         with self._lock:
-            if not (self._synced or (self.listed_once and self._keep_when_lost)):
+            if not self._synced:
                 return None
             return list(self._objects.values())
 
@@ -239,17 +247,24 @@ class _Mirror(Generic[T]):
 class ElevationStore:
     """Policies and requests, from the mirrors (or, without them, from the API)."""
 
-    def __init__(self, kube: KubeAPI, namespace: str, config: ElevationConfig) -> None:
+    def __init__(self, kube: KubeAPI, namespace: str, config: ElevationConfig, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._kube = kube
         self._namespace = namespace
         self._max_policies = config.max_policies
         self._max_requests = config.max_requests
+        self._monotonic = monotonic
         #: More than maxPolicies objects are kept (the excess is what makes logins refused).
-        self.policies_target: _Mirror[Policy] = _Mirror(read_policy, keep_when_lost=True)
+        self.policies_target: _Mirror[Policy] = _Mirror(read_policy)
         self.requests_target: _Mirror[StoredRequest] = _Mirror(
-            lambda obj: read_request(obj, namespace), keep_when_lost=False,
-            max_objects=config.max_requests)
-        #: True once `watch_sources` made the watches: until they list, policies are unknown.
+            lambda obj: read_request(obj, namespace), max_objects=config.max_requests)
+        #: The last list of the policies (while their mirror is not synced): when it started,
+        #: and the policies, or why they are unknown.
+        self._listed: tuple[float, list[Policy] | str] | None = None
+        #: The list in flight, and the event loop it runs in: concurrent logins share it.
+        self._listing: tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None = None
+        #: True once `watch_sources` made the watches. Without them (a swapped kube) there is
+        #: no storm to absorb: the policies are listed afresh for every question.
         self._watched = False
 
     @property
@@ -261,19 +276,45 @@ class ElevationStore:
     async def _policies(self) -> list[Policy]:
         known = self.policies_target.snapshot()
         if known is None:
-            if self._watched:
-                raise self._unknown("they have not been listed yet")
-            objects = await self._list(ELEVATION_POLICIES, None, "", self._max_policies + 1)
-            if len(objects) > self._max_policies:
-                raise self._too_many()
-            known = [p for p in map(read_policy, objects) if p is not None]
+            known = await self._listed_policies()
         if len(known) > self._max_policies:
-            raise self._too_many()
+            raise self._unknown(self._too_many())
         return known
 
-    def _too_many(self) -> Unavailable:
-        return self._unknown(f"there are more than elevation.maxPolicies ({self._max_policies}) "
-                             "of them")
+    async def _listed_policies(self) -> list[Policy]:
+        """The policies from the API: the last list if it started less than
+        `LISTED_POLICIES_SECONDS` ago (watched only), else a new one (shared by concurrent
+        callers)."""
+        listed = self._listed
+        fresh_for = LISTED_POLICIES_SECONDS if self._watched else 0.0
+        if listed is None or self._monotonic() - listed[0] >= fresh_for:
+            loop = asyncio.get_running_loop()
+            if self._listing is None or self._listing[0] is not loop:
+                self._listing = (loop, loop.create_task(self._list_policies()))
+            # Shielded: one caller giving up (a client gone) must not cancel the others' list.
+            await asyncio.shield(self._listing[1])
+            listed = self._listed
+            assert listed is not None  # set by `_list_policies`, which never raises
+        if isinstance(listed[1], str):
+            raise self._unknown(listed[1])
+        return listed[1]
+
+    async def _list_policies(self) -> None:
+        started = self._monotonic()
+        answer: list[Policy] | str
+        try:
+            objects = await self._list(ELEVATION_POLICIES, None, "", self._max_policies + 1)
+        except (NotFound, Conflict, Unavailable, ServerError) as exc:
+            answer = f"their watch is not up, and listing them failed: {exc}"
+        else:
+            answer = (self._too_many() if len(objects) > self._max_policies else
+                      [p for p in map(read_policy, objects) if p is not None])
+        finally:
+            self._listing = None
+        self._listed = (started, answer)
+
+    def _too_many(self) -> str:
+        return f"there are more than elevation.maxPolicies ({self._max_policies}) of them"
 
     def _unknown(self, why: str) -> Unavailable:
         return Unavailable(Reason.ELEVATION_POLICIES_UNKNOWN,
@@ -326,6 +367,16 @@ class ElevationStore:
         """Whether `username` has a request pending or an elevation active."""
         return any(r.open(now) for r in await self.requests_of(username))
 
+    async def read_fresh(self, request_id: str) -> StoredRequest | None:
+        """One request read from the API now, not from the mirror (one GET); None if it is
+        gone or not ours. Raises `Unavailable`/`ServerError` when the API cannot answer."""
+        try:
+            obj = await self._kube.read_namespaced_custom(ELEVATION_REQUESTS, self._namespace,
+                                                          request_id)
+        except NotFound:
+            return None
+        return read_request(obj, self._namespace)
+
     async def _list_requests(self, selector: str) -> list[StoredRequest]:
         objects = await self._list(ELEVATION_REQUESTS, self._namespace, selector,
                                    self._max_requests)
@@ -352,8 +403,7 @@ class ElevationStore:
         return self.policies_target.synced() and self.requests_target.synced()
 
     def watch_sources(self, api_client: Any) -> list[WatchSource]:
-        """The list-then-watch loops that feed the two mirrors; from now on, policies are
-        unknown until their watch has listed them."""
+        """The list-then-watch loops that feed the two mirrors."""
         from kubernetes import client
 
         custom = client.CustomObjectsApi(new_watch_client(api_client))
@@ -365,7 +415,8 @@ class ElevationStore:
         return [
             WatchSource("ElevationPolicies", custom.list_cluster_custom_object, policies, "",
                         self.policies_target,
-                        meanwhile="the last known ElevationPolicies stay in use",
+                        meanwhile="logins list the ElevationPolicies (at most once a "
+                                  "second) until it is back",
                         page_size=PAGE_SIZE),
             WatchSource("ElevationRequests", custom.list_namespaced_custom_object, requests,
                         naming.owned_selector(self._namespace), self.requests_target,
@@ -374,6 +425,7 @@ class ElevationStore:
         ]
 
     async def readiness_problem(self) -> str | None:
+        """Why logins would be refused now (the policies unknown), or None."""
         try:
             await self._policies()
         except Unavailable as exc:

@@ -6,10 +6,17 @@ group in their ClusterRole, and every credential of theirs may impersonate it
 until their next login (which may never come while a cached credential
 works). So whenever the Lease holder sees a governed group it has not swept
 yet (a new policy, or every group when it becomes the holder), it lists our
-ClusterRoles once and withdraws that group wherever no active elevation of
-the user grants it (`UserObjects.withdraw`: conditional, under the user's
-lock). The list is paged, and costs one pass over the users per new policy;
-policies are few and rarely change.
+ClusterRoles and withdraws that group wherever no active elevation of the
+user grants it (`UserObjects.withdraw`: conditional, under the user's lock).
+
+It does so on every pass for the group's first `RECHECK_SECONDS`, not once:
+another replica may not know the policy yet (its watch a moment behind, or
+its list of the policies up to a second old, `elevation_store`), and a login
+there writes the group back into a role just after the sweep took it out.
+After that window every replica knows the policy, and the sweep stops
+looking at the group. The list is paged, and costs one pass over the users
+per pass while some group is in its window; policies are few and rarely
+change.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from pinniped_concierge.userobjects import UserObjects, groups_from_rules
 log = logging.getLogger("concierge.elevation")
 
 PAGE_SIZE = 500
+#: A newly governed group is swept on every pass for this long after its first sweep.
+RECHECK_SECONDS = 30.0
 
 
 class GovernedGroupSweep:
@@ -41,12 +50,12 @@ class GovernedGroupSweep:
         self._user_objects = user_objects
         self._interval = interval_seconds
         self._clock = clock
-        #: The governed groups already swept during this leadership.
-        self._swept: frozenset[str] = frozenset()
+        #: When each governed group was first swept (a whole pass) during this leadership.
+        self._first_swept: dict[str, float] = {}
 
     async def run(self) -> None:
         """Sweep every interval while leading; a new leadership sweeps every group again."""
-        self._swept = frozenset()
+        self._first_swept = {}
         while True:
             try:
                 await self.sweep()
@@ -57,9 +66,13 @@ class GovernedGroupSweep:
     async def sweep(self) -> int:
         """Withdraw newly governed groups held without an elevation; returns roles changed."""
         governed = await self._store.governed()
-        new = governed - self._swept
+        now = self._clock()
+        # A policy removed: forget its group, so that it is swept again if it returns.
+        self._first_swept = {group: first for group, first in self._first_swept.items()
+                             if group in governed}
+        new = frozenset(group for group in governed
+                        if now - self._first_swept.get(group, now) < RECHECK_SECONDS)
         if not new:
-            self._swept = governed  # a policy removed: sweep its group again if it returns
             return 0
         changed = 0
         continue_token: str | None = None
@@ -81,5 +94,6 @@ class GovernedGroupSweep:
             log.warning("took newly governed group(s) %s out of %d user(s)' ClusterRoles: "
                         "from now on only an approved elevation grants them",
                         sorted(new), changed)
-        self._swept = governed
+        for group in new:  # the window starts with the first pass that went through
+            self._first_swept.setdefault(group, now)
         return changed

@@ -6,6 +6,7 @@
     make the user's objects match that identity      ->  ServiceAccount (cached), the
                                                         groups granted
     start a session                                  ->  bound token
+    confirm its elevations from the API              ->  (one ended meanwhile ends it)
     ask the revocation question again                ->  (a revocation meanwhile ends it)
 
 Whatever is learnt along the way is written into the request's audit event,
@@ -25,10 +26,21 @@ They are read under the user's lock, just before the role is decided, so the
 role reflects the elevations as they stand then. Until the policies are
 known, every login is refused (503): a login cannot tell which of its
 token's groups to withhold.
+
+The store is a mirror, and may be a moment behind: a revoke served by
+another replica may not have reached it yet, and this login would then write
+the revoked group back into the role after the revoker took it out. So a
+login that was granted elevations reads each granting ElevationRequest from
+the API once its session exists (`_confirm_elevations`; one GET per grant,
+and only such logins pay), and undoes itself if one has ended
+(`_undo_elevations`): it ends the session, withdraws the groups no other
+active grant covers, and is refused (503, retry after 1 s).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +49,7 @@ from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
-from pinniped_concierge.elevation_store import ElevationStore
+from pinniped_concierge.elevation_store import ElevationStore, Grant
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict
 from pinniped_concierge.naming import session_secret_name
@@ -104,13 +116,8 @@ class LoginService:
         if self._revocations is not None:
             await self._revocations.check(identity.username, claims)
 
-        session = await self._start_session(identity, claims)
-        event.session = session.id
-        # What the session was granted: a token older than the one that last set the
-        # user's groups gets fewer (`group_history`), and the audit line says which.
+        session = await self._start_session(identity, claims, event)
         granted = session.user.identity
-        event.groups = granted.groups
-        event.extra.update(session.user.audit_fields())
         if await self._revoked_meanwhile(identity.username, claims):
             await self._undo(identity.username, session)
             raise Rejected(Reason.USER_REVOKED, "the user was revoked during this login; "
@@ -151,8 +158,8 @@ class LoginService:
             log.warning("could not delete the objects of a user revoked during a login (%s)",
                         type(exc).__name__)
 
-    async def _start_session(self, identity: wire.Identity,
-                             claims: Mapping[str, object]) -> Session:
+    async def _start_session(self, identity: wire.Identity, claims: Mapping[str, object],
+                             event: AuditEvent) -> Session:
         issued_at = _issued_at(claims)
         # One user's logins take turns from the role's decision to the session's Secret, so
         # the session count is exact and the excess is ended once (`sessions`).
@@ -165,12 +172,93 @@ class LoginService:
             elevation = await self._elevation(identity.username)
             user = await self._user_objects.ensure(identity, issued_at, elevation)
             try:
-                return await self._sessions.start(user)
+                session = await self._sessions.start(user)
             except ServiceAccountGone:
                 # Our cache outlived the ServiceAccount: rebuild the objects and try once more.
                 self._user_objects.forget(identity.username)
                 user = await self._user_objects.ensure(identity, issued_at, elevation)
-                return await self._sessions.start(user)
+                session = await self._sessions.start(user)
+            event.session = session.id
+            # What the session was granted: a token older than the one that last set the
+            # user's groups gets fewer (`group_history`), and the audit line says which.
+            event.groups = session.user.identity.groups
+            event.extra.update(session.user.audit_fields())
+            await self._confirm_elevations(session, event)
+            return session
+
+    async def _confirm_elevations(self, session: Session, event: AuditEvent) -> None:
+        """Read each granting ElevationRequest from the API, now that the role allows its
+        group and the session exists; undo the login if one has ended (or cannot be read).
+
+        The grants came from the store's mirror, which may not have seen a revoke yet.
+        Why one fresh read afterwards is enough: etcd orders every write, and a GET
+        without a resourceVersion is a quorum read. A revoke written before our GET is
+        seen by it, and we undo what we made. A revoke written after our GET comes after
+        our role write and our session Secret too, and the revoker's own removal of
+        access (`ElevationService.remove_access`: read the role, withdraw the group, end
+        the sessions naming the request) runs after its revoke write, so it reads our
+        role and our session and removes both. Either way nothing this login made
+        outlives the elevation. An expiry is the same: `active` is judged now, after
+        the writes, and the controller's removal comes after it. We hold the user's lock,
+        so no other login of theirs on this replica writes in between.
+        """
+        grants = session.user.grants
+        if not grants or self._elevations is None:
+            return
+        ended: list[Grant] = []
+        unconfirmed = False
+        for grant in grants:
+            try:
+                fresh = await self._elevations.read_fresh(grant.id)
+            except (Unavailable, ServerError):  # cannot tell: as if it had ended
+                fresh, unconfirmed = None, True
+            if (fresh is None or not fresh.active(self._clock())
+                    or fresh.spec.group != grant.group
+                    or fresh.spec.requester.username != session.user.username):
+                ended.append(grant)
+        if not ended:
+            return
+        withdrawn = await self._undo_elevations(session, ended)
+        ids = ", ".join(sorted(g.id for g in ended))
+        event.extra["elevationsEndedDuringLogin"] = json.dumps(sorted(g.id for g in ended))
+        if withdrawn:
+            event.extra["groupsWithdrawn"] = json.dumps(withdrawn)
+        if unconfirmed:
+            raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "could not confirm that your "
+                              f"elevated access ({ids}) is still active (the Kubernetes API "
+                              "did not answer), so this login's session was ended; run the "
+                              "command again", retry_after_seconds=ENDED_RETRY_AFTER_SECONDS)
+        raise Unavailable(Reason.ELEVATION_ENDED, f"your elevated access ({ids}) ended during "
+                          "this login, so its session was ended and the group taken back; "
+                          "run the command again", retry_after_seconds=ENDED_RETRY_AFTER_SECONDS)
+
+    async def _undo_elevations(self, session: Session, ended: list[Grant]) -> list[str]:
+        """End the session and withdraw the ended grants' groups that no other active grant
+        covers; returns the groups withdrawn. Failures are logged: the revoker's removal
+        and the controller's re-check are behind us."""
+        assert self._elevations is not None
+        username = session.user.username
+        ended_ids = {g.id for g in ended}
+        covered = {g.group for g in session.user.grants if g.id not in ended_ids}
+        with contextlib.suppress(Unavailable):  # else only this login's confirmed grants
+            covered |= {g.group for g in await self._elevations.active_for(username,
+                                                                           self._clock())
+                        if g.id not in ended_ids}
+        withdrawing = sorted({g.group for g in ended} - covered)
+        withdrawn = False
+        try:
+            withdrawn = bool(withdrawing) and await self._user_objects.withdraw(username,
+                                                                                withdrawing)
+        except (Unavailable, ServerError) as exc:
+            log.warning("could not withdraw %s from %s after their elevation ended during a "
+                        "login (%s); the elevation controller will", withdrawing, username,
+                        type(exc).__name__)
+        try:
+            await self._sessions.end(session_secret_name(session.id), None)
+        except (Unavailable, ServerError) as exc:  # its token was never handed out
+            log.warning("could not end the session of a login whose elevation ended "
+                        "meanwhile (%s); it expires by itself", type(exc).__name__)
+        return withdrawing if withdrawn else []
 
     async def _elevation(self, username: str) -> ElevationInput | None:
         """The governed groups and the user's elevations now (raises `Unavailable` while the
@@ -200,6 +288,8 @@ def per_user_login_rate(max_sessions_per_user: int,
                        max_tracked=MAX_TRACKED_USERS, clock=clock)
 
 
+#: A login undone because its elevation ended meanwhile: the retry may come at once.
+ENDED_RETRY_AFTER_SECONDS = 1
 #: Users whose login rate is remembered at once (the least recently seen are forgotten).
 MAX_TRACKED_USERS = 10_000
 #: However small `maxSessionsPerUser` is, a person may log in this many times at once.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from localenv.fixtures_concierge import FakeKube
+from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import rfc3339
 from pinniped_apis.elevation import ElevationRequestStatus
 from pinniped_concierge import naming
@@ -53,9 +53,12 @@ def put(kube: FakeKube, body: dict[str, Any]) -> dict[str, Any]:
     return asyncio.run(kube.create_namespaced_custom(ELEVATION_REQUESTS, NS, body))
 
 
-def watched(kube: FakeKube, **limits: int) -> ElevationStore:
+def watched(kube: FakeKube, monotonic: ManualClock | None = None,
+            **limits: int) -> ElevationStore:
     """A store fed by watches of both kinds, as the server runs it."""
-    store = ElevationStore(kube, NS, ElevationConfig(**limits))
+    store = ElevationStore(kube, NS, ElevationConfig(**limits),
+                           monotonic=monotonic or ManualClock())
+    store.watch_sources(_Client())
     kube.watch_custom(ELEVATION_POLICIES, store.policies_target)
     kube.watch_custom(ELEVATION_REQUESTS, store.requests_target, NS, naming.owned_selector(NS))
     return store
@@ -65,9 +68,10 @@ class _Client:
     user_agent = ""
 
 
-def test_until_the_policies_are_listed_every_question_about_groups_is_refused() -> None:
+def test_until_their_watch_lists_them_the_policies_are_listed_or_logins_refused() -> None:
     kube = FakeKube()
-    store = ElevationStore(kube, NS, ElevationConfig())
+    clock = ManualClock()
+    store = ElevationStore(kube, NS, ElevationConfig(), monotonic=clock)
     sources = store.watch_sources(_Client())
     assert [s.what for s in sources] == ["ElevationPolicies", "ElevationRequests"]
     assert sources[0].arguments == {"group": "elevation.concierge.pinniped.dev",
@@ -75,22 +79,30 @@ def test_until_the_policies_are_listed_every_question_about_groups_is_refused() 
     assert sources[1].arguments["namespace"] == NS
     assert sources[1].label_selector == naming.owned_selector(NS)
 
+    kube.unavailable = True  # not listed by the watch, and the API does not answer
     with pytest.raises(Unavailable) as refused:
         asyncio.run(store.governed())
     assert refused.value.reason == Reason.ELEVATION_POLICIES_UNKNOWN
     assert refused.value.retry_after_seconds == 5
     assert refused.value.http_status == 503
+    assert "listing them failed" in refused.value.message
     with pytest.raises(Unavailable):
         asyncio.run(store.active_for(ALICE, NOW))
     problem = asyncio.run(store.readiness_problem())
     assert problem is not None
     assert "elevationpolicies" in problem
-    assert kube.calls == []  # watched: it waits for the watch, it does not list
+    assert kube.calls == ["list ElevationPolicy"]  # the failure, too, answers for a second
 
+    kube.unavailable = False
     kube.apply_custom(ELEVATION_POLICIES, "prod", policy("corp:prod"))
-    kube.watch_custom(ELEVATION_POLICIES, sources[0].target)
-    assert asyncio.run(store.governed()) == {"corp:prod"}
+    clock.now += 1
+    assert asyncio.run(store.governed()) == {"corp:prod"}  # listed: no need to wait
     assert asyncio.run(store.readiness_problem()) is None
+    assert kube.calls == ["list ElevationPolicy"] * 2
+    kube.watch_custom(ELEVATION_POLICIES, sources[0].target)
+    clock.now += 1
+    assert asyncio.run(store.governed()) == {"corp:prod"}
+    assert kube.calls == ["list ElevationPolicy"] * 2  # the watch answers from now on
 
 
 def test_invalid_or_conflicting_policies_still_govern_their_group() -> None:
@@ -137,17 +149,31 @@ def test_more_policies_than_max_policies_refuse_logins_until_some_are_deleted() 
     assert asyncio.run(store.governed()) == {"corp:b", "corp:c"}
 
 
-def test_the_last_known_policies_stay_in_use_while_their_watch_reconnects() -> None:
+def test_while_their_watch_reconnects_the_policies_are_listed_never_the_last_known() -> None:
     kube = FakeKube()
-    store = watched(kube)
+    clock = ManualClock()
+    store = watched(kube, clock)
     kube.apply_custom(ELEVATION_POLICIES, "prod", policy("corp:prod"))
     kube.stop_custom_watch(store.policies_target)
-    kube.delete_custom(ELEVATION_POLICIES, "prod")  # unseen: the watch is down
-    assert asyncio.run(store.governed()) == {"corp:prod"}
     assert not store.synced()
+    kube.delete_custom(ELEVATION_POLICIES, "prod")  # unseen by the watch: it is down
+    kube.apply_custom(ELEVATION_POLICIES, "db", policy("corp:db"))
+    assert asyncio.run(store.governed()) == {"corp:db"}
+    db = asyncio.run(store.policy("corp:db"))
+    assert db is not None
+    assert db.spec is not None
+    assert kube.calls == ["list ElevationPolicy"]  # one list answers for a second
+    kube.unavailable = True
+    clock.now += 1
+    with pytest.raises(Unavailable) as refused:  # never the stale set
+        asyncio.run(store.governed())
+    assert refused.value.reason == Reason.ELEVATION_POLICIES_UNKNOWN
+    assert asyncio.run(store.readiness_problem()) is not None
+    kube.unavailable = False
     kube.watch_custom(ELEVATION_POLICIES, store.policies_target)  # back: listed again
-    assert asyncio.run(store.governed()) == frozenset()
-    assert kube.calls == []
+    assert asyncio.run(store.governed()) == {"corp:db"}
+    assert asyncio.run(store.readiness_problem()) is None
+    assert kube.calls == ["list ElevationPolicy"] * 2
 
 
 def test_only_approved_unexpired_requests_of_governed_groups_grant() -> None:

@@ -17,6 +17,7 @@ from localenv.app_env import ALICE_TOKEN, NS, AppEnv
 from localenv.elevation_app_env import ALICE, PROD, ROLE, ElevationEnv
 from pinniped_apis import rfc3339
 from pinniped_concierge import naming
+from pinniped_concierge.errors import Reason, Unavailable
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Conflict, Kind, Obj
 
 
@@ -103,9 +104,10 @@ def test_the_warm_path_stays_warm_and_an_elevation_changes_the_role_at_the_next_
     credential, _, audit = env.credential()
     assert PROD in credential.identity.groups
     assert PROD in env.role_groups()
-    assert audit["kubeApiCalls"] == 3  # the role's one conditional write, then as before
+    # the role's one conditional write, then as before, then the request read afresh
+    assert audit["kubeApiCalls"] == 4
     _, _, audit = env.credential()
-    assert audit["kubeApiCalls"] == 2  # warm again, with the elevation
+    assert audit["kubeApiCalls"] == 3  # warm again, with the elevation (and its one GET)
 
     env.end(request)
     credential, status, audit = env.credential()
@@ -126,8 +128,14 @@ def test_a_governed_group_left_in_the_role_is_taken_out_at_the_next_login() -> N
     assert credential.identity.groups == ("corp:devs",)
 
 
-def test_logins_are_refused_503_until_the_policies_are_listed() -> None:
+def test_logins_are_refused_503_while_the_policies_cannot_be_listed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     env = ElevationEnv(listed=False)
+
+    async def down(*_: object, **__: object) -> Any:
+        raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "the API is down")
+
+    monkeypatch.setattr(env.kube, "list_custom", down)  # the watch has not listed, either
     response = env.login(ALICE_TOKEN)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
