@@ -7,9 +7,10 @@
     POST ELEVATION_REQUESTS_PATH        ask for a governed group (`elevation_service`), and
     GET  ELEVATION_REQUESTS_PATH        the caller's requests and those they may decide;
     POST .../{id}/approve|deny|revoke   decide one; GET ELEVATION_STATE_PATH: the caller's
-                                        own pending and active ones (the plugin's check).
-                                        All bearer-authenticated, served only when
-                                        `Services.elevation` is set
+                                        own pending and active ones (the plugin's check, on
+                                        every kubectl call: one TokenReview and no other
+                                        API call). All bearer-authenticated, served only
+                                        when `Services.elevation` is set
     GET  /healthz                       the process is alive
     GET  /readyz                        the Kubernetes API answers, every file authenticator's
                                         keys are usable and the JWTAuthenticator objects have
@@ -47,7 +48,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,7 +66,11 @@ from pinniped_apis.elevation import (
 )
 from pinniped_apis.version import version
 from pinniped_concierge.audit import AuditEvent, AuditLog, token_digest
-from pinniped_concierge.credential_review import CredentialReviewer, ReviewedCredential
+from pinniped_concierge.credential_review import (
+    CredentialReviewer,
+    ReviewedAccount,
+    ReviewedCredential,
+)
 from pinniped_concierge.elevation_service import ElevationRefused, ElevationService
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import KubeAPI, counting_calls
@@ -219,17 +224,7 @@ def _elevation_routes(api: APIRouter, services: Services, elevation: ElevationSe
         reviewed = await _review_caller(services, request, event)
         if isinstance(reviewed, Response):
             return reviewed
-        try:
-            answer = await call(reviewed.identity, event)
-        except ElevationRefused as exc:
-            event.outcome, event.reason = "failure", exc.reason
-            event.extra["detail"] = exc.message
-            headers = ({"Retry-After": str(exc.retry_after)}
-                       if exc.retry_after is not None else None)
-            return _status(exc.code, _STATUS_REASONS.get(exc.code, "BadRequest"), exc.message,
-                           headers=headers)
-        event.outcome, event.reason = "success", Reason.OK
-        return _json(answer.to_wire())
+        return await _elevation_answer(event, lambda: call(reviewed.identity, event))
 
     @api.post(ELEVATION_REQUESTS_PATH, name="elevation.create",
               summary="Ask for a group an ElevationPolicy governs, for a while",
@@ -260,7 +255,30 @@ def _elevation_routes(api: APIRouter, services: Services, elevation: ElevationSe
              summary="The caller's own pending and active elevations (the plugin's check)",
              responses=answers(ElevationState))
     async def state(request: Request) -> Response:
-        return await as_caller(request, elevation.state)
+        # The TokenReview only (no ServiceAccount or ClusterRole read): this runs on every
+        # kubectl call of a user with an elevation open, and needs no more than whose it is.
+        event = _event(request)
+        account = await _review_caller(services, request, event, full=False)
+        if isinstance(account, Response):
+            return account
+        return await _elevation_answer(event, lambda: elevation.state(
+            account.service_account, event))
+
+
+async def _elevation_answer(event: AuditEvent,
+                            call: Callable[[], Awaitable[models.Tolerant]]) -> Response:
+    """The answer of one elevation API call, or its refusal as a Status."""
+    try:
+        answer = await call()
+    except ElevationRefused as exc:
+        event.outcome, event.reason = "failure", exc.reason
+        event.extra["detail"] = exc.message
+        headers = ({"Retry-After": str(exc.retry_after)}
+                   if exc.retry_after is not None else None)
+        return _status(exc.code, _STATUS_REASONS.get(exc.code, "BadRequest"), exc.message,
+                       headers=headers)
+    event.outcome, event.reason = "success", Reason.OK
+    return _json(answer.to_wire())
 
 
 #: The Status `reason` for each code an elevation refusal carries.
@@ -454,15 +472,28 @@ async def _logout(services: Services, request: Request, event: AuditEvent) -> Re
     return _json(wire.logout_response(ended))
 
 
+@overload
 async def _review_caller(services: Services, request: Request,
-                         event: AuditEvent) -> ReviewedCredential | Response:
-    """Who sent this whoami/logout, by the cluster's TokenReview; a 401 response if nobody."""
+                         event: AuditEvent) -> ReviewedCredential | Response: ...
+
+
+@overload
+async def _review_caller(services: Services, request: Request, event: AuditEvent, *,
+                         full: Literal[False]) -> ReviewedAccount | Response: ...
+
+
+async def _review_caller(services: Services, request: Request, event: AuditEvent, *,
+                         full: bool = True) -> ReviewedAccount | Response:
+    """Who sent this request, by the cluster's TokenReview (and, when `full`, their
+    ServiceAccount and ClusterRole); a 401 response if nobody."""
     token = _bearer(request, event)
     try:
-        reviewed = await services.reviewer.review(token)
+        reviewed = await (services.reviewer.review(token) if full
+                          else services.reviewer.authenticate(token))
     except Rejected as exc:
         return _unauthorized(event, exc)
-    event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
+    if isinstance(reviewed, ReviewedCredential):
+        event.username, event.groups = reviewed.identity.username, reviewed.identity.groups
     event.session = reviewed.session_id
     return reviewed
 

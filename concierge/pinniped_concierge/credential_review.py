@@ -5,6 +5,14 @@ authenticated, and only then are its claims read (without re-verifying the
 signature; the apiserver just did). The token must belong to one of our
 per-user ServiceAccounts in our namespace; its `kubernetes.io.secret` claim
 names the session Secret it is bound to, which is what logout deletes.
+
+`authenticate` stops there: one TokenReview, and the ServiceAccount's name,
+which is `naming.user_object_name` of the user (a hash of their name). That is
+enough for the plugin's elevation state check, which runs on every kubectl
+call of a user with an elevation open and finds the user's requests by that
+name (`ElevationService.state`). `review` also reads the ServiceAccount and
+the ClusterRole (two more calls), for the username and the groups whoami
+reports and the elevation API's decisions use.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from pinniped_concierge.userobjects import UserObjects
 
 
 @dataclass(frozen=True)
-class ReviewedCredential:
-    identity: wire.Identity
+class ReviewedAccount:
+    """A token the apiserver authenticated as one of our per-user ServiceAccounts; nothing
+    about the user has been read yet."""
+
     service_account: str
     expiration: dt.datetime | None
     session_secret: str | None
@@ -36,6 +46,13 @@ class ReviewedCredential:
         return naming.session_id_of(self.session_secret) if self.session_secret else None
 
 
+@dataclass(frozen=True)
+class ReviewedCredential(ReviewedAccount):
+    """The account, and the user it stands for as the cluster has them now."""
+
+    identity: wire.Identity
+
+
 class CredentialReviewer:
     def __init__(self, kube: KubeAPI, namespace: str, user_objects: UserObjects) -> None:
         self._kube = kube
@@ -43,6 +60,19 @@ class CredentialReviewer:
         self._user_objects = user_objects
 
     async def review(self, token: str) -> ReviewedCredential:
+        """`authenticate`, then who the ServiceAccount stands for (its ClusterRole's groups)."""
+        account = await self.authenticate(token)
+        try:
+            identity = await self._user_objects.describe(account.service_account)
+        except NotFound:
+            raise Rejected(Reason.FOREIGN_CREDENTIAL, "ServiceAccount is not ours") from None
+        return ReviewedCredential(
+            service_account=account.service_account, expiration=account.expiration,
+            session_secret=account.session_secret,
+            session_secret_uid=account.session_secret_uid, identity=identity)
+
+    async def authenticate(self, token: str) -> ReviewedAccount:
+        """One TokenReview: the token is valid and names a ServiceAccount of ours by name."""
         if len(token) > wire.MAX_TOKEN_BYTES:
             raise Rejected(Reason.TOKEN_TOO_LARGE, "credential too large")
         status = await self._kube.review_token(token)
@@ -54,11 +84,6 @@ class CredentialReviewer:
         if not isinstance(username, str) or not username.startswith(prefix):
             raise Rejected(Reason.FOREIGN_CREDENTIAL, "not one of our per-user ServiceAccounts")
         service_account = username.rsplit(":", 1)[1]
-        try:
-            identity = await self._user_objects.describe(service_account)
-        except NotFound:
-            raise Rejected(Reason.FOREIGN_CREDENTIAL, "ServiceAccount is not ours") from None
-
         claims = _unverified_claims(token)
         k8s = claims.get("kubernetes.io")
         secret = k8s.get("secret") if isinstance(k8s, Mapping) else None
@@ -67,8 +92,8 @@ class CredentialReviewer:
         exp = claims.get("exp")
         expiration = (dt.datetime.fromtimestamp(exp, dt.UTC)
                       if isinstance(exp, int) and not isinstance(exp, bool) else None)
-        return ReviewedCredential(
-            identity=identity, service_account=service_account, expiration=expiration,
+        return ReviewedAccount(
+            service_account=service_account, expiration=expiration,
             session_secret=secret_name if isinstance(secret_name, str) else None,
             session_secret_uid=secret_uid if isinstance(secret_uid, str) else None,
         )

@@ -16,7 +16,32 @@ the mirror (`ElevationStore`): they decide nothing.
 
 A request is *visible* to its requester and to the approvers of its group's
 current policy. Anyone else is told it does not exist (404), so ids cannot be
-probed for who asked for what.
+probed for who asked for what. A path segment that cannot be an id at all is
+never echoed, not in the 404 and not in the audit line (which carries a short
+hash of it): it is whatever a client sent, up to the server's line limit.
+
+What one person can make the concierge keep is bounded: at most
+`maxOpenPerUser` requests open and at most `maxPerUser` in any phase (ended
+ones count until the controller deletes them), so that asking and withdrawing
+in a loop cannot fill `maxRequests` for everyone. The controller deletes an
+ended request that was never approved (it granted nothing, and the audit log
+keeps its story) `UNAPPROVED_RETENTION_SECONDS` after it ended, or after
+`retentionSeconds` if that is shorter; an approved one after `retentionSeconds`.
+A create refused by `maxPerUser` says so, and its Retry-After is when the
+user's next ended request is due to go.
+
+A list answer holds at most `MAX_LISTED` requests, newest first, and at most
+`MAX_LIST_BYTES` of JSON (the CLI reads at most 1 MiB: reasons of non-ASCII
+characters are sent escaped, six bytes each); how many were left out is in
+the audit line (`leftOut`).
+
+The plugin's state check (`state`) costs the TokenReview and nothing more:
+the app hands over only the ServiceAccount the token belongs to, which is
+named from a hash of the username (`naming.user_object_name`), and the
+user's requests are found by that name in the mirror (their user label is the
+same hash). Its `active` list is `ElevationStore.active_for`, the very rule
+logins use (a group no longer governed is no longer granted), so the plugin
+and the login never disagree about what the credential should hold.
 
 `remove_access` is shared with the Lease holder's controller: once an approved
 request has ended, the group leaves the user's ClusterRole (unless another
@@ -28,7 +53,11 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
+import hashlib
+import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -78,7 +107,12 @@ log = logging.getLogger("concierge.elevation")
 #: Conditional writes of one request that may lose a race before the call gives up (503).
 WRITE_ATTEMPTS = 3
 #: Items in one list answer at most, newest first (an approver of a busy group sees the latest).
-MAX_LISTED = 1000
+MAX_LISTED = 200
+#: JSON bytes of the items in one list answer at most (the CLI reads at most 1 MiB).
+MAX_LIST_BYTES = 512 * 1024
+#: An ended request that was never approved is deleted this long after it ended (or after
+#: `retentionSeconds`, if shorter): it granted nothing, and the audit log keeps its story.
+UNAPPROVED_RETENTION_SECONDS = 3600
 #: Objects per page when listing a user's requests or sessions from the API.
 PAGE_SIZE = 250
 #: Retry-After for a create refused by a limit: an open request needs time to end.
@@ -87,6 +121,8 @@ LIMIT_RETRY_AFTER_SECONDS = 60
 MAX_CREATES_PER_USER = 4
 
 _ID = re.compile(ELEVATION_ID_PATTERN)
+#: `naming.user_key`'s form: what follows the prefix in a ServiceAccount name of ours.
+_USER_KEY = re.compile("[0-9a-f]{32}")
 
 
 class ElevationRefused(Exception):
@@ -122,6 +158,26 @@ def is_request_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
 
 
+def retention_of(request: StoredRequest, config: ElevationConfig) -> float:
+    """How long an ended request is kept after it ended."""
+    if request.status.approved_at is None:
+        return min(config.retention_seconds, UNAPPROVED_RETENTION_SECONDS)
+    return config.retention_seconds
+
+
+def ended_or_created(request: StoredRequest) -> float:
+    """When an ended request ended; its creation for one that says nowhere when (an edited
+    object), so that it is still deleted some day."""
+    ended = request.ended_at()
+    return ended if ended is not None else request.created_at
+
+
+@functools.lru_cache(maxsize=4096)
+def _account_of(username: str, namespace: str) -> str:
+    """The user's ServiceAccount name (a hash: worth remembering for the state check)."""
+    return naming.user_object_name(username, namespace)
+
+
 def _time(when: float) -> str:
     return rfc3339.format_time(dt.datetime.fromtimestamp(when, dt.UTC))
 
@@ -135,6 +191,26 @@ def _not_found(request_id: str) -> ElevationRefused:
                             f"no elevation request {request_id} that you may see: only its "
                             "requester and the approvers of its group can see or decide it; "
                             "check the id with 'pinniped elevate list'")
+
+
+def _malformed_id() -> ElevationRefused:
+    return ElevationRefused(404, Reason.ELEVATION_NOT_FOUND,
+                            "no elevation request has the id you gave: ids are "
+                            f"{ELEVATION_ID_PREFIX} and 16 hexadecimal digits; check the id "
+                            "with 'pinniped elevate list'")
+
+
+def _about(seconds: int) -> str:
+    """A wait, for a person: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def _conflict_gave_up(request_id: str) -> Unavailable:
@@ -221,11 +297,13 @@ class ElevationService:
         return self.view(created, policy, caller, self._clock())
 
     async def _within_limits(self, caller: wire.Identity, group: str) -> None:
-        """No second open request for one group, at most maxOpenPerUser open ones and at most
-        maxRequests objects; the user's own are listed fresh (the mirror may lag behind a
-        create a moment ago), under their lock (so their creates take turns here)."""
+        """No second open request for one group, at most maxOpenPerUser open ones, at most
+        maxPerUser in any phase and at most maxRequests objects; the user's own are listed
+        fresh (the mirror may lag behind a create a moment ago), under their lock (so their
+        creates take turns here)."""
         now = self._clock()
-        mine = [r for r in await self._list_user_requests(caller.username) if r.open(now)
+        kept = await self._list_user_requests(caller.username)
+        mine = [r for r in kept if r.open(now)
                 and self.phase(r, now) in ("Pending", "Approved")]
         same = [r.name for r in mine if r.spec.group == group]
         if same:
@@ -238,6 +316,14 @@ class ElevationService:
                                    f"you have {len(mine)} requests open, the most allowed; "
                                    "revoke one you no longer need, or wait for one to end",
                                    retry_after=LIMIT_RETRY_AFTER_SECONDS)
+        if len(kept) >= self._config.max_per_user:
+            wait = self._until_one_is_deleted(kept, now)
+            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
+                                   f"you have {len(kept)} elevation requests, the most one "
+                                   "person may have (elevation.maxPerUser), ended ones "
+                                   "included until they are cleaned up; wait for ended ones "
+                                   f"to be cleaned up (the next in about {_about(wait)}), or "
+                                   "ask your cluster administrator", retry_after=wait)
         if len(await self._store.requests()) >= self._config.max_requests:
             raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
                                    "the concierge holds as many elevation requests as it may "
@@ -245,9 +331,29 @@ class ElevationService:
                                    "your cluster administrator",
                                    retry_after=LIMIT_RETRY_AFTER_SECONDS)
 
+    def _until_one_is_deleted(self, kept: builtins.list[StoredRequest], now: float) -> int:
+        """Seconds until the controller deletes the next of these that has ended (the
+        Retry-After of a create refused by maxPerUser)."""
+        due = [ended_or_created(r) + retention_of(r, self._config) for r in kept
+               if r.status.phase not in ("Pending", "Approved")]
+        if not due:
+            return LIMIT_RETRY_AFTER_SECONDS
+        return max(1, math.ceil(min(due) - now)) + self._config.sync_interval_seconds
+
     async def _list_user_requests(self, username: str) -> builtins.list[StoredRequest]:
-        selector = ",".join(f"{k}={v}" for k, v in
-                            naming.user_labels(username, self._namespace).items())
+        return [r for r in await self._list_account_requests(self._user_account(username))
+                if r.spec.requester.username == username]
+
+    def _user_account(self, username: str) -> str:
+        return _account_of(username, self._namespace)
+
+    async def _list_account_requests(self, account: str) -> builtins.list[StoredRequest]:
+        """The requests of the user whose ServiceAccount is `account`, listed from the API
+        by their user label."""
+        key = account.removeprefix(naming.USER_OBJECT_PREFIX)
+        if _USER_KEY.fullmatch(key) is None:  # not a name we give: nobody's requests
+            return []
+        selector = f"{naming.owned_selector(self._namespace)},{naming.USER_LABEL}={key}"
         found: list[StoredRequest] = []
         continue_token: str | None = None
         # Bounded: never more pages than maxRequests objects can fill.
@@ -257,7 +363,8 @@ class ElevationService:
                 label_selector=selector)
             for item in items:
                 parsed = self._parse(item)
-                if parsed is not None and parsed.spec.requester.username == username:
+                if parsed is not None and self._user_account(
+                        parsed.spec.requester.username) == account:
                     found.append(parsed)
             if not continue_token:
                 break
@@ -299,34 +406,66 @@ class ElevationService:
     # --- list and state (from the mirror) ---------------------------------------
 
     async def list(self, caller: wire.Identity, event: AuditEvent) -> ElevationList:
-        """The caller's own requests and those they may decide, newest first."""
+        """The caller's own requests and those they may decide, newest first: at most
+        `MAX_LISTED` of them and `MAX_LIST_BYTES` of JSON."""
         now = self._clock()
         policies: dict[str, Policy | None] = {}
-        views: list[tuple[float, str, ElevationView]] = []
-        for request in await self._store.requests():
+        items: list[ElevationView] = []
+        size, visible, full = 0, 0, False
+        requests = sorted(await self._store.requests(), key=lambda r: (r.created_at, r.name),
+                          reverse=True)
+        for request in requests:
             group = request.spec.group
             if group not in policies:
                 policies[group] = await self._store.policy(group)
-            if self._visible(request, policies[group], caller):
-                views.append((request.created_at, request.name,
-                              self.view(request, policies[group], caller, now)))
-        views.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        event.extra["listed"] = str(min(len(views), MAX_LISTED))
-        return ElevationList(items=[view for _, _, view in views[:MAX_LISTED]])
+            if not self._visible(request, policies[group], caller):
+                continue
+            visible += 1
+            if full:
+                continue
+            view = self.view(request, policies[group], caller, now)
+            weight = len(json.dumps(view.to_wire(), ensure_ascii=True,
+                                    separators=(",", ":"))) + 1  # and its comma
+            if len(items) >= MAX_LISTED or size + weight > MAX_LIST_BYTES:
+                full = True  # newest first without gaps: nothing older after this
+                continue
+            items.append(view)
+            size += weight
+        event.extra["listed"] = str(len(items))
+        if visible > len(items):
+            event.extra["leftOut"] = str(visible - len(items))
+        return ElevationList(items=items)
 
-    async def state(self, caller: wire.Identity, event: AuditEvent) -> ElevationState:
-        """The caller's own pending ids and active elevations: what the plugin compares with
-        the credential it holds."""
+    async def state(self, account: str, event: AuditEvent) -> ElevationState:
+        """The pending ids and active elevations of the user whose ServiceAccount is
+        `account`: what the plugin compares with the credential it holds. From the mirror,
+        so no API call; `active` by the rule logins use (`ElevationStore.active_for`). The
+        audit line names the ServiceAccount, and the user when they have a request (nothing
+        else here says who it is: reading that costs two calls, and this answer needs none)."""
         now = self._clock()
-        mine = await self._store.requests_of(caller.username)
+        mine = await self._requests_of_account(account)
+        event.extra["serviceAccount"] = account
+        if not mine:
+            event.extra["pending"] = event.extra["active"] = "0"
+            return ElevationState()
+        username = mine[0].spec.requester.username
+        event.username = username
         pending = sorted(r.name for r in mine if self.phase(r, now) == "Pending")
-        active = sorted((r for r in mine if r.active(now)), key=lambda r: (r.spec.group, r.name))
+        active = await self._store.active_for(username, now)
         event.extra["pending"] = str(len(pending))
         event.extra["active"] = str(len(active))
         return ElevationState(pending=pending, active=[
-            ActiveElevation(id=r.name, group=r.spec.group,
-                            expiresAt=dt.datetime.fromtimestamp(r.expires_at() or now, dt.UTC))
-            for r in active])
+            ActiveElevation(id=g.id, group=g.group,
+                            expiresAt=dt.datetime.fromtimestamp(g.expires_at, dt.UTC))
+            for g in active])
+
+    async def _requests_of_account(self, account: str) -> builtins.list[StoredRequest]:
+        """The requests of the user whose ServiceAccount is `account`: from the mirror while
+        its watch is up, else listed by the user's label (one call, not every request)."""
+        if not self._store.requests_target.synced():
+            return await self._list_account_requests(account)
+        return [r for r in await self._store.requests()
+                if self._user_account(r.spec.requester.username) == account]
 
     def view(self, request: StoredRequest, policy: Policy | None, caller: wire.Identity,
              now: float) -> ElevationView:
@@ -353,9 +492,10 @@ class ElevationService:
 
     async def decide(self, caller: wire.Identity, request_id: str, action: str,
                      body: ElevationDecision | None, event: AuditEvent) -> ElevationView:
-        event.extra["id"] = request_id
         if not is_request_id(request_id):
-            raise _not_found(request_id)
+            event.extra["id"] = "malformed:" + _short_hash(request_id)
+            raise _malformed_id()
+        event.extra["id"] = request_id
         reason = body.reason if body is not None else None
         deciders: dict[str, Callable[[StoredRequest, Policy | None, float],
                                      ElevationRequestStatus]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -12,13 +13,16 @@ from localenv.app_env import ALICE_TOKEN, BOB_TOKEN, NS, AppEnv
 from localenv.openapi_schema import component_validator
 from pinniped_apis import wire
 from pinniped_apis.constants import ELEVATION_REQUESTS_PATH, ELEVATION_STATE_PATH
+from pinniped_cli import elevation_check
 from pinniped_concierge import naming
 from pinniped_concierge.app import create_app
 from pinniped_concierge.audit import token_digest
 from pinniped_concierge.config import ElevationConfig
+from pinniped_concierge.credential_review import CredentialReviewer
 from pinniped_concierge.elevation_service import ElevationService
 from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS
+from pinniped_concierge.login import LoginService
 from pinniped_concierge.userobjects import UserObjects
 
 CAROL_TOKEN = "eyJhbGciOiJSUzI1NiJ9.carol-id-token-payload.signature-of-carol"
@@ -34,7 +38,8 @@ ROUTES = {
 
 
 class ElevationApp:
-    """AppEnv with the elevation API served; alice may ask, carol approves, bob neither."""
+    """AppEnv with the elevation API served, and logins granting elevations as the server's
+    do; alice may ask, carol approves, bob neither."""
 
     def __init__(self, *, watched: bool = False, **config: Any) -> None:
         self.env = AppEnv()
@@ -46,8 +51,12 @@ class ElevationApp:
             self.env.kube.watch_custom(ELEVATION_POLICIES, store.policies_target)
             self.env.kube.watch_custom(ELEVATION_REQUESTS, store.requests_target, NS,
                                        naming.owned_selector(NS))
-        self.env.services.elevation = ElevationService(
-            self.env.kube, NS, store, UserObjects(self.env.kube, NS, 0), settings)
+        user_objects = UserObjects(self.env.kube, NS, 0)
+        services = self.env.services
+        services.login = LoginService(services.login.authenticator_set, user_objects,
+                                      self.env.sessions, elevations=store)
+        services.reviewer = CredentialReviewer(self.env.kube, NS, user_objects)
+        services.elevation = ElevationService(self.env.kube, NS, store, user_objects, settings)
         self.env.app = create_app(self.env.services)
         self.policy(GROUP)
         self.bearers = {who: self._credential(token) for who, token in (
@@ -55,8 +64,8 @@ class ElevationApp:
         self.env.audit_stream.truncate(0)
         self.env.audit_stream.seek(0)
 
-    def policy(self, group: str) -> None:
-        self.env.kube.apply_custom(ELEVATION_POLICIES, group.replace(":", "-"), {
+    def policy(self, group: str, name: str | None = None) -> None:
+        self.env.kube.apply_custom(ELEVATION_POLICIES, name or group.replace(":", "-"), {
             "group": group, "requesters": {"groups": ["corp:devs"]},
             "approvers": {"groups": ["corp:leads"]}, "maxDurationSeconds": 3600})
 
@@ -172,18 +181,83 @@ def test_refusals_are_statuses_that_say_what_to_do(app: ElevationApp) -> None:
                        "elevation_ended"]
 
 
-def test_state_and_list_cost_no_more_api_calls_than_whoami() -> None:
-    """Served from the mirror: the plugin's check costs the credential's review only."""
+def test_the_state_check_costs_one_tokenreview_and_list_no_more_than_whoami() -> None:
+    """Served from the mirror: the plugin's check (on every kubectl call) costs the
+    TokenReview only, without reading the ServiceAccount or the ClusterRole; the list costs
+    what whoami does."""
     app = ElevationApp(watched=True)
+    app.policy("corp:other")
     request_id = app.ask().json()["id"]
+    pending = app.ask(group="corp:other").json()["id"]
     app.decide("carol", request_id, "approve")
     app.call("alice", "POST", wire.WHOAMI_REQUEST_PATH, json=wire.whoami_request())
-    app.call("alice", "GET", ELEVATION_STATE_PATH)
+    app.env.kube.calls.clear()
+    answer = app.call("alice", "GET", ELEVATION_STATE_PATH).json()
+    assert app.env.kube.calls == ["create TokenReview"]
     app.call("carol", "GET", ELEVATION_REQUESTS_PATH)
-    whoami, state, listed = app.env.audit()[-3:]
-    assert state["request"] == "elevation.state"
-    assert state["kubeApiCalls"] == listed["kubeApiCalls"] == whoami["kubeApiCalls"]
-    assert (state["pending"], state["active"]) == ("0", "1")
+    nobodys = app.call("carol", "GET", ELEVATION_STATE_PATH).json()
+    whoami, state, listed, carol = app.env.audit()[-4:]
+    assert (state["request"], state["kubeApiCalls"], carol["kubeApiCalls"]) == (
+        "elevation.state", 1, 1)
+    assert whoami["kubeApiCalls"] == listed["kubeApiCalls"] == 3
+    # The same answer as before: the caller's own requests, found by their ServiceAccount.
+    assert (answer["pending"], [(a["id"], a["group"]) for a in answer["active"]]) == (
+        [pending], [(request_id, GROUP)])
+    assert nobodys == {"pending": [], "active": []}  # carol approves, but asked for nothing
+    assert (state["username"], state["pending"], state["active"]) == (
+        "corp:alice@example.com", "1", "1")
+    assert state["serviceAccount"] == naming.user_object_name("corp:alice@example.com", NS)
+    assert (carol["username"], carol["serviceAccount"]) == (
+        None, naming.user_object_name("corp:carol@example.com", NS))
+
+
+def test_the_state_check_without_a_mirror_lists_only_the_callers_requests() -> None:
+    app = ElevationApp()
+    request_id = app.ask().json()["id"]
+    app.decide("carol", request_id, "approve")
+    app.env.kube.calls.clear()
+    state = app.call("alice", "GET", ELEVATION_STATE_PATH).json()
+    assert [a["id"] for a in state["active"]] == [request_id]
+    assert "read ServiceAccount" not in app.env.kube.calls
+    assert "read ClusterRole" not in app.env.kube.calls
+
+
+def test_the_plugin_and_the_login_agree_when_a_policy_is_deleted_or_renamed() -> None:
+    """The state's `active` is what a login grants; were it not, the plugin would see a
+    difference, log in again, and see it again, on every kubectl call until the request's
+    end."""
+    for change in ("delete", "rename"):
+        app = ElevationApp(watched=True)
+        request_id = app.ask().json()["id"]
+        app.decide("carol", request_id, "approve")
+        during = wire.parse_credential_response(app.env.login(ALICE_TOKEN).json())
+        assert during.elevated_groups == (GROUP,)
+        state = app.call("alice", "GET", ELEVATION_STATE_PATH).json()
+        assert elevation_check.outcome(200, state, during.elevated_groups) == "same"
+        if change == "delete":
+            app.env.kube.delete_custom(ELEVATION_POLICIES, "corp-prod-admins")
+        else:
+            app.policy("corp:prod-admins-v2", name="corp-prod-admins")
+        after = wire.parse_credential_response(app.env.login(ALICE_TOKEN).json())
+        app.bearers["alice"] = after.token
+        assert after.elevated_groups == ()
+        state = app.call("alice", "GET", ELEVATION_STATE_PATH).json()
+        assert (change, state["active"]) == (change, [])
+        assert elevation_check.outcome(200, state, after.elevated_groups) == "done"
+
+
+def test_a_malformed_id_is_never_echoed() -> None:
+    app = ElevationApp()
+    garbage = "elev-" + "%e2%80%ae" * 1000
+    response = app.decide("carol", garbage, "approve")
+    message = refusal(response, 404, "NotFound")
+    assert "the id you gave" in message
+    (line,) = app.env.audit()
+    written = json.dumps(line)
+    assert "%e2" not in written
+    assert "\u202e" not in written
+    assert line["id"].startswith("malformed:")
+    assert len(json.dumps(line)) < 1500
 
 
 def test_a_limit_answers_429_with_retry_after() -> None:

@@ -14,6 +14,7 @@ from localenv.fake_cluster_lists import ListingFakeKube
 from localenv.fixtures_concierge import ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
+from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.idle_users import IdleUsers, SweepResult, cleanup_interval
 from pinniped_concierge.kubeapi import Kind, Obj
 from pinniped_concierge.login import LoginService
@@ -279,7 +280,8 @@ def test_a_returning_user_is_rebuilt_because_the_watch_invalidates_the_cache() -
     world.clock.now += TTL + TIMEOUT
     assert world.sweep().removed == 1
     world.kube.calls.clear()
-    session = asyncio.run(login._start_session(identity("alice"), {}))
+    session = asyncio.run(login._start_session(identity("alice"), {},
+                                               AuditEvent(request="login", client="")))
     assert session.token
     assert world.has_objects("alice") == ALL
     assert world.kube.calls == ["create ServiceAccount", "create ClusterRole",

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from localenv.elevation_fakes import ALICE, BOB, CAROL, GROUP, ElevationEnv, policy_spec
+from pinniped_apis import wire
+from pinniped_concierge import elevation_controller
 from pinniped_concierge.elevation_controller import MAX_CHANGES_PER_PASS, RECHECK_SECONDS
+from pinniped_concierge.elevation_service import UNAPPROVED_RETENTION_SECONDS
 from pinniped_concierge.kubeapi import ELEVATION_REQUESTS
 
 
@@ -149,6 +152,49 @@ def test_ended_requests_are_deleted_after_the_retention(env: ElevationEnv) -> No
     assert sorted(line["id"] for line in deletes) == sorted([denied, revoked])
 
 
+def test_requests_never_approved_are_deleted_within_the_hour() -> None:
+    """They granted nothing, and the audit log keeps their story: an hour after they ended
+    they go, so a requester who asks and withdraws in a loop gets their room back (an
+    approved one stays for the whole retention)."""
+    env = ElevationEnv(pendingTimeoutSeconds=60, retentionSeconds=86400)
+    env.policy("other", policy_spec("corp:other"))
+    env.policy()
+    denied = env.ask(ALICE)
+    env.decide(CAROL, denied, "deny")
+    withdrawn = env.ask(BOB)
+    env.decide(BOB, withdrawn, "revoke")
+    timed_out = env.ask(ALICE, "corp:other")
+    env.clock.now += 60
+    assert sync(env) == 1  # its expiry
+    approved = env.approved(BOB, duration=60)
+    env.decide(BOB, approved, "revoke")
+    env.clock.now += UNAPPROVED_RETENTION_SECONDS - 61
+    assert sync(env) == 0
+    env.clock.now += 1
+    assert sync(env) == 2
+    assert {line["id"] for line in env.audit() if line["request"] == "elevation.delete"} == {
+        denied, withdrawn}
+    env.clock.now += 60
+    assert sync(env) == 1
+    assert [name for (_, _, name) in env.kube.namespaced_custom] == [approved]
+    env.clock.now = env.stored(approved).ended_at() + 86400  # type: ignore[operator]
+    assert sync(env) == 1
+    assert env.kube.namespaced_custom == {}
+    assert timed_out
+
+
+def test_a_retention_shorter_than_an_hour_applies_to_all() -> None:
+    env = ElevationEnv(retentionSeconds=600)
+    env.policy()
+    denied = env.ask(ALICE)
+    env.decide(CAROL, denied, "deny")
+    env.clock.now += 599
+    assert sync(env) == 0
+    env.clock.now += 1
+    assert sync(env) == 1
+    assert env.kube.namespaced_custom == {}
+
+
 def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationEnv) -> None:
     request_id = env.approved()
     env.decide(CAROL, request_id, "revoke")
@@ -168,7 +214,8 @@ def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationE
 
 
 def test_one_pass_makes_a_bounded_number_of_changes() -> None:
-    env = ElevationEnv(pendingTimeoutSeconds=60, maxOpenPerUser=100, maxRequests=2000)
+    env = ElevationEnv(pendingTimeoutSeconds=60, maxOpenPerUser=100, maxPerUser=100,
+                       maxRequests=2000)
     count = MAX_CHANGES_PER_PASS + 10
     for n in range(count):
         env.policy(f"p{n}", policy_spec(f"corp:g{n}"))
@@ -180,6 +227,51 @@ def test_one_pass_makes_a_bounded_number_of_changes() -> None:
     assert sync(env) == 10
     assert sync(env) == 0
     assert len(env.audit()) == count
+
+
+def test_rechecks_never_delay_a_new_removal() -> None:
+    """100 elevations: 50 end at once, 50 ten seconds later, while the first 50 are still in
+    their re-check. Re-checks that find nothing cost no write from the budget, and removals
+    not done yet come first, so the second batch loses its group within one pass of its
+    end, as the first did."""
+    env = ElevationEnv()
+    env.policy()
+    users = [wire.Identity(f"corp:u{n}", ("corp:sre",)) for n in range(100)]
+    for n, user in enumerate(users):
+        env.approved(user, duration=600 + (n // 50) * 10)
+        env.logged_in_with(user, GROUP)
+    start = env.clock.now
+    removed_after: dict[str, float] = {}
+    for _ in range(12):  # a pass every 2 s, from the first batch's end
+        env.clock.now = start + 600 + 2 * _
+        sync(env)
+        for n, user in enumerate(users):
+            if user.username not in removed_after and GROUP not in env.role_groups(user):
+                removed_after[user.username] = env.clock.now - (start + 600 + (n // 50) * 10)
+    assert len(removed_after) == 100
+    late = sorted(removed_after.values())
+    assert late[-1] <= 2, late  # within one sync interval of its end, both batches
+    assert len(env.audit()) == 200  # 100 expiries and 100 removals; no-op re-checks: none
+
+
+def test_a_pass_attempts_a_bounded_number_of_rechecks(
+        env: ElevationEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-checks that write nothing are not charged to the writes; their reads are bounded
+    on their own."""
+    for user in (ALICE, BOB, wire.Identity("corp:erin", ("corp:sre",))):
+        request_id = env.approved(user)
+        env.decide(user, request_id, "revoke")
+    monkeypatch.setattr(elevation_controller, "MAX_ATTEMPTS_PER_PASS", 2)
+    attempts: list[str] = []
+    remove = env.service.remove_access_report
+
+    async def counted(request: Any) -> Any:
+        attempts.append(request.name)
+        return await remove(request)
+
+    env.service.remove_access_report = counted  # type: ignore[method-assign]
+    assert sync(env) == 0
+    assert len(attempts) == 2
 
 
 def test_run_keeps_going_when_a_pass_fails(env: ElevationEnv, monkeypatch: pytest.MonkeyPatch,

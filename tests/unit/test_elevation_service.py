@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -24,9 +26,14 @@ from pinniped_apis import wire
 from pinniped_apis.constants import ELEVATION_ID_PATTERN
 from pinniped_apis.elevation import ElevationCreate, ElevationDecision
 from pinniped_concierge import naming
-from pinniped_concierge.elevation_service import ElevationRefused
+from pinniped_concierge.elevation_service import (
+    MAX_LIST_BYTES,
+    MAX_LISTED,
+    UNAPPROVED_RETENTION_SECONDS,
+    ElevationRefused,
+)
 from pinniped_concierge.errors import Reason, Unavailable
-from pinniped_concierge.kubeapi import Conflict, Obj
+from pinniped_concierge.kubeapi import ELEVATION_POLICIES, Conflict, Obj
 
 
 @pytest.fixture
@@ -40,6 +47,11 @@ def refused(call: Any) -> ElevationRefused:
     with pytest.raises(ElevationRefused) as caught:
         ElevationEnv.run(call)
     return caught.value
+
+
+def account(who: wire.Identity) -> str:
+    """The ServiceAccount name the TokenReview says a credential of `who` belongs to."""
+    return naming.user_object_name(who.username, NS)
 
 
 def create(env: ElevationEnv, caller: wire.Identity, **body: Any) -> Any:
@@ -116,8 +128,13 @@ def test_an_ended_elevation_no_longer_counts_as_open(env: ElevationEnv) -> None:
     assert env.ask(ALICE) != first
 
 
-def test_open_requests_per_user_are_limited() -> None:
-    env = ElevationEnv(maxOpenPerUser=2)
+@pytest.mark.parametrize(("limit", "says"), [
+    ({"maxOpenPerUser": 2}, "you have 2 requests open, the most allowed"),
+    # maxPerUser counts open ones too; with nothing ended yet, the usual wait.
+    ({"maxPerUser": 2}, "you have 2 elevation requests, the most one person may have"),
+])
+def test_open_requests_per_user_are_limited(limit: dict[str, int], says: str) -> None:
+    env = ElevationEnv(**limit)
     for n in range(3):
         env.policy(f"p{n}", policy_spec(f"corp:g{n}"))
     env.ask(ALICE, "corp:g0")
@@ -125,7 +142,29 @@ def test_open_requests_per_user_are_limited() -> None:
     error = refused(create(env, ALICE, group="corp:g2"))
     assert (error.code, error.reason, error.retry_after) == (
         429, Reason.ELEVATION_LIMIT_REACHED, 60)
+    assert says in error.message
     assert env.ask(BOB, "corp:g2")
+
+
+def test_one_user_cannot_fill_the_requests_by_asking_and_withdrawing() -> None:
+    """Ended requests count towards maxPerUser until they are deleted, so a loop of create
+    and revoke stops at the user's own cap, long before it fills maxRequests for everyone."""
+    env = ElevationEnv(maxPerUser=3, maxRequests=10)
+    env.policy()
+    for _ in range(3):
+        env.decide(ALICE, env.ask(ALICE), "revoke")
+    error = refused(create(env, ALICE))
+    assert (error.code, error.reason) == (429, Reason.ELEVATION_LIMIT_REACHED)
+    assert "you have 3 elevation requests, the most one person may have" in error.message
+    assert "wait for ended ones to be cleaned up (the next in about 60 min)" in error.message
+    # Never approved: deleted an hour after it ended (then the next controller pass).
+    assert error.retry_after == UNAPPROVED_RETENTION_SECONDS + 2
+    assert len(env.kube.namespaced_custom) == 3
+    assert env.ask(BOB)  # everyone else may still ask
+    env.clock.now += 1000
+    later = refused(create(env, ALICE))
+    assert later.retry_after == UNAPPROVED_RETENTION_SECONDS - 1000 + 2
+    assert "(the next in about 43 min)" in later.message
 
 
 def test_requests_in_all_are_limited() -> None:
@@ -139,8 +178,8 @@ def test_requests_in_all_are_limited() -> None:
     assert len(env.kube.namespaced_custom) == 2
 
 
-def test_policies_not_known_yet_refuse_with_503(env: ElevationEnv) -> None:
-    env.store._watched = True  # a watch was made, and has not listed yet
+def test_policies_not_known_refuse_with_503(env: ElevationEnv) -> None:
+    env.kube.unavailable = True  # no watch up, and listing them fails
     with pytest.raises(Unavailable) as caught:
         env.run(create(env, ALICE))
     assert caught.value.reason == Reason.ELEVATION_POLICIES_UNKNOWN
@@ -325,12 +364,20 @@ def test_a_request_that_keeps_changing_gives_up_with_503(env: ElevationEnv) -> N
     assert env.kube.calls.count("read ElevationRequest") == 3
 
 
-@pytest.mark.parametrize("request_id", ["elev-XYZ", "../secrets", "elev-" + "a" * 17, ""])
+@pytest.mark.parametrize("request_id", ["elev-XYZ", "../secrets", "elev-" + "a" * 17, "",
+                                        "x" * 16_000])
 def test_an_id_that_cannot_be_ours_is_not_found_without_an_api_call(
         env: ElevationEnv, request_id: str) -> None:
+    """Whatever the path held is not echoed, in the answer or in the audit line (a short hash
+    of it is, to correlate)."""
     env.kube.calls.clear()
-    assert refused(env.service.decide(CAROL, request_id, "approve", None,
-                                      event())).code == 404
+    audit = event()
+    error = refused(env.service.decide(CAROL, request_id, "approve", None, audit))
+    assert (error.code, error.reason) == (404, Reason.ELEVATION_NOT_FOUND)
+    assert error.message == ("no elevation request has the id you gave: ids are elev- and 16 "
+                             "hexadecimal digits; check the id with 'pinniped elevate list'")
+    digest = hashlib.sha256(request_id.encode()).hexdigest()[:12]
+    assert audit.extra == {"id": f"malformed:{digest}"}
     assert env.kube.calls == []
 
 
@@ -371,16 +418,97 @@ def test_state_names_pending_and_active_requests_of_the_caller_only(env: Elevati
     active = env.approved(duration=600)
     env.ask(BOB)
     audit = event()
-    state = env.run(env.service.state(ALICE, audit))
+    state = env.run(env.service.state(account(ALICE), audit))
     assert state.pending == [pending]
     assert [(a.id, a.group, a.expires_at.timestamp()) for a in state.active] == [
         (active, GROUP, float(int(env.clock.now) + 600))]
-    assert audit.extra == {"pending": "1", "active": "1"}
+    assert (audit.extra["pending"], audit.extra["active"]) == ("1", "1")
     env.clock.now += 600
-    later = env.run(env.service.state(ALICE, event()))
+    later = env.run(env.service.state(account(ALICE), event()))
     assert (later.pending, later.active) == ([pending], [])
-    assert env.run(env.service.state(MALLORY, event())).model_dump() == {
+    assert env.run(env.service.state(account(MALLORY), event())).model_dump() == {
         "pending": [], "active": []}
+
+
+def test_state_agrees_with_logins_when_a_policy_goes_or_changes_its_group(
+        env: ElevationEnv) -> None:
+    """A login grants only still-governed groups (`ElevationStore.active_for`); the state
+    must say the same, or the plugin sees a difference on every kubectl call and logs in
+    again each time."""
+    account = naming.user_object_name(ALICE.username, NS)
+    env.policy("other", policy_spec("corp:other"))
+    kept = env.approved(duration=600)
+    moved = env.ask(ALICE, "corp:other", duration=600)
+    env.decide(CAROL, moved, "approve")
+
+    def state_and_login() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        state = env.run(env.service.state(account, event()))
+        login = env.run(env.store.active_for(ALICE.username, env.clock.now))
+        return [(a.id, a.group) for a in state.active], [(g.id, g.group) for g in login]
+
+    assert state_and_login() == ([(moved, "corp:other"), (kept, GROUP)],) * 2
+    env.policy("other", policy_spec("corp:renamed"))  # the policy now governs another group
+    assert state_and_login() == ([(kept, GROUP)],) * 2
+    env.kube.delete_custom(ELEVATION_POLICIES, "prod-admins")
+    assert state_and_login() == ([], [])
+
+
+def test_state_is_found_by_the_service_account_alone(env: ElevationEnv) -> None:
+    """The app hands over only the ServiceAccount the TokenReview named: the user's requests
+    are those whose requester it was made for; anything else names nobody's."""
+    pending = env.ask(ALICE)
+    env.ask(BOB)
+    audit = event()
+    state = env.run(env.service.state(naming.user_object_name(ALICE.username, NS), audit))
+    assert (state.pending, state.active) == ([pending], [])
+    assert (audit.username, audit.extra["pending"], audit.extra["active"]) == (
+        ALICE.username, "1", "0")
+    for account in (naming.user_object_name(ALICE.username, "elsewhere"),
+                    naming.USER_OBJECT_PREFIX + "not-a-key,x=y", naming.USER_OBJECT_PREFIX):
+        nobody = event()
+        assert env.run(env.service.state(account, nobody)).model_dump() == {
+            "pending": [], "active": []}
+        assert nobody.username is None
+
+
+def _many_requests(env: ElevationEnv, count: int, reason: str) -> list[str]:
+    """`count` of alice's requests, ended by carol with `reason`, a second apart (the limits
+    on creating them are not what is tested here)."""
+    ids = []
+    for _ in range(count):
+        made = env.run(env.service._create_object(ALICE, GROUP, reason, 600))
+        env.run(env.service.decide(CAROL, made.name, "deny", ElevationDecision(reason=reason),
+                                   event()))
+        ids.append(made.name)
+        env.clock.now += 1
+    return ids
+
+
+def test_a_list_answer_stays_well_under_the_clis_read_limit() -> None:
+    """400 requests with the longest reasons of characters sent escaped (six bytes each): the
+    answer holds the newest that fit in MAX_LIST_BYTES, and says how many it left out."""
+    env = ElevationEnv(maxRequests=1000)
+    env.policy()
+    ids = _many_requests(env, 400, "\u20ac" * 512)
+    audit = event()
+    listing = env.run(env.service.list(CAROL, audit))
+    size = len(json.dumps(listing.to_wire(), ensure_ascii=True, separators=(",", ":")))
+    assert MAX_LIST_BYTES - 8 * 1024 < size <= MAX_LIST_BYTES + 64 < 1024 * 1024
+    shown = [v.id for v in listing.items]
+    assert shown == ids[::-1][:len(shown)]  # newest first, without gaps
+    assert 0 < len(shown) < 400
+    assert audit.extra == {"listed": str(len(shown)), "leftOut": str(400 - len(shown))}
+
+
+def test_a_list_answer_holds_at_most_max_listed_items() -> None:
+    env = ElevationEnv(maxRequests=1000)
+    env.policy()
+    ids = _many_requests(env, MAX_LISTED + 10, "x")
+    audit = event()
+    assert [v.id for v in env.run(env.service.list(CAROL, audit)).items] == ids[::-1][
+        :MAX_LISTED]
+    assert audit.extra == {"listed": str(MAX_LISTED), "leftOut": "10"}
+    assert len(env.run(env.service.list(ALICE, event())).items) == MAX_LISTED
 
 
 def _at(when: float) -> dt.datetime:
