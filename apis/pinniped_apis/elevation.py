@@ -205,6 +205,8 @@ class ElevationView(Tolerant):
 
 class ElevationList(Tolerant):
     items: list[ElevationView] = Field(max_length=10_000)
+    omitted: int = Field(default=0, ge=0, description="Requests the caller may see that the "
+                         "answer leaves out (it holds the newest, within a size bound).")
 
 
 class ActiveElevation(Tolerant):

@@ -194,6 +194,9 @@ def _show_list(listing: ElevationList, output: str, rt: Runtime) -> None:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         rt.stdout.write("   ".join([*cells, row[-1]]).rstrip() + "\n")
+    if listing.omitted:
+        rt.say(f"{listing.omitted} older request(s) not shown: the concierge lists the newest "
+               "only; see its audit log, or ask your cluster administrator, for the rest.")
 
 
 def _approvals(view: ElevationView) -> str:

@@ -331,8 +331,9 @@ class ElevationConfig(Section):
                           "pending, each of the requester's kubectl calls asks the concierge "
                           "about it (one cheap call).")
     retention_seconds: int = _integer(
-        604800, 0, 31536000, "Ended requests are deleted this long after they ended (the "
-                             "audit log keeps every step).")
+        604800, 0, 31536000, "Ended requests are deleted this long after they ended, or "
+                             "after an hour at most if they were never approved (the audit "
+                             "log keeps every step).")
     max_requests: int = _integer(
         1000, 1, 100000, "ElevationRequest objects at most, all users together; beyond it, "
                          "new requests are refused until ended ones are deleted.")

@@ -434,7 +434,7 @@ class ElevationService:
         event.extra["listed"] = str(len(items))
         if visible > len(items):
             event.extra["leftOut"] = str(visible - len(items))
-        return ElevationList(items=items)
+        return ElevationList(items=items, omitted=visible - len(items))
 
     async def state(self, account: str, event: AuditEvent) -> ElevationState:
         """The pending ids and active elevations of the user whose ServiceAccount is

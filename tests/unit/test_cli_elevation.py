@@ -18,7 +18,7 @@ import yaml
 from localenv.fixtures_cli import TEST_CA_DATA, CLIHarness, FakePolicy, credential_cache_at
 from pinniped_apis import wire
 from pinniped_apis.elevation import ElevationList, ElevationView
-from pinniped_cli.cmd_elevate import parse_duration
+from pinniped_cli.cmd_elevate import _show_list, parse_duration
 from pinniped_cli.credential_cache import Credential
 
 GROUP = "corp:prod-admins"
@@ -423,3 +423,16 @@ def test_an_entry_from_before_has_no_hint_and_is_never_checked(h: CLIHarness) ->
     h.concierge.request_elevation(ALICE, GROUP)  # made elsewhere: this laptop was not told
     assert _plugin(h, "alice", alice) == 0
     assert h.concierge.state_checks == 0
+
+
+def test_a_list_that_leaves_requests_out_says_so(h: CLIHarness) -> None:
+    view = ElevationView.from_wire({
+        "id": "elev-0123456789abcdef", "group": GROUP, "requester": ALICE, "reason": "r",
+        "phase": "Pending", "durationSeconds": 60, "approvalsRequired": 1})
+    rt, stdout, stderr = h.runtime()
+    _show_list(ElevationList(items=[view], omitted=7), "text", rt)
+    assert len(stdout.getvalue().splitlines()) == 2
+    assert "7 older request(s) not shown" in stderr.getvalue()
+    rt, _, stderr = h.runtime()
+    _show_list(ElevationList(items=[view]), "text", rt)
+    assert "not shown" not in stderr.getvalue()

@@ -498,6 +498,7 @@ def test_a_list_answer_stays_well_under_the_clis_read_limit() -> None:
     assert shown == ids[::-1][:len(shown)]  # newest first, without gaps
     assert 0 < len(shown) < 400
     assert audit.extra == {"listed": str(len(shown)), "leftOut": str(400 - len(shown))}
+    assert listing.omitted == 400 - len(shown)  # the answer says so too
 
 
 def test_a_list_answer_holds_at_most_max_listed_items() -> None:
@@ -505,8 +506,9 @@ def test_a_list_answer_holds_at_most_max_listed_items() -> None:
     env.policy()
     ids = _many_requests(env, MAX_LISTED + 10, "x")
     audit = event()
-    assert [v.id for v in env.run(env.service.list(CAROL, audit)).items] == ids[::-1][
-        :MAX_LISTED]
+    listing = env.run(env.service.list(CAROL, audit))
+    assert [v.id for v in listing.items] == ids[::-1][:MAX_LISTED]
+    assert listing.omitted == 10
     assert audit.extra == {"listed": str(MAX_LISTED), "leftOut": "10"}
     assert len(env.run(env.service.list(ALICE, event())).items) == MAX_LISTED
 
