@@ -4,11 +4,21 @@ Objects go in and out as plain Kubernetes JSON dicts, so the per-user logic can
 be tested against an in-memory fake with the same shapes, and the real
 implementation stays a thin adapter over the official `kubernetes` client.
 
-The official client is blocking; every call runs in a worker thread of our
-own pool (`API_THREADS`, matched by the client's connection pool), so a slow
-apiserver never stalls the event loop and other logins keep being served.
-asyncio's default pool would give us min(32, cores + 4) threads, 6 on a
-2-core node, and the logins would queue for them rather than for the apiserver.
+The calls every login makes (create the session Secret, the TokenRequest), the
+TokenReview, and the read and replace of a user's ClusterRole (when their
+groups change) go over `kube_http` instead: plain JSON over one keep-alive
+connection per worker thread, with the same server, TLS and credentials. The
+official client's model conversion and urllib3 cost about 1 ms of CPU per
+login more, a third of the budget (docs/performance.md). A kubeconfig
+`kube_http` cannot honour exactly (a proxy, say) keeps the official client for
+those calls too. Everything else (watches, lists, deletes, leases, custom
+objects, ServiceAccounts and ClusterRoleBindings) uses the official client.
+
+Both are blocking; every call runs in a worker thread of our own pool
+(`API_THREADS`, matched by the connection pools), so a slow apiserver never
+stalls the event loop and other logins keep being served. asyncio's default
+pool would give us min(32, cores + 4) threads, 6 on a 2-core node, and the
+logins would queue for them rather than for the apiserver.
 
 Errors are translated at this boundary: `NotFound` and `Conflict` are ordinary
 outcomes the callers handle; an unreachable or overloaded apiserver becomes
@@ -25,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
+import http.client
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -33,9 +44,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from pinniped_apis import constants
+from pinniped_concierge import kube_http
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -206,6 +221,24 @@ _MODELS = {
     Kind.CLUSTER_ROLE: ("V1ClusterRole", "rbac", "cluster_role"),
     Kind.CLUSTER_ROLE_BINDING: ("V1ClusterRoleBinding", "rbac", "cluster_role_binding"),
 }
+#: Where the objects `kube_http` handles live (a namespaced kind's has "{namespace}").
+_COLLECTIONS = {
+    Kind.SERVICE_ACCOUNT: "/api/v1/namespaces/{namespace}/serviceaccounts",
+    Kind.SECRET: "/api/v1/namespaces/{namespace}/secrets",
+    Kind.CLUSTER_ROLE: "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+}
+#: The (verb, kind) calls `kube_http` makes; the official client makes the others.
+_THIN_CALLS = {("create", Kind.SECRET), ("read", Kind.CLUSTER_ROLE),
+               ("replace", Kind.CLUSTER_ROLE)}
+
+
+def _path(kind: Kind, namespace: str | None, name: str | None = None) -> str:
+    collection = _COLLECTIONS[kind]
+    if "{namespace}" in collection:
+        if namespace is None:
+            raise ValueError(f"{kind} is namespaced")
+        collection = collection.format(namespace=quote(namespace, safe=""))
+    return collection if name is None else f"{collection}/{quote(name, safe='')}"
 
 
 class KubernetesClientAPI:
@@ -228,6 +261,17 @@ class KubernetesClientAPI:
         # Any: Leases are passed as plain dicts, which the client serializes as they are.
         self._coordination: Any = client.CoordinationV1Api(api_client)
         self._timeout = (min(3.0, timeout_seconds), timeout_seconds)
+        #: The login's calls go here (None: the kubeconfig needs the official client for all).
+        self._http = self._thin_transport(api_client.configuration, timeout_seconds)
+
+    @staticmethod
+    def _thin_transport(configuration: Any, timeout_seconds: float) -> kube_http.KubeHTTP | None:
+        reason = kube_http.unsupported(configuration)
+        if reason is not None:
+            log.info("the official Kubernetes client makes every API call, logins' too: "
+                     "the connection to the apiserver %s", reason)
+            return None
+        return kube_http.KubeHTTP(configuration, timeout_seconds, user_agent=USER_AGENT)
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path | None,
@@ -258,6 +302,8 @@ class KubernetesClientAPI:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._api_client.close()
+        if self._http is not None:
+            self._http.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -282,7 +328,18 @@ class KubernetesClientAPI:
     def _where(namespace: str | None) -> dict[str, str]:
         return {"namespace": namespace} if namespace is not None else {}
 
+    async def _thin(self, thin: kube_http.KubeHTTP, what: str, method: str, path: str,
+                    body: Obj | None = None) -> Obj:
+        """One call over `kube_http`, counted and translated like the official client's."""
+        result: Obj = await self._call(what, lambda: thin.request(method, path, body))
+        return result
+
+    def _thin_for(self, verb: str, kind: Kind) -> kube_http.KubeHTTP | None:
+        return self._http if (verb, kind) in _THIN_CALLS else None
+
     async def create(self, kind: Kind, body: Obj, namespace: str | None = None) -> Obj:
+        if thin := self._thin_for("create", kind):
+            return await self._thin(thin, f"create {kind}", "POST", _path(kind, namespace), body)
         api, suffix, model = self._api(kind)
         fn = getattr(api, f"create_{suffix}")
         result = await self._call(f"create {kind}", lambda: fn(
@@ -290,6 +347,8 @@ class KubernetesClientAPI:
         return self._plain(result)
 
     async def read(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        if thin := self._thin_for("read", kind):
+            return await self._thin(thin, f"read {kind}", "GET", _path(kind, namespace, name))
         api, suffix, _ = self._api(kind)
         fn = getattr(api, f"read_{suffix}")
         result = await self._call(f"read {kind}", lambda: fn(
@@ -298,6 +357,9 @@ class KubernetesClientAPI:
 
     async def replace(self, kind: Kind, name: str, body: Obj,
                       namespace: str | None = None) -> Obj:
+        if thin := self._thin_for("replace", kind):
+            return await self._thin(thin, f"replace {kind}", "PUT",
+                                    _path(kind, namespace, name), body)
         api, suffix, model = self._api(kind)
         fn = getattr(api, f"replace_{suffix}")
         result = await self._call(f"replace {kind}", lambda: fn(
@@ -326,6 +388,9 @@ class KubernetesClientAPI:
         return list(items), (result.get("metadata") or {}).get("continue") or None
 
     async def create_token(self, namespace: str, service_account: str, body: Obj) -> Obj:
+        if self._http is not None:
+            return await self._thin(self._http, "create TokenRequest", "POST", (
+                f"{_path(Kind.SERVICE_ACCOUNT, namespace, service_account)}/token"), body)
         request = self._client.AuthenticationV1TokenRequest.from_dict(body)
         result = await self._call("create TokenRequest", lambda: (
             self._core.create_namespaced_service_account_token(
@@ -334,10 +399,18 @@ class KubernetesClientAPI:
         return self._plain(result)
 
     async def review_token(self, token: str) -> Obj:
-        review = self._client.V1TokenReview(spec=self._client.V1TokenReviewSpec(token=token))
-        result = await self._call("create TokenReview", lambda: self._authn.create_token_review(
-            body=review, _request_timeout=self._timeout))
-        status = self._plain(result).get("status")
+        if self._http is not None:
+            result = await self._thin(self._http, "create TokenReview", "POST",
+                                      "/apis/authentication.k8s.io/v1/tokenreviews",
+                                      {"apiVersion": "authentication.k8s.io/v1",
+                                       "kind": "TokenReview", "spec": {"token": token}})
+        else:
+            review = self._client.V1TokenReview(
+                spec=self._client.V1TokenReviewSpec(token=token))
+            result = self._plain(await self._call(
+                "create TokenReview", lambda: self._authn.create_token_review(
+                    body=review, _request_timeout=self._timeout)))
+        status = result.get("status")
         return status if isinstance(status, dict) else {}
 
     async def ping(self, namespace: str) -> None:
@@ -442,33 +515,30 @@ class KubernetesClientAPI:
 
 
 def _translate(exc: Exception, what: str, *, allowed_before: bool = False) -> Exception:
-    """Map a client exception to ours, keeping only what is safe to log."""
+    """Map a client exception (the official client's or `kube_http`'s) to ours, keeping only
+    what is safe to log."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     if isinstance(exc, ApiException):
-        status = int(exc.status or 0)
-        if status == 404:
-            return NotFound(what)
-        if status == 409:
-            return Conflict(what)
-        if status in {0, 429} or status >= 500 or (status == 403 and allowed_before):
-            return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
-                               f"the Kubernetes API is unavailable ({what}: HTTP {status}); "
-                               "try again shortly")
-        return ServerError(Reason.KUBERNETES_ERROR,
-                           f"{what}: HTTP {status}: {_status_message(exc.body)}")
-    if isinstance(exc, HTTPError | OSError | TimeoutError):
+        return _translate_status(int(exc.status or 0), kube_http.status_message(exc.body),
+                                 what, allowed_before)
+    if isinstance(exc, kube_http.HTTPStatusError):
+        return _translate_status(exc.status, exc.message, what, allowed_before)
+    if isinstance(exc, HTTPError | OSError | TimeoutError | http.client.HTTPException):
         return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
                            f"the Kubernetes API is unreachable ({what}: {type(exc).__name__}); "
                            "try again shortly")
     return ServerError(Reason.KUBERNETES_ERROR, f"{what}: {type(exc).__name__}")
 
 
-def _status_message(body: object) -> str:
-    """The `message` of a Kubernetes Status body; never the raw body."""
-    try:
-        message = json.loads(body)["message"] if isinstance(body, str | bytes) else ""
-    except (ValueError, KeyError, TypeError):
-        return "(no message)"
-    return str(message)[:300]
+def _translate_status(status: int, message: str, what: str, allowed_before: bool) -> Exception:
+    if status == 404:
+        return NotFound(what)
+    if status == 409:
+        return Conflict(what)
+    if status in {0, 429} or status >= 500 or (status == 403 and allowed_before):
+        return Unavailable(Reason.KUBERNETES_UNAVAILABLE,
+                           f"the Kubernetes API is unavailable ({what}: HTTP {status}); "
+                           "try again shortly")
+    return ServerError(Reason.KUBERNETES_ERROR, f"{what}: HTTP {status}: {message}")
