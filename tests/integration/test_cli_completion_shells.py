@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 #: What each shell must offer after the words typed so far (the last one is being completed).
 EXPECTED = [
     (["pinniped", "l"], {"login", "logout"}),
-    (["pinniped", ""], {"login", "get", "whoami", "logout", "version", "completion"}),
+    (["pinniped", ""], {"login", "get", "whoami", "logout", "elevate", "version",
+                        "completion"}),
+    (["pinniped", "elevate", ""], {"request", "list", "approve", "deny", "revoke"}),
+    (["pinniped", "elevate", "list", "-o", ""], {"text", "json"}),
     (["pinniped", "login", ""], {"oidc"}),
     (["pinniped", "get", "k"], {"kubeconfig"}),
     (["pinniped", "login", "oidc", "--fl"], {"--flow"}),
