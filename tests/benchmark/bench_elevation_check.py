@@ -6,9 +6,11 @@ hint (no network), and the same with the hint, which asks a loopback TLS
 server for the state first (`pinniped_cli.elevation_check`) and is answered
 "still pending". Each is timed from fork to exit. The server counts what it
 served, so a run in which the hinted plugin did not ask (or the other did)
-fails rather than measuring the wrong thing.
+fails rather than measuring the wrong thing. The measured interpreter and
+plugin are those of a regular (non-editable) install of the checkout in a
+fresh venv (`bench_venv`, as `hack/bench.sh` uses); this script only drives.
 
-    .venv/bin/python -m tests.benchmark.bench_elevation_check [--runs 40]
+    PYTHONPATH=hack .venv/bin/python -m tests.benchmark.bench_elevation_check [--runs 40]
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from localenv.fixtures_cli import StateServer, pinniped_command, state_answer
+from localenv.fixtures_cli import StateServer, state_answer
+from tests.benchmark.bench_venv import bench_venv
 
 WARMUP = 3
 
@@ -42,19 +45,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=40)
     runs = parser.parse_args().runs
+    venv, _ = bench_venv()
     from tests.unit.test_cli_elevation_check import _env, _login_args, seed
 
     with tempfile.TemporaryDirectory() as scratch, StateServer(Path(scratch) / "pki") as server:
         server.answer = state_answer(200, {"pending": ["elev-0123456789abcdef"]})
         args = _login_args(server)
-        plugin = [*pinniped_command(), "login", "oidc", *args]
+        plugin = [str(venv.script("pinniped")), "login", "oidc", *args]
         envs = {}
         for name, elevated in (("without hint", None), ("with hint", ())):
             home = Path(scratch) / name.replace(" ", "-")
             home.mkdir()
             envs[name] = _env(home) | {"PATH": "/usr/bin:/bin"}
             seed(envs[name], args, elevated)
-        commands = {"python -c pass": ([sys.executable, "-c", "pass"], envs["without hint"]),
+        commands = {"python -c pass": ([str(venv.python), "-c", "pass"], envs["without hint"]),
                     "plugin, without hint": (plugin, envs["without hint"]),
                     "plugin, with hint": (plugin, envs["with hint"])}
         for argv, env in commands.values():
@@ -68,7 +72,7 @@ def main() -> int:
         asked = len(server.requests) - served
         if asked != runs:
             raise RuntimeError(f"the state was asked {asked} times in {runs} runs")
-    report = {"runs": runs, "interpreter": sys.executable, "ms": {
+    report = {"runs": runs, "interpreter": str(venv.python), "ms": {
         name: {"median": round(statistics.median(s) * 1000, 1),
                "p90": round(sorted(s)[int(len(s) * 0.9) - 1] * 1000, 1),
                "min": round(min(s) * 1000, 1)} for name, s in samples.items()}}
