@@ -1,22 +1,28 @@
-"""Take a newly governed group out of every ClusterRole that holds it without an elevation.
+"""Keep governed groups out of every ClusterRole that holds one without an elevation.
 
 Logins stop granting a group from the ID token as soon as an ElevationPolicy
-governs it, but a user who logged in before the policy existed still has the
-group in their ClusterRole, and every credential of theirs may impersonate it
-until their next login (which may never come while a cached credential
-works). So whenever the Lease holder sees a governed group it has not swept
-yet (a new policy, or every group when it becomes the holder), it lists our
-ClusterRoles and withdraws that group wherever no active elevation of the
-user grants it (`UserObjects.withdraw`: conditional, under the user's lock).
+governs it, and the controller takes an ended elevation's group back. What
+neither covers is a governed group that reached a role some other way: a
+login before the policy existed (or on a replica whose view of the policies
+was behind), an approved request an administrator deleted instead of
+revoking, a request that stopped parsing. Every credential of that user may
+impersonate the group until their next login, which may never come while a
+cached credential works.
 
-It does so on every pass for the group's first `RECHECK_SECONDS`, not once:
-another replica may not know the policy yet (its watch a moment behind, or
-its list of the policies up to a second old, `elevation_store`), and a login
-there writes the group back into a role just after the sweep took it out.
-After that window every replica knows the policy, and the sweep stops
-looking at the group. The list is paged, and costs one pass over the users
-per pass while some group is in its window; policies are few and rarely
-change.
+So the Lease holder compares, on every pass (`elevation.syncIntervalSeconds`),
+each of our ClusterRoles that allows a governed group with that user's open
+requests for it, and withdraws the group where no active one grants it
+(`UserObjects.withdraw`: conditional, under the user's lock). It reads both
+from memory: the `object_watch` mirror records each ClusterRole's groups, and
+the elevation store its requests, so a pass costs no API call unless it
+finds something to take back. A request the mirror shows Pending is read
+from the API before its group is taken back: it may have been approved a
+moment ago, and another replica's login granted it already.
+
+While either mirror is not in step, the pass lists our ClusterRoles from the
+API instead, for the groups that became governed in the last
+`RECHECK_SECONDS` (a whole list per pass would cost too much at 20,000
+users); the mirrors catch up on the rest once they are back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from pinniped_concierge.cluster_lists import ClusterLister
 from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.errors import ServerError, Unavailable
 from pinniped_concierge.kubeapi import Kind
-from pinniped_concierge.userobjects import UserObjects, groups_from_rules
+from pinniped_concierge.naming import groups_from_rules
+from pinniped_concierge.object_watch import ObjectVersions
+from pinniped_concierge.userobjects import UserObjects
 
 log = logging.getLogger("concierge.elevation")
 
@@ -43,8 +51,10 @@ RECHECK_SECONDS = 30.0
 class GovernedGroupSweep:
     def __init__(self, kube: ClusterLister, namespace: str, store: ElevationStore,
                  user_objects: UserObjects, interval_seconds: float, *,
+                 versions: ObjectVersions | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._kube = kube
+        self._versions = versions
         self._namespace = namespace
         self._store = store
         self._user_objects = user_objects
@@ -64,17 +74,50 @@ class GovernedGroupSweep:
             await asyncio.sleep(self._interval)
 
     async def sweep(self) -> int:
-        """Withdraw newly governed groups held without an elevation; returns roles changed."""
+        """Withdraw governed groups held without an open request; returns roles changed."""
         governed = await self._store.governed()
         now = self._clock()
-        # A policy removed: forget its group, so that it is swept again if it returns.
+        # A policy removed: forget its group, so that it is listed again if it returns.
         self._first_swept = {group: first for group, first in self._first_swept.items()
                              if group in governed}
         new = frozenset(group for group in governed
                         if now - self._first_swept.get(group, now) < RECHECK_SECONDS)
-        if not new:
-            return 0
+        held = (self._versions.holding(governed)
+                if self._versions is not None and self._store.synced() else None)
+        if held is None:
+            held = await self._listed(new) if new else []
         changed = 0
+        for username, groups in held:
+            dropped = groups - await self._granted(username, groups)
+            if dropped and await self._user_objects.withdraw(username, dropped):
+                changed += 1
+        if changed:
+            log.warning("took governed group(s) out of %d user(s)' ClusterRoles that held them "
+                        "without an open elevation request: only an approved elevation "
+                        "grants them", changed)
+        for group in new:  # the window starts with the first pass that went through
+            self._first_swept.setdefault(group, now)
+        return changed
+
+    async def _granted(self, username: str, groups: frozenset[str]) -> set[str]:
+        """Which of `groups` an active request of the user grants. A request the mirror
+        still shows Pending is read from the API first (one GET, only in this case): it may
+        have been approved a moment ago, and another replica's login granted it already."""
+        now = self._clock()
+        granted: set[str] = set()
+        for mirrored in await self._store.requests_of(username):
+            if mirrored.spec.group not in groups or mirrored.spec.group in granted:
+                continue
+            request = mirrored
+            if mirrored.status.phase == "Pending" and mirrored.open(now):
+                request = await self._store.read_fresh(mirrored.name) or mirrored
+            if request.active(self._clock()):
+                granted.add(request.spec.group)
+        return granted
+
+    async def _listed(self, groups: frozenset[str]) -> list[tuple[str, frozenset[str]]]:
+        """(username, which of `groups`) for our ClusterRoles, read from the API."""
+        held: list[tuple[str, frozenset[str]]] = []
         continue_token: str | None = None
         while True:
             roles, continue_token = await self._kube.list_cluster(
@@ -82,18 +125,8 @@ class GovernedGroupSweep:
                 continue_token)
             for role in roles:
                 username = naming.annotation(role, naming.USERNAME_ANNOTATION)
-                held = new.intersection(groups_from_rules(role.get("rules")))
-                if username is None or not held or not naming.is_owned(role, self._namespace):
-                    continue
-                active = {g.group for g in await self._store.active_for(username, self._clock())}
-                if held - active and await self._user_objects.withdraw(username, held - active):
-                    changed += 1
+                these = groups.intersection(groups_from_rules(role.get("rules")))
+                if username is not None and these and naming.is_owned(role, self._namespace):
+                    held.append((username, these))
             if not continue_token:
-                break
-        if changed:
-            log.warning("took newly governed group(s) %s out of %d user(s)' ClusterRoles: "
-                        "from now on only an approved elevation grants them",
-                        sorted(new), changed)
-        for group in new:  # the window starts with the first pass that went through
-            self._first_swept.setdefault(group, now)
-        return changed
+                return held

@@ -25,8 +25,15 @@ reason, and the caller keeps the official client for it.
 One keep-alive connection per worker thread (the caller's pool bounds them). A
 kept connection the server has closed is noticed before reuse and replaced,
 and a request that fails because the reused connection turns out closed is
-sent once more on a new one, which is what `configuration.retries = 1` gives
-the official client. A response body is read up to `MAX_RESPONSE_BYTES`.
+sent once more on a new one. That is usually a connection the server closed
+while idle, before it read the request; but if the apiserver read a POST and
+then died, the second one is a duplicate (the official client would not
+resend a POST). For the calls that come here a duplicate does no harm: a
+session Secret's name is random, so its second create is a Conflict and the
+login answers 503 (`sessions`; the sweeper deletes the first); a second
+TokenRequest's token is never handed out and dies with its session; the
+ClusterRole writes are conditional. A response body is read up to
+`MAX_RESPONSE_BYTES`.
 
 Errors carry what is safe to log: the HTTP status and the apiserver's Status
 message, never a body (ours carry tokens, and so does a TokenRequest's answer).

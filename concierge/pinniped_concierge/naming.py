@@ -128,3 +128,14 @@ def metadata_field(obj: Mapping[str, object], key: str) -> str | None:
     metadata = obj.get("metadata")
     value = metadata.get(key) if isinstance(metadata, Mapping) else None
     return value if isinstance(value, str) else None
+
+
+def groups_from_rules(rules: object) -> tuple[str, ...]:
+    """The groups a ClusterRole of ours allows impersonating (the whoami view)."""
+    if not isinstance(rules, list):
+        return ()
+    groups: list[str] = []
+    for rule in rules:
+        if isinstance(rule, dict) and rule.get("resources") == ["groups"]:
+            groups.extend(n for n in rule.get("resourceNames") or [] if isinstance(n, str))
+    return tuple(groups)

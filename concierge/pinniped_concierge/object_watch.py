@@ -61,6 +61,10 @@ class Seen:
     #: When it was created (a session: started), as text that sorts in time order
     #: (`naming.session_started`).
     created: str
+    #: The username annotation (for a ClusterRole: whose identity it allows).
+    username: str | None = None
+    #: A ClusterRole's groups (`naming.groups_from_rules`); empty for other kinds.
+    groups: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, obj: Obj) -> Seen | None:
@@ -68,7 +72,9 @@ class Seen:
         if version is None:
             return None
         return cls(version, naming.metadata_field(obj, "uid"),
-                   naming.label(obj, naming.USER_LABEL), naming.session_started(obj))
+                   naming.label(obj, naming.USER_LABEL), naming.session_started(obj),
+                   naming.annotation(obj, naming.USERNAME_ANNOTATION),
+                   frozenset(naming.groups_from_rules(obj.get("rules"))))
 
 
 class ObjectVersions:
@@ -142,6 +148,15 @@ class ObjectVersions:
         """How many objects of `kind` there are; None while `kind` is not watched (metrics)."""
         with self._lock:
             return len(self._objects[kind]) if kind in self._synced else None
+
+    def holding(self, groups: frozenset[str]) -> list[tuple[str, frozenset[str]]] | None:
+        """(username, which of `groups`) for each of our ClusterRoles allowing any of
+        `groups`; None while ClusterRoles are not watched (the governed-group sweep)."""
+        with self._lock:
+            if Kind.CLUSTER_ROLE not in self._synced:
+                return None
+            return [(seen.username, held) for seen in self._objects[Kind.CLUSTER_ROLE].values()
+                    if seen.username is not None and (held := seen.groups & groups)]
 
     def of_user(self, kind: Kind, user: str) -> dict[str, Seen] | None:
         """The objects of `kind` labelled for `user`; None while `kind` is not watched."""

@@ -144,7 +144,7 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     if isinstance(kube, ClusterLister):  # a new policy's group leaves roles granted before it
         elector.while_leading(GovernedGroupSweep(
             kube, config.namespace, elevations, user_objects,
-            config.elevation.sync_interval_seconds).run)
+            config.elevation.sync_interval_seconds, versions=versions).run)
 
     return Services(
         login=LoginService(authenticators, user_objects, sessions,

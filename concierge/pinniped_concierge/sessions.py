@@ -124,9 +124,16 @@ class Sessions:
         now = self._clock()
         expires = dt.datetime.fromtimestamp(
             min([now + self._ttl, *(g.expires_at for g in user.grants)]), dt.UTC)
-        secret = await self._kube.create(
-            Kind.SECRET, self._secret(session_id, user, dt.datetime.fromtimestamp(now, dt.UTC),
-                                      expires), self._namespace)
+        try:
+            secret = await self._kube.create(
+                Kind.SECRET, self._secret(session_id, user,
+                                          dt.datetime.fromtimestamp(now, dt.UTC), expires),
+                self._namespace)
+        except Conflict:
+            # The name is 64 random bits: only our own create, resent after the apiserver
+            # died answering it (`kube_http`), can have taken it. The sweeper ends that one.
+            raise Unavailable(Reason.KUBERNETES_UNAVAILABLE, "the Kubernetes API failed "
+                              "while starting the session; try again", 1) from None
         secret_uid = naming.metadata_field(secret, "uid")
         name = naming.session_secret_name(session_id)
         self._ledger.created(key, (naming.session_started(secret), name, secret_uid))

@@ -59,6 +59,7 @@ from pinniped_concierge.elevation_store import Grant as ElevationGrant
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.group_history import Grant, RoleRecord
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.naming import groups_from_rules
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.user_locks import UserLocks
 from pinniped_concierge.user_ownership import delete_user_objects
@@ -151,17 +152,6 @@ def impersonation_rules(identity: wire.Identity) -> list[Obj]:
         rules.append({"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
                       "resourceNames": sorted(identity.groups)})
     return rules
-
-
-def groups_from_rules(rules: object) -> tuple[str, ...]:
-    """The groups a ClusterRole of ours allows impersonating (the whoami view)."""
-    if not isinstance(rules, list):
-        return ()
-    groups: list[str] = []
-    for rule in rules:
-        if isinstance(rule, dict) and rule.get("resources") == ["groups"]:
-            groups.extend(n for n in rule.get("resourceNames") or [] if isinstance(n, str))
-    return tuple(groups)
 
 
 def _normalised_rules(rules: object) -> list[tuple[tuple[str, ...], ...]]:

@@ -15,7 +15,8 @@ from pinniped_concierge.config import ElevationConfig
 from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Kind, Obj
 from pinniped_concierge.login import LoginService
-from pinniped_concierge.userobjects import UserObjects, groups_from_rules
+from pinniped_concierge.naming import groups_from_rules
+from pinniped_concierge.userobjects import UserObjects
 
 ALICE = "corp:alice@example.com"
 ROLE = naming.user_object_name(ALICE, NS)

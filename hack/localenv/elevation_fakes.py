@@ -25,7 +25,8 @@ from pinniped_concierge.elevation_controller import ElevationController
 from pinniped_concierge.elevation_service import ElevationService
 from pinniped_concierge.elevation_store import ElevationStore, StoredRequest, read_request
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Kind, Obj
-from pinniped_concierge.userobjects import UserObjects, groups_from_rules
+from pinniped_concierge.naming import groups_from_rules
+from pinniped_concierge.userobjects import UserObjects
 
 NS = "pinniped-concierge"
 GROUP = "corp:prod-admins"

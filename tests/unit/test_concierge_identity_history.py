@@ -23,12 +23,12 @@ from pinniped_concierge import group_history, naming
 from pinniped_concierge.errors import Unavailable
 from pinniped_concierge.group_history import RoleRecord
 from pinniped_concierge.kubeapi import Conflict, Kind, Obj
+from pinniped_concierge.naming import groups_from_rules
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.userobjects import (
     GROUPS_NARROWED_BY_AGE,
     UserObjects,
     UserRef,
-    groups_from_rules,
 )
 
 NS = "pinniped-concierge"

@@ -11,7 +11,7 @@ from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
-from pinniped_concierge.kubeapi import Kind, Obj, counting_calls
+from pinniped_concierge.kubeapi import Conflict, Kind, Obj, counting_calls
 from pinniped_concierge.object_watch import ObjectVersions, Seen
 from pinniped_concierge.session_ledger import SessionLedger
 from pinniped_concierge.sessions import (
@@ -392,3 +392,18 @@ def test_the_oldest_ended_is_the_oldest_to_the_microsecond(
     clock.now = 1_700_000_000.0
     sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2, versions=versions)
     assert_newest_kept(fake_kube, clock, sessions, user, logins=10, apart=0.05, kept=2)
+
+
+def test_a_create_resent_after_the_apiserver_died_answers_503(
+        fake_kube: FakeKube, sessions: Sessions, user: UserRef,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thin transport may resend a create whose first copy the apiserver did make: the
+    session's random name then exists already, which is the apiserver's fault, not ours."""
+    async def taken(*_args: object, **_kwargs: object) -> Obj:
+        raise Conflict("create Secret")
+
+    monkeypatch.setattr(fake_kube, "create", taken)
+    with pytest.raises(Unavailable) as refused:
+        asyncio.run(sessions.start(user))
+    assert refused.value.reason == Reason.KUBERNETES_UNAVAILABLE
+    assert fake_kube.token_requests == []

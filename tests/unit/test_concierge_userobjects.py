@@ -16,8 +16,9 @@ from pinniped_apis import wire
 from pinniped_concierge import naming, userobjects
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict, Kind, NotFound, Obj
+from pinniped_concierge.naming import groups_from_rules
 from pinniped_concierge.object_watch import ObjectVersions
-from pinniped_concierge.userobjects import UserObjects, groups_from_rules, impersonation_rules
+from pinniped_concierge.userobjects import UserObjects, impersonation_rules
 
 NS = "pinniped-concierge"
 ALICE = wire.Identity("corp:alice@example.com", ("corp:devs", "corp:readers"))
@@ -570,7 +571,7 @@ def test_a_lost_race_on_the_role_costs_one_read_and_one_write_more(
     role_calls = [c for c in fake_kube.calls if c.endswith("ClusterRole")]
     assert role_calls == ["create ClusterRole", "read ClusterRole", "replace ClusterRole",
                           "read ClusterRole", "replace ClusterRole"]
-    assert userobjects.groups_from_rules(
+    assert groups_from_rules(
         stored(fake_kube, Kind.CLUSTER_ROLE, lost[0])["rules"]) == ("corp:devs",)
 
 
@@ -588,7 +589,7 @@ def test_a_role_deleted_between_the_read_and_the_write_is_made_again(
 
     fake_kube.replace = deleted_first  # type: ignore[method-assign]
     login(objects, wire.Identity(ALICE.username, ("corp:devs",)))
-    assert userobjects.groups_from_rules(
+    assert groups_from_rules(
         stored(fake_kube, Kind.CLUSTER_ROLE, target)["rules"]) == ("corp:devs",)
 
 
