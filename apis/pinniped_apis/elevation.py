@@ -39,7 +39,6 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from pinniped_apis.authentication import SpecModel
 from pinniped_apis.constants import (
-    ELEVATION_ID_PATTERN,
     MAX_APPROVALS_REQUIRED,
     MAX_ELEVATION_SECONDS,
     MAX_GROUPS,
@@ -60,18 +59,19 @@ RESERVED_PREFIX = "system:"
 def _not_reserved(value: str) -> str:
     """A `system:` group belongs to Kubernetes; no login ever carries one, so no policy may
     hand one out."""
-    if value.startswith(RESERVED_PREFIX):
+    if value.lower().startswith(RESERVED_PREFIX):  # as logins refuse them, in any case
         raise ValueError("must not start with 'system:' (reserved for Kubernetes)")
     return value
 
 
 def _plain_text(value: object) -> object:
-    """Refuse control characters (and unpaired surrogates) in a reason: it is shown in
-    terminals and written to audit logs, where they could forge lines or colours."""
+    """Refuse what is not printable text in a reason (control and format characters, a
+    bidirectional override, line breaks, unpaired surrogates): it is shown in terminals and
+    written to audit logs, where such characters could forge lines, colours or reading order."""
     if isinstance(value, str):
-        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000
-               for c in value):
-            raise ValueError("must be plain text: no control characters or line breaks")
+        if not value.isprintable():
+            raise ValueError("must be plain text: no control or format characters, no line "
+                             "breaks")
         if not value.strip():
             raise ValueError("must say why, in a few words")
     return value
@@ -83,7 +83,6 @@ GovernedGroup = Annotated[ObjectName, AfterValidator(_not_reserved)]
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH),
                    BeforeValidator(_plain_text)]
 Duration = Annotated[int, Field(ge=MIN_ELEVATION_SECONDS, le=MAX_ELEVATION_SECONDS)]
-RequestId = Annotated[str, Field(pattern=ELEVATION_ID_PATTERN, max_length=21)]
 #: Times in the objects are RFC 3339 text, as Kubernetes stores them (`rfc3339.format_time`).
 Time = Annotated[str, Field(max_length=40, description="RFC 3339, UTC.")]
 
@@ -242,7 +241,6 @@ __all__ = [
     "ElevationState",
     "ElevationView",
     "Phase",
-    "RequestId",
     "Requester",
     "Subjects",
 ]

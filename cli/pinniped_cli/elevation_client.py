@@ -19,7 +19,6 @@ from pinniped_apis.elevation import (
     ElevationCreate,
     ElevationDecision,
     ElevationList,
-    ElevationState,
     ElevationView,
 )
 from pinniped_cli import elevation_check
@@ -70,10 +69,6 @@ class ElevationClient:
         return self._call("POST", f"{ELEVATION_REQUESTS_PATH}/{request_id}/{action}", credential,
                           None if body is None else body.to_wire(), ElevationView,
                           what=f"{action} request")
-
-    def state(self, credential: str) -> ElevationState:
-        return self._call("GET", ELEVATION_STATE_PATH, credential, None, ElevationState,
-                          what="elevation state")
 
     def check(self, credential: str, elevated: tuple[str, ...]) -> str:
         """The plugin's check (`elevation_check.outcome`), bounded as on the cached path."""

@@ -267,10 +267,6 @@ class ElevationStore:
         #: no storm to absorb: the policies are listed afresh for every question.
         self._watched = False
 
-    @property
-    def namespace(self) -> str:
-        return self._namespace
-
     # --- policies ---------------------------------------------------------------------
 
     async def _policies(self) -> list[Policy]:

@@ -44,6 +44,7 @@ def test_a_policy_reads_with_its_defaults() -> None:
 
 @pytest.mark.parametrize("changes", [
     {"group": "system:masters"},
+    {"group": "System:Masters"},
     {"group": ""},
     {"approvalsRequired": 0},
     {"approvalsRequired": constants.MAX_APPROVALS_REQUIRED + 1},
@@ -66,7 +67,9 @@ def test_subjects_match_by_username_or_any_group() -> None:
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "line\nbreak", "tab\there", "esc\x1b[31m",
-                                    "c1\x85", "x" * (constants.MAX_REASON_LENGTH + 1)])
+                                    "c1\x85", "rtl\u202eoverride", "zero\u200bwidth",
+                                    "line\u2028separator", "lone\udc80surrogate",
+                                    "x" * (constants.MAX_REASON_LENGTH + 1)])
 def test_a_reason_is_plain_bounded_text(reason: str) -> None:
     with pytest.raises(ValidationError):
         ElevationCreate.model_validate({"group": "corp:x", "reason": reason})
