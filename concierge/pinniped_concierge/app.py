@@ -9,7 +9,8 @@
     POST .../{id}/approve|deny|revoke   decide one; GET ELEVATION_STATE_PATH: the caller's
                                         own pending and active ones (the plugin's check, on
                                         every kubectl call: one TokenReview and no other
-                                        API call). All bearer-authenticated, served only
+                                        API call while the watches are up). All
+                                        bearer-authenticated, served only
                                         when `Services.elevation` is set
     GET  /healthz                       the process is alive
     GET  /readyz                        the Kubernetes API answers, every file authenticator's

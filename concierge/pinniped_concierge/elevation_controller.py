@@ -192,7 +192,8 @@ class ElevationController:
         return self._granted_and_ended(request) and request.status.access_removed_at is None
 
     def _in_recheck(self, request: StoredRequest, now: float) -> bool:
-        """Ended after having been approved, removed already, and ended only just now."""
+        """Ended after having been approved, only just now: its removal is repeated (the
+        caller does the ones not yet removed first)."""
         ended = request.ended_at()
         return (self._granted_and_ended(request) and ended is not None
                 and now - ended < RECHECK_SECONDS)

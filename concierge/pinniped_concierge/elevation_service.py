@@ -439,7 +439,8 @@ class ElevationService:
     async def state(self, account: str, event: AuditEvent) -> ElevationState:
         """The pending ids and active elevations of the user whose ServiceAccount is
         `account`: what the plugin compares with the credential it holds. From the mirror,
-        so no API call; `active` by the rule logins use (`ElevationStore.active_for`). The
+        so no API call while the watches are up (otherwise the user's requests and the
+        policies are listed); `active` by the rule logins use (`ElevationStore.active_for`). The
         audit line names the ServiceAccount, and the user when they have a request (nothing
         else here says who it is: reading that costs two calls, and this answer needs none)."""
         now = self._clock()

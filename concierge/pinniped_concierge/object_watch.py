@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pinniped_concierge import backoff, naming
@@ -61,7 +61,7 @@ class Seen:
     #: When it was created (a session: started), as text that sorts in time order
     #: (`naming.session_started`).
     created: str
-    #: The username annotation (for a ClusterRole: whose identity it allows).
+    #: A ClusterRole's username annotation (whose identity it allows); None for other kinds.
     username: str | None = None
     #: A ClusterRole's groups (`naming.groups_from_rules`); empty for other kinds.
     groups: frozenset[str] = frozenset()
@@ -71,10 +71,12 @@ class Seen:
         version = naming.metadata_field(obj, "resourceVersion")
         if version is None:
             return None
-        return cls(version, naming.metadata_field(obj, "uid"),
-                   naming.label(obj, naming.USER_LABEL), naming.session_started(obj),
-                   naming.annotation(obj, naming.USERNAME_ANNOTATION),
-                   frozenset(naming.groups_from_rules(obj.get("rules"))))
+        seen = cls(version, naming.metadata_field(obj, "uid"),
+                   naming.label(obj, naming.USER_LABEL), naming.session_started(obj))
+        if "rules" not in obj:  # only ClusterRoles need the rest (`holding`)
+            return seen
+        return replace(seen, username=naming.annotation(obj, naming.USERNAME_ANNOTATION),
+                       groups=frozenset(naming.groups_from_rules(obj.get("rules"))))
 
 
 class ObjectVersions:

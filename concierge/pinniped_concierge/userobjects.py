@@ -410,22 +410,17 @@ class UserObjects:
                 allowed = groups_from_rules(role.get("rules"))
                 if not removing.intersection(allowed):
                     return False
-                metadata = self._metadata(username)
-                metadata["annotations"] |= {
-                    key: value for key in (naming.GROUPS_ISSUED_AT_ANNOTATION,
-                                           naming.LAST_LOGIN_ANNOTATION)
-                    if (value := naming.annotation(role, key)) is not None}
-                metadata["resourceVersion"] = _version(role)
-                remaining = wire.Identity(username, tuple(sorted(set(allowed) - removing)))
-                body = {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
-                        "metadata": metadata, "rules": impersonation_rules(remaining)}
+                recorded = {key: value for key in (naming.GROUPS_ISSUED_AT_ANNOTATION,
+                                                   naming.LAST_LOGIN_ANNOTATION)
+                            if (value := naming.annotation(role, key)) is not None}
+                body = self._role_object(username, set(allowed) - removing, recorded,
+                                         _version(role))
                 try:
                     await self._kube.replace(Kind.CLUSTER_ROLE, name, body)
                 except NotFound:
                     return False
                 except Conflict:  # written since we read it: read again
                     continue
-                self.forget(username)
                 return True
         raise _kept_changing(name, "an ended elevation was taken out of it")
 
@@ -470,11 +465,18 @@ class UserObjects:
                       resource_version: str = "") -> Obj:
         """The role for this login: the grant's role groups, "last seen" now, and (when
         `resource_version` is given) a write that fails if anyone wrote since."""
+        return self._role_object(username, grant.role_groups,
+                                 group_history.role_annotations(grant, now), resource_version)
+
+    def _role_object(self, username: str, groups: Iterable[str], annotations: dict[str, str],
+                     resource_version: str = "") -> Obj:
+        """The user's ClusterRole allowing `groups`, with `annotations` beside the username's;
+        with a `resource_version`, a write that fails if anyone wrote since."""
         metadata = self._metadata(username)
-        metadata["annotations"] |= group_history.role_annotations(grant, now)
+        metadata["annotations"] |= annotations
         if resource_version:
             metadata["resourceVersion"] = resource_version
-        allowed = wire.Identity(username, tuple(sorted(grant.role_groups)))
+        allowed = wire.Identity(username, tuple(sorted(groups)))
         return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
                 "metadata": metadata, "rules": impersonation_rules(allowed)}
 
