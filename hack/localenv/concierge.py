@@ -407,6 +407,7 @@ class TcpProxy:
         self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
 
     def _accept(self) -> None:
@@ -421,6 +422,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._closed:  # accepted just before close(): it must not outlive it
+                    client.close()
+                    upstream.close()
+                    return
                 self._connections += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
@@ -444,7 +449,9 @@ class TcpProxy:
             self._connections.clear()
 
     def close(self) -> None:
-        """Refuse new connections and cut the open ones."""
+        """Refuse new connections and cut the open ones, including one being accepted."""
+        with self._lock:
+            self._closed = True
         with contextlib.suppress(OSError):  # wakes the blocked accept(); close alone would not
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
