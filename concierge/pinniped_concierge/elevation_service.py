@@ -98,7 +98,15 @@ from pinniped_concierge.elevation_store import (
     read_request,
 )
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
-from pinniped_concierge.kubeapi import ELEVATION_REQUESTS, Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.kubeapi import (
+    ELEVATION_REQUESTS,
+    Conflict,
+    Kind,
+    KubeAPI,
+    NotFound,
+    Obj,
+    pages,
+)
 from pinniped_concierge.user_locks import UserLocks
 from pinniped_concierge.userobjects import UserObjects
 
@@ -355,19 +363,15 @@ class ElevationService:
             return []
         selector = f"{naming.owned_selector(self._namespace)},{naming.USER_LABEL}={key}"
         found: list[StoredRequest] = []
-        continue_token: str | None = None
-        # Bounded: never more pages than maxRequests objects can fill.
-        for _ in range(self._config.max_requests // PAGE_SIZE + 2):
-            items, continue_token = await self._kube.list_custom(
-                ELEVATION_REQUESTS, self._namespace, PAGE_SIZE, continue_token,
-                label_selector=selector)
+        async for items in pages(lambda token: self._kube.list_custom(
+                ELEVATION_REQUESTS, self._namespace, PAGE_SIZE, token, label_selector=selector),
+                # Bounded: never more pages than maxRequests objects can fill.
+                max_pages=self._config.max_requests // PAGE_SIZE + 2):
             for item in items:
                 parsed = self._parse(item)
                 if parsed is not None and self._user_account(
                         parsed.spec.requester.username) == account:
                     found.append(parsed)
-            if not continue_token:
-                break
         return found
 
     async def _create_object(self, caller: wire.Identity, group: str, reason: str,
@@ -699,19 +703,15 @@ class ElevationService:
 
     async def _end_sessions(self, username: str, request_id: str) -> int:
         ending: list[tuple[str, str | None]] = []
-        continue_token: str | None = None
-        while True:  # a user has at most maxSessionsPerUser sessions: a page or two
-            items, continue_token = await self._kube.list(
-                Kind.SECRET, self._namespace,
-                naming.user_session_selector(username, self._namespace), PAGE_SIZE,
-                continue_token)
+        selector = naming.user_session_selector(username, self._namespace)
+        # A user has at most maxSessionsPerUser sessions: a page or two.
+        async for items in pages(lambda token: self._kube.list(
+                Kind.SECRET, self._namespace, selector, PAGE_SIZE, token)):
             for item in items:
                 name = naming.metadata_field(item, "name")
                 ids = (naming.annotation(item, naming.ELEVATIONS_ANNOTATION) or "").split(",")
                 if name is not None and naming.is_managed(item) and request_id in ids:
                     ending.append((name, naming.metadata_field(item, "uid")))
-            if not continue_token:
-                break
         ended = 0
         for name, uid in ending:
             try:

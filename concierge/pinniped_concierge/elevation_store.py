@@ -66,6 +66,7 @@ from pinniped_concierge.kubeapi import (
     KubeAPI,
     NotFound,
     Obj,
+    pages,
 )
 from pinniped_concierge.object_watch import WatchSource, new_watch_client
 
@@ -383,14 +384,13 @@ class ElevationStore:
                     at_most: int) -> list[Obj]:
         """Paged, and no more than `at_most` objects."""
         found: list[Obj] = []
-        continue_token: str | None = None
-        while True:
-            page, continue_token = await self._kube.list_custom(
-                resource, namespace, min(PAGE_SIZE, at_most - len(found) + 1),
-                continue_token, selector)
-            found += page
-            if not continue_token or len(found) >= at_most:
-                return found[:at_most]
+        async for page in pages(lambda token: self._kube.list_custom(
+                resource, namespace, min(PAGE_SIZE, at_most - len(found) + 1), token,
+                selector)):
+            found.extend(page)  # the next page asks only for what is still wanted
+            if len(found) >= at_most:
+                break
+        return found[:at_most]
 
     # --- state -------------------------------------------------------------------------
 

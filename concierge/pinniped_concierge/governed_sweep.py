@@ -36,7 +36,7 @@ from pinniped_concierge import naming
 from pinniped_concierge.cluster_lists import ClusterLister
 from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.errors import ServerError, Unavailable
-from pinniped_concierge.kubeapi import Kind
+from pinniped_concierge.kubeapi import Kind, pages
 from pinniped_concierge.naming import groups_from_rules
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.userobjects import UserObjects
@@ -118,15 +118,12 @@ class GovernedGroupSweep:
     async def _listed(self, groups: frozenset[str]) -> list[tuple[str, frozenset[str]]]:
         """(username, which of `groups`) for our ClusterRoles, read from the API."""
         held: list[tuple[str, frozenset[str]]] = []
-        continue_token: str | None = None
-        while True:
-            roles, continue_token = await self._kube.list_cluster(
-                Kind.CLUSTER_ROLE, naming.owned_selector(self._namespace), PAGE_SIZE,
-                continue_token)
+        selector = naming.owned_selector(self._namespace)
+        async for roles in pages(lambda token: self._kube.list_cluster(
+                Kind.CLUSTER_ROLE, selector, PAGE_SIZE, token)):
             for role in roles:
                 username = naming.annotation(role, naming.USERNAME_ANNOTATION)
                 these = groups.intersection(groups_from_rules(role.get("rules")))
                 if username is not None and these and naming.is_owned(role, self._namespace):
                     held.append((username, these))
-            if not continue_token:
-                return held
+        return held

@@ -40,14 +40,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pinniped_apis import rfc3339
 from pinniped_concierge import naming
 from pinniped_concierge.cluster_lists import ClusterLister
-from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj, Page, pages
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.user_ownership import session_owner, user_object_owner
 
@@ -167,18 +167,12 @@ class IdleUsers:
         return users
 
     async def _list(self, kind: Kind, selector: str) -> list[Obj]:
-        found: list[Obj] = []
-        continue_token: str | None = None
-        while True:
+        def fetch(token: str | None) -> Awaitable[Page]:
             if kind in (Kind.CLUSTER_ROLE, Kind.CLUSTER_ROLE_BINDING):
-                items, continue_token = await self._kube.list_cluster(
-                    kind, selector, self._page_size, continue_token)
-            else:
-                items, continue_token = await self._kube.list(
-                    kind, self._namespace, selector, self._page_size, continue_token)
-            found += items
-            if not continue_token:
-                return found
+                return self._kube.list_cluster(kind, selector, self._page_size, token)
+            return self._kube.list(kind, self._namespace, selector, self._page_size, token)
+
+        return [item async for page in pages(fetch) for item in page]
 
     # --- removing one user ---------------------------------------------------------------
 

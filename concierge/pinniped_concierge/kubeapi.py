@@ -37,7 +37,7 @@ import builtins
 import contextlib
 import http.client
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -178,6 +178,24 @@ class KubeAPI(LeaseAPI, Protocol):
                                        name: str, uid: str | None = None) -> None:
         """Delete; with `uid`, a `Conflict` if the name now holds another object."""
         ...
+
+
+Page = tuple[builtins.list[Obj], str | None]
+
+
+async def pages(fetch: Callable[[str | None], Awaitable[Page]],
+                max_pages: int | None = None) -> AsyncIterator[builtins.list[Obj]]:
+    """Each page of a paged list, in order: `fetch` is given the previous page's continue
+    token (None for the first). Stops after `max_pages` where the caller must bound the
+    calls it makes; a caller that has seen enough simply stops iterating."""
+    continue_token: str | None = None
+    fetched = 0
+    while max_pages is None or fetched < max_pages:
+        items, continue_token = await fetch(continue_token)
+        fetched += 1
+        yield items
+        if not continue_token:
+            return
 
 
 # --- counting calls per request ----------------------------------------------

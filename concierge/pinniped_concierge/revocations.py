@@ -49,7 +49,7 @@ from typing import Any
 from pinniped_apis import rfc3339, wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, Rejected
-from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj, pages
 from pinniped_concierge.object_watch import WatchSource, new_watch_client
 
 log = logging.getLogger("concierge.revocations")
@@ -256,18 +256,14 @@ async def sweep_expired(kube: KubeAPI, namespace: str, retention_seconds: float,
                         clock: Callable[[], float] = time.time) -> int:
     """Delete markers older than `retention_seconds`; returns how many (the leader runs it)."""
     expired: list[tuple[str, str | None]] = []
-    continue_token: str | None = None
     now = clock()
-    while True:  # list everything first, then delete
-        items, continue_token = await kube.list(Kind.SECRET, namespace,
-                                                marker_selector(namespace), PAGE_SIZE,
-                                                continue_token)
+    selector = marker_selector(namespace)
+    async for items in pages(lambda token: kube.list(  # list everything first, then delete
+            Kind.SECRET, namespace, selector, PAGE_SIZE, token)):
         for item in items:
             marker = read_marker(item, namespace)
             if marker is not None and marker[2] + retention_seconds < now:
                 expired.append((marker[1], naming.metadata_field(item, "uid")))
-        if not continue_token:
-            break
     deleted = 0
     for name, uid in expired:
         with contextlib.suppress(NotFound, Conflict):

@@ -39,7 +39,7 @@ from pinniped_concierge import naming
 from pinniped_concierge.config import Config
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.identity import RESERVED_PREFIX
-from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj, pages
 from pinniped_concierge.revocations import PAGE_SIZE, new_marker, read_marker, user_marker_selector
 from pinniped_concierge.user_ownership import delete_user_objects, session_owner
 
@@ -107,14 +107,8 @@ async def revoke(kube: KubeAPI, namespace: str, username: str, *,
 
 async def _all(kube: KubeAPI, namespace: str, selector: str) -> list[Obj]:
     """Every Secret matching `selector`, listed in full before anything is deleted."""
-    found: list[Obj] = []
-    continue_token: str | None = None
-    while True:
-        items, continue_token = await kube.list(Kind.SECRET, namespace, selector, PAGE_SIZE,
-                                                continue_token)
-        found += items
-        if not continue_token:
-            return found
+    return [item async for page in pages(lambda token: kube.list(
+        Kind.SECRET, namespace, selector, PAGE_SIZE, token)) for item in page]
 
 
 async def _delete_secret(kube: KubeAPI, secret: Obj, namespace: str) -> int:

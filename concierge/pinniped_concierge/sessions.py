@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
-from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj
+from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj, pages
 from pinniped_concierge.object_watch import ObjectVersions
 from pinniped_concierge.session_ledger import LiveSession, SessionLedger
 from pinniped_concierge.user_locks import UserLocks
@@ -213,17 +213,14 @@ class Sessions:
         """The user's sessions straight from the API (only while the watch is down)."""
         live: list[LiveSession] = []
         selector = naming.user_key_session_selector(key)
-        continue_token: str | None = None
-        while True:
-            items, continue_token = await self._kube.list(
-                Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, continue_token)
+        async for items in pages(lambda token: self._kube.list(
+                Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, token)):
             for item in items:
                 name = naming.metadata_field(item, "name")
                 if name is not None and naming.is_managed(item):
                     live.append((naming.session_started(item), name,
                                  naming.metadata_field(item, "uid")))
-            if not continue_token:
-                return live
+        return live
 
     def _secret(self, session_id: str, user: UserRef, started: dt.datetime,
                 expires: dt.datetime) -> Obj:
@@ -271,11 +268,10 @@ class Sessions:
         now = self._clock()
         expired: list[tuple[str | None, str, str | None]] = []
         live_per_user: dict[str, int] = {}
-        continue_token: str | None = None
-        while True:  # list everything first: deleting while paging is asking for trouble
-            items, continue_token = await self._kube.list(
-                Kind.SECRET, self._namespace, naming.session_selector(), SWEEP_PAGE_SIZE,
-                continue_token)
+        selector = naming.session_selector()
+        # List everything first: deleting while paging is asking for trouble.
+        async for items in pages(lambda token: self._kube.list(
+                Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, token)):
             for item in items:
                 name = naming.metadata_field(item, "name")
                 if name is None or not naming.is_managed(item):
@@ -285,8 +281,6 @@ class Sessions:
                     expired.append((key, name, naming.metadata_field(item, "uid")))
                 elif key is not None:
                     live_per_user[key] = live_per_user.get(key, 0) + 1
-            if not continue_token:
-                break
         deleted = 0
         for key, name, uid in expired:
             if key is None:

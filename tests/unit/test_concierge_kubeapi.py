@@ -19,8 +19,11 @@ from pinniped_concierge.kubeapi import (
     Kind,
     KubernetesClientAPI,
     NotFound,
+    Obj,
+    Page,
     _translate,
     counting_calls,
+    pages,
 )
 
 
@@ -159,3 +162,41 @@ contexts: [{name: c, context: {cluster: c, user: u}}]
     api = KubernetesClientAPI.from_kubeconfig(kubeconfig, 5)
     assert api._api_client.configuration.host == "https://127.0.0.1:6443"
     api.close()
+
+
+class PagedList:
+    """A list served in pages of one item, with the continue tokens it was given."""
+
+    def __init__(self, count: int) -> None:
+        self.items: list[Obj] = [{"metadata": {"name": f"o{i}"}} for i in range(count)]
+        self.tokens: list[str | None] = []
+
+    async def fetch(self, token: str | None) -> Page:
+        self.tokens.append(token)
+        index = int(token) if token else 0
+        more = str(index + 1) if index + 1 < len(self.items) else None
+        return self.items[index:index + 1], more
+
+
+def collect(source: PagedList, max_pages: int | None = None) -> list[Obj]:
+    async def go() -> list[Obj]:
+        return [item async for page in pages(source.fetch, max_pages) for item in page]
+    return asyncio.run(go())
+
+
+def test_pages_follow_the_continue_token_to_the_end() -> None:
+    source = PagedList(3)
+    assert collect(source) == source.items
+    assert source.tokens == [None, "1", "2"]
+
+
+def test_pages_stop_at_max_pages() -> None:
+    source = PagedList(5)
+    assert collect(source, max_pages=2) == source.items[:2]
+    assert source.tokens == [None, "1"]
+
+
+def test_an_empty_list_is_one_call() -> None:
+    source = PagedList(0)
+    assert collect(source) == []
+    assert source.tokens == [None]
