@@ -4,7 +4,7 @@ Every login asks two questions of this store: which groups are governed (a
 governed group is never granted from an ID token) and which elevations the
 user holds right now. A login must not pay an API call for either while the
 watches are up, so both kinds are mirrored by list-then-watch loops
-(`object_watch.ListWatch`, like `revocations.RevocationMirror`): the
+(`object_watch.ListWatch` into an `object_watch.Mirror`, as the revocation markers are): the
 ElevationPolicies cluster-wide, the ElevationRequests in the concierge's
 namespace by its own label selector (`naming.owned_selector`).
 
@@ -41,11 +41,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -68,7 +67,7 @@ from pinniped_concierge.kubeapi import (
     Obj,
     pages,
 )
-from pinniped_concierge.object_watch import WatchSource, new_watch_client
+from pinniped_concierge.object_watch import Mirror, WatchSource, new_watch_client
 
 log = logging.getLogger("concierge.elevation")
 
@@ -185,66 +184,6 @@ def read_request(obj: Obj, namespace: str) -> StoredRequest | None:
                          spec, status, created if created is not None else 0.0)
 
 
-T = TypeVar("T")
-
-
-class _Mirror(Generic[T]):
-    """One kind's objects by name, parsed, fed from a watch thread (a `WatchTarget`)."""
-
-    def __init__(self, parse: Callable[[Obj], T | None], *,
-                 max_objects: int | None = None) -> None:
-        self._parse = parse
-        self._max = max_objects
-        self._lock = threading.Lock()
-        self._objects: dict[str, T] = {}
-        self._synced = False
-
-    def reset(self, objects: list[Obj]) -> None:
-        with self._lock:
-            self._objects = {}
-            for obj in objects:
-                self._put(obj)
-            self._synced = True
-
-    def apply(self, event_type: str, obj: Obj) -> None:
-        with self._lock:
-            if not self._synced:
-                return
-            name = naming.metadata_field(obj, "name")
-            if name is None:
-                return
-            if event_type == "DELETED":
-                self._objects.pop(name, None)
-            else:
-                self._put(obj)
-
-    def lost(self) -> None:
-        with self._lock:
-            self._synced = False
-            self._objects = {}
-
-    def _put(self, obj: Obj) -> None:
-        name = naming.metadata_field(obj, "name")
-        if name is None:
-            return
-        parsed = self._parse(obj)
-        if parsed is None:
-            self._objects.pop(name, None)
-        elif name in self._objects or self._max is None or len(self._objects) < self._max:
-            self._objects[name] = parsed
-
-    def synced(self) -> bool:
-        with self._lock:
-            return self._synced
-
-    def snapshot(self) -> list[T] | None:
-        """Everything, or None unless the watch is up (never listed, or lost since)."""
-        with self._lock:
-            if not self._synced:
-                return None
-            return list(self._objects.values())
-
-
 class ElevationStore:
     """Policies and requests, from the mirrors (or, without them, from the API)."""
 
@@ -256,8 +195,8 @@ class ElevationStore:
         self._max_requests = config.max_requests
         self._monotonic = monotonic
         #: More than maxPolicies objects are kept (the excess is what makes logins refused).
-        self.policies_target: _Mirror[Policy] = _Mirror(read_policy)
-        self.requests_target: _Mirror[StoredRequest] = _Mirror(
+        self.policies_target: Mirror[Policy] = Mirror(read_policy)
+        self.requests_target: Mirror[StoredRequest] = Mirror(
             lambda obj: read_request(obj, namespace), max_objects=config.max_requests)
         #: The last list of the policies (while their mirror is not synced): when it started,
         #: and the policies, or why they are unknown.

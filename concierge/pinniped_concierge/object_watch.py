@@ -35,12 +35,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from pinniped_concierge import backoff, naming
 from pinniped_concierge.kubeapi import Kind, Obj
 
 log = logging.getLogger("concierge.watch")
+
+T = TypeVar("T")
 
 WATCH_USER_AGENT = "pinniped-concierge-watch"
 #: Server-side timeout of one watch request; the watch then resumes where it was.
@@ -180,6 +182,93 @@ class WatchTarget(Protocol):
 
     def lost(self) -> None:
         """The watch broke; a `reset` follows once it is back."""
+
+
+class Mirror(Generic[T]):
+    """One watched kind's objects by name, parsed, fed from the watch's thread (a
+    `WatchTarget`).
+
+    It knows nothing while the watch is down (`snapshot`, `group` and `count` answer
+    None): its reader must then ask the API, never trust a copy that may be missing a
+    change. An object `parse` refuses (None) is not held; one that changes into such an
+    object is dropped. `group_by` indexes the objects by a key, e.g. their user, for a
+    reader on the login path; `max_objects` caps what a flood of objects can make us
+    hold (a new object beyond it is not kept; changes to kept ones still are).
+    """
+
+    def __init__(self, parse: Callable[[Obj], T | None], *,
+                 group_by: Callable[[T], str] | None = None,
+                 max_objects: int | None = None) -> None:
+        self._parse = parse
+        self._group_by = group_by
+        self._max = max_objects
+        self._lock = threading.Lock()
+        self._objects: dict[str, T] = {}
+        self._groups: dict[str, dict[str, T]] = {}
+        self._synced = False
+
+    def reset(self, objects: list[Obj]) -> None:
+        with self._lock:
+            self._objects, self._groups = {}, {}
+            for obj in objects:
+                self._put(obj)
+            self._synced = True
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        name = naming.metadata_field(obj, "name")
+        with self._lock:
+            if not self._synced or name is None:
+                return
+            if event_type == "DELETED":
+                self._remove(name)
+            else:
+                self._put(obj)
+
+    def lost(self) -> None:
+        with self._lock:
+            self._synced = False
+            self._objects, self._groups = {}, {}
+
+    def _put(self, obj: Obj) -> None:
+        name = naming.metadata_field(obj, "name")
+        if name is None:
+            return
+        kept = name in self._objects
+        self._remove(name)
+        parsed = self._parse(obj)
+        if parsed is None or not (kept or self._max is None or len(self._objects) < self._max):
+            return
+        self._objects[name] = parsed
+        if self._group_by is not None:
+            self._groups.setdefault(self._group_by(parsed), {})[name] = parsed
+
+    def _remove(self, name: str) -> None:
+        parsed = self._objects.pop(name, None)
+        if parsed is None or self._group_by is None:
+            return
+        key = self._group_by(parsed)
+        group = self._groups.get(key, {})
+        group.pop(name, None)
+        if not group:
+            self._groups.pop(key, None)
+
+    def synced(self) -> bool:
+        with self._lock:
+            return self._synced
+
+    def snapshot(self) -> list[T] | None:
+        """Everything, or None while the watch is down (never listed, or lost since)."""
+        with self._lock:
+            return list(self._objects.values()) if self._synced else None
+
+    def group(self, key: str) -> list[T] | None:
+        """The objects `group_by` puts under `key`, or None while the watch is down."""
+        with self._lock:
+            return list(self._groups.get(key, {}).values()) if self._synced else None
+
+    def count(self) -> int | None:
+        with self._lock:
+            return len(self._objects) if self._synced else None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ import datetime as dt
 import logging
 import math
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,7 +49,7 @@ from pinniped_apis import rfc3339, wire
 from pinniped_concierge import naming
 from pinniped_concierge.errors import Reason, Rejected
 from pinniped_concierge.kubeapi import Conflict, Kind, KubeAPI, NotFound, Obj, pages
-from pinniped_concierge.object_watch import WatchSource, new_watch_client
+from pinniped_concierge.object_watch import Mirror, WatchSource, new_watch_client
 
 log = logging.getLogger("concierge.revocations")
 
@@ -90,7 +89,11 @@ def new_marker(username: str, namespace: str, now: float, revoked_by: str) -> Ob
     }
 
 
-def read_marker(obj: Mapping[str, Any], namespace: str) -> tuple[str, str, float] | None:
+#: (user key, marker name, revoked at), as `read_marker` reads it.
+Marker = tuple[str, str, float]
+
+
+def read_marker(obj: Mapping[str, Any], namespace: str) -> Marker | None:
     """(user key, name, revoked at) of a marker that is ours in every respect, else None.
 
     The time is the apiserver's `creationTimestamp`; a marker without one
@@ -125,69 +128,19 @@ def authenticated_at(claims: Mapping[str, object]) -> float | None:
     return None
 
 
-class RevocationMirror:
-    """Thread-safe view of the markers, fed by a watch: user key -> marker name -> time."""
+class RevocationMirror(Mirror[Marker]):
+    """The markers, fed by a watch, grouped by user key for the login's lookup."""
 
     def __init__(self, namespace: str) -> None:
+        super().__init__(lambda obj: read_marker(obj, namespace), group_by=lambda m: m[0])
         self._namespace = namespace
-        self._lock = threading.Lock()
-        self._by_user: dict[str, dict[str, float]] = {}
-        self._synced = False
-
-    # --- `object_watch.WatchTarget`, from the watch's thread ----------------------------
-
-    def reset(self, objects: list[Obj]) -> None:
-        with self._lock:
-            self._by_user = {}
-            for obj in objects:
-                self._put(obj)
-            self._synced = True
-
-    def apply(self, event_type: str, obj: Obj) -> None:
-        with self._lock:
-            if not self._synced:
-                return
-            if event_type == "DELETED":
-                self._drop(naming.metadata_field(obj, "name"))
-            else:
-                self._put(obj)
-
-    def lost(self) -> None:
-        with self._lock:
-            self._synced = False
-            self._by_user = {}
-
-    def _put(self, obj: Obj) -> None:
-        name = naming.metadata_field(obj, "name")
-        self._drop(name)  # a marker changed into something that is not one is gone
-        marker = read_marker(obj, self._namespace)
-        if marker is not None:
-            key, name, revoked_at = marker
-            self._by_user.setdefault(key, {})[name] = revoked_at
-
-    def _drop(self, name: str | None) -> None:
-        if name is None or not name.startswith(MARKER_PREFIX):
-            return
-        key = name.removeprefix(MARKER_PREFIX).partition("-")[0]
-        markers = self._by_user.get(key)
-        if markers is not None:
-            markers.pop(name, None)
-            if not markers:
-                del self._by_user[key]
-
-    # --- read by logins -----------------------------------------------------------------
 
     def lookup(self, username: str) -> tuple[bool, float | None]:
         """(known, revoked at): known is False while the watch is down."""
-        with self._lock:
-            if not self._synced:
-                return False, None
-            markers = self._by_user.get(naming.user_key(username, self._namespace))
-            return True, max(markers.values()) if markers else None
-
-    def count(self) -> int | None:
-        with self._lock:
-            return sum(map(len, self._by_user.values())) if self._synced else None
+        markers = self.group(naming.user_key(username, self._namespace))
+        if markers is None:
+            return False, None
+        return True, max((m[2] for m in markers), default=None)
 
     def watch_source(self, api_client: Any) -> WatchSource:
         """The list-then-watch of the markers that feeds this mirror."""

@@ -23,11 +23,12 @@ from pinniped_concierge import elevation_store, naming
 from pinniped_concierge.cluster_lists import ClusterLister
 from pinniped_concierge.config import ElevationConfig
 from pinniped_concierge.elevation_service import ElevationService
-from pinniped_concierge.elevation_store import ElevationStore, _Mirror
+from pinniped_concierge.elevation_store import ElevationStore
 from pinniped_concierge.errors import Reason, Unavailable
 from pinniped_concierge.governed_sweep import GovernedGroupSweep
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Kind, Obj
 from pinniped_concierge.login import LoginService
+from pinniped_concierge.object_watch import Mirror
 
 READERS = "corp:readers"  # in alice's ID token
 
@@ -40,7 +41,7 @@ class _Lagging:
     """A watch that is up but a moment behind: it lists at once, and holds its events back
     until `catch_up`."""
 
-    def __init__(self, target: _Mirror[Any]) -> None:
+    def __init__(self, target: Mirror[Any]) -> None:
         self.target = target
         self.held: list[tuple[str, Obj]] = []
 
