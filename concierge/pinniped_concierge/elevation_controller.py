@@ -172,10 +172,7 @@ class ElevationController:
             return None
 
     def _due_to_expire(self, request: StoredRequest, now: float) -> bool:
-        phase = request.status.phase
-        return ((phase == "Pending"
-                 and request.created_at + self._config.pending_timeout_seconds <= now)
-                or (phase == "Approved" and not request.active(now)))
+        return request.overdue(now, self._config.pending_timeout_seconds) is not None
 
     def _overdue_since(self, request: StoredRequest) -> float:
         if request.status.phase == "Approved":

@@ -244,15 +244,9 @@ class ElevationService:
     def phase(self, request: StoredRequest, now: float) -> Phase:
         """The phase as it stands now: an approved request past its end, or a pending one
         past the pending timeout, has ended even before the controller writes so."""
-        phase = request.status.phase
-        if phase == "Approved" and not request.active(now):
+        if request.overdue(now, self._config.pending_timeout_seconds) is not None:
             return "Expired"
-        if phase == "Pending" and self._pending_timed_out(request, now):
-            return "Expired"
-        return phase
-
-    def _pending_timed_out(self, request: StoredRequest, now: float) -> bool:
-        return request.created_at + self._config.pending_timeout_seconds <= now
+        return request.status.phase
 
     @staticmethod
     def _approver(policy: Policy | None, caller: wire.Identity) -> bool:
@@ -610,13 +604,8 @@ class ElevationService:
         """Mark a request Expired if, freshly read, it has timed out pending or its duration
         has ended; None when there was nothing to do (it changed, or it is gone)."""
         async def decide(request: StoredRequest, now: float) -> ElevationRequestStatus | None:
-            if request.status.phase == "Pending" and self._pending_timed_out(request, now):
-                return self._ended(
-                    request, "Expired", None,
-                    f"not approved within {self._config.pending_timeout_seconds} s", now)
-            if request.status.phase == "Approved" and not request.active(now):
-                return self._ended(request, "Expired", None, "its duration ended", now)
-            return None
+            reason = request.overdue(now, self._config.pending_timeout_seconds)
+            return None if reason is None else self._ended(request, "Expired", None, reason, now)
 
         try:
             return await self._transition(request_id, decide, only_if_changed=True)

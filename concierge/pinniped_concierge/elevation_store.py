@@ -123,6 +123,17 @@ class StoredRequest:
         """Pending, or active."""
         return self.status.phase == "Pending" or self.active(now)
 
+    def overdue(self, now: float, pending_timeout_seconds: int) -> str | None:
+        """Why it has ended by `now` although its phase does not say so yet (the controller
+        writes Expired a moment later), or None: the one expiry rule, for the API's answers
+        and for the controller."""
+        if self.status.phase == "Approved" and not self.active(now):
+            return "its duration ended"
+        if (self.status.phase == "Pending"
+                and self.created_at + pending_timeout_seconds <= now):
+            return f"not approved within {pending_timeout_seconds} s"
+        return None
+
     def to_object(self, spec: ElevationRequestSpec, status: ElevationRequestStatus) -> Obj:
         """The whole object for a PUT: its uid and resourceVersion make the write fail
         (Conflict) if anyone wrote since this was read."""
