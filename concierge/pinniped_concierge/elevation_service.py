@@ -101,12 +101,12 @@ from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import (
     ELEVATION_REQUESTS,
     Conflict,
-    Kind,
     KubeAPI,
     NotFound,
     Obj,
     pages,
 )
+from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.user_locks import UserLocks
 from pinniped_concierge.userobjects import UserObjects
 
@@ -229,12 +229,13 @@ def _conflict_gave_up(request_id: str) -> Unavailable:
 
 class ElevationService:
     def __init__(self, kube: KubeAPI, namespace: str, store: ElevationStore,
-                 user_objects: UserObjects, config: ElevationConfig, *,
+                 user_objects: UserObjects, config: ElevationConfig, *, sessions: Sessions,
                  clock: Callable[[], float] = time.time) -> None:
         self._kube = kube
         self._namespace = namespace
         self._store = store
         self._user_objects = user_objects
+        self._sessions = sessions
         self._config = config
         self._clock = clock
         self._create_locks = UserLocks(MAX_CREATES_PER_USER)
@@ -681,7 +682,7 @@ class ElevationService:
             role_changed = False
             if group not in still:
                 role_changed = await self._user_objects.withdraw(username, [group])
-            ended = await self._end_sessions(username, request.name)
+            ended = await self._sessions.end_elevated(username, request.name)
         marked = False
         if request.status.access_removed_at is None:
             marked = await self._mark_removed(request.name)
@@ -689,26 +690,6 @@ class ElevationService:
             log.info("elevation %s: removed group %s from %s (role changed: %s, %d session(s) "
                      "ended)", request.name, group, username, role_changed, ended)
         return AccessRemoval(role_changed, ended, marked)
-
-    async def _end_sessions(self, username: str, request_id: str) -> int:
-        ending: list[tuple[str, str | None]] = []
-        selector = naming.user_session_selector(username, self._namespace)
-        # A user has at most maxSessionsPerUser sessions: a page or two.
-        async for items in pages(lambda token: self._kube.list(
-                Kind.SECRET, self._namespace, selector, PAGE_SIZE, token)):
-            for item in items:
-                name = naming.metadata_field(item, "name")
-                ids = (naming.annotation(item, naming.ELEVATIONS_ANNOTATION) or "").split(",")
-                if name is not None and naming.is_managed(item) and request_id in ids:
-                    ending.append((name, naming.metadata_field(item, "uid")))
-        ended = 0
-        for name, uid in ending:
-            try:
-                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
-            except (NotFound, Conflict):
-                continue
-            ended += 1
-        return ended
 
     async def _mark_removed(self, request_id: str) -> bool:
         async def decide(request: StoredRequest, now: float) -> ElevationRequestStatus | None:

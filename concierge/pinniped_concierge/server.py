@@ -138,7 +138,7 @@ def build_services(config: Config, kube: KubeAPI | None = None,
     audit = AuditLog.open(config.audit_log)
     closers.append(_async(audit.close))
     elevation = ElevationService(kube, config.namespace, elevations, user_objects,
-                                 config.elevation)
+                                 config.elevation, sessions=sessions)
     elector.while_leading(ElevationController(elevation, elevations, audit,
                                               config.elevation).run)
     if isinstance(kube, ClusterLister):  # a new policy's group leaves roles granted before it

@@ -262,6 +262,27 @@ class Sessions:
             return False
         return True
 
+    async def end_elevated(self, username: str, request_id: str) -> int:
+        """End the user's sessions minted during elevation `request_id` (the ids in
+        `naming.ELEVATIONS_ANNOTATION`); returns how many. Listed from the API, not the
+        mirror, which may not show a session minted a moment ago."""
+        key = naming.user_key(username, self._namespace)
+        ending: list[tuple[str, str | None]] = []
+        selector = naming.user_key_session_selector(key)
+        # A user has at most maxSessionsPerUser sessions: a page or two.
+        async for items in pages(lambda token: self._kube.list(
+                Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, token)):
+            for item in items:
+                name = naming.metadata_field(item, "name")
+                ids = (naming.annotation(item, naming.ELEVATIONS_ANNOTATION) or "").split(",")
+                if name is not None and naming.is_managed(item) and request_id in ids:
+                    ending.append((name, naming.metadata_field(item, "uid")))
+        ended = 0
+        async with self._locks.hold(key):
+            for name, uid in ending:
+                ended += await self._delete(key, name, uid)
+        return ended
+
     async def sweep(self) -> int:
         """Delete session Secrets whose tokens have expired, then end the oldest sessions of
         users over the cap (left by a crash or by concurrent replicas); returns how many."""

@@ -26,6 +26,7 @@ from pinniped_concierge.elevation_service import ElevationService
 from pinniped_concierge.elevation_store import ElevationStore, StoredRequest, read_request
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Kind, Obj
 from pinniped_concierge.naming import groups_from_rules
+from pinniped_concierge.sessions import Sessions
 from pinniped_concierge.userobjects import UserObjects
 
 NS = "pinniped-concierge"
@@ -58,8 +59,9 @@ class ElevationEnv:
         self.config = ElevationConfig.model_validate(config)
         self.store = ElevationStore(self.kube, NS, self.config)
         self.user_objects = UserObjects(self.kube, NS, 0, clock=self.clock)
+        self.session_store = Sessions(self.kube, NS, 600, 30, clock=self.clock)
         self.service = ElevationService(self.kube, NS, self.store, self.user_objects,
-                                        self.config, clock=self.clock)
+                                        self.config, sessions=self.session_store, clock=self.clock)
         self.audit_stream = io.StringIO()
         self.controller = ElevationController(self.service, self.store,
                                               AuditLog(self.audit_stream), self.config,

@@ -56,7 +56,8 @@ class ElevationApp:
         services.login = LoginService(services.login.authenticator_set, user_objects,
                                       self.env.sessions, elevations=store)
         services.reviewer = CredentialReviewer(self.env.kube, NS, user_objects)
-        services.elevation = ElevationService(self.env.kube, NS, store, user_objects, settings)
+        services.elevation = ElevationService(self.env.kube, NS, store, user_objects, settings,
+                                              sessions=self.env.sessions)
         self.env.app = create_app(self.env.services)
         self.policy(GROUP)
         self.bearers = {who: self._credential(token) for who, token in (

@@ -211,7 +211,8 @@ async def _elevation_paths(kube: FakeKube) -> None:
         "approvers": {"users": ["corp:carol"]}})
     store = ElevationStore(kube, NS, config.ElevationConfig())
     objects = UserObjects(kube, NS, 0)
-    service = ElevationService(kube, NS, store, objects, config.ElevationConfig())
+    service = ElevationService(kube, NS, store, objects, config.ElevationConfig(),
+                               sessions=Sessions(kube, NS, 600, 30))
     alice, carol = wire.Identity("corp:alice", ()), wire.Identity("corp:carol", ())
     await objects.ensure(alice)
     view = await service.create(alice, ElevationCreate.model_validate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from localenv.fixtures_concierge import FakeKube, ManualClock
 from pinniped_apis import wire
 from pinniped_concierge import naming
+from pinniped_concierge.elevation_store import Grant
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict, Kind, Obj, counting_calls
 from pinniped_concierge.object_watch import ObjectVersions, Seen
@@ -407,3 +409,29 @@ def test_a_create_resent_after_the_apiserver_died_answers_503(
         asyncio.run(sessions.start(user))
     assert refused.value.reason == Reason.KUBERNETES_UNAVAILABLE
     assert fake_kube.token_requests == []
+
+
+def test_ending_an_elevation_ends_only_its_sessions_and_the_cap_knows(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef) -> None:
+    """The ended session must leave the ledger too: a lagging watch would otherwise count it
+    and the user's next login would end one of their ordinary sessions to make room."""
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=3,
+                        versions=fake_kube.watch(ObjectVersions(), NS))
+    fake_kube.hold_watch = True  # the mirror shows none of what follows
+    ordinary = asyncio.run(sessions.start(user))
+    clock.now += 1
+    elevated_user = dataclasses.replace(user, grants=(Grant("elev-1", "corp:prod", 2e9),))
+    asyncio.run(sessions.start(elevated_user))
+    other = asyncio.run(sessions.start(dataclasses.replace(
+        user, grants=(Grant("elev-2", "corp:prod", 2e9),))))
+    assert asyncio.run(sessions.end_elevated(user.username, "elev-1")) == 1
+    assert asyncio.run(sessions.end_elevated(user.username, "elev-1")) == 0
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in (ordinary, other))
+    clock.now += 1
+    fake_kube.calls.clear()
+    newest = asyncio.run(sessions.start(user))  # the third of 3: nothing need go
+    assert "delete Secret" not in fake_kube.calls
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in (ordinary, other, newest))

@@ -209,7 +209,8 @@ def test_a_login_that_writes_a_newly_governed_group_back_is_swept_within_30_s() 
 def revoke_on_the_leader(env: ElevationEnv, request: Obj) -> None:
     """What the replica serving the revoke does: write the end, then remove the access."""
     env.end(request)
-    service = ElevationService(env.kube, NS, env.store, env.user_objects, ElevationConfig())
+    service = ElevationService(env.kube, NS, env.store, env.user_objects, ElevationConfig(),
+                               sessions=env.sessions)
     (stored,) = [r for r in asyncio.run(env.store.requests_of(ALICE))
                  if r.name == request["metadata"]["name"]]
     asyncio.run(service.remove_access(stored))
