@@ -28,7 +28,7 @@ application/*+json; refused before it is read when the headers announce it),
 429 with `Retry-After` for a client address over its `rateLimit` (checked
 before the body is read; probes are never limited), 401 for a missing or
 rejected bearer credential, 403/404/409 for an elevation the caller may not
-ask for or decide (`ElevationRefused`, its message saying what to do), 503
+ask for or decide (`errors.Refused`, its message saying what to do), 503
 with `Retry-After` when Kubernetes or an issuer is unreachable, 500 when the
 concierge itself is misconfigured. Every request to the APIs gets exactly one
 audit line, refused ones included.
@@ -72,8 +72,8 @@ from pinniped_concierge.credential_review import (
     ReviewedAccount,
     ReviewedCredential,
 )
-from pinniped_concierge.elevation_service import ElevationRefused, ElevationService
-from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
+from pinniped_concierge.elevation_service import ElevationService
+from pinniped_concierge.errors import Reason, Refused, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import KubeAPI, counting_calls
 from pinniped_concierge.login import LoginService
 from pinniped_concierge.metrics import CONTENT_TYPE, ConciergeMetrics
@@ -225,7 +225,7 @@ def _elevation_routes(api: APIRouter, services: Services, elevation: ElevationSe
         reviewed = await _review_caller(services, request, event)
         if isinstance(reviewed, Response):
             return reviewed
-        return await _elevation_answer(event, lambda: call(reviewed.identity, event))
+        return _answer(event, await call(reviewed.identity, event))
 
     @api.post(ELEVATION_REQUESTS_PATH, name="elevation.create",
               summary="Ask for a group an ElevationPolicy governs, for a while",
@@ -262,27 +262,15 @@ def _elevation_routes(api: APIRouter, services: Services, elevation: ElevationSe
         account = await _review_caller(services, request, event, full=False)
         if isinstance(account, Response):
             return account
-        return await _elevation_answer(event, lambda: elevation.state(
-            account.service_account, event))
+        return _answer(event, await elevation.state(account.service_account, event))
 
 
-async def _elevation_answer(event: AuditEvent,
-                            call: Callable[[], Awaitable[models.Tolerant]]) -> Response:
-    """The answer of one elevation API call, or its refusal as a Status."""
-    try:
-        answer = await call()
-    except ElevationRefused as exc:
-        event.outcome, event.reason = "failure", exc.reason
-        event.extra["detail"] = exc.message
-        headers = ({"Retry-After": str(exc.retry_after)}
-                   if exc.retry_after is not None else None)
-        return _status(exc.code, _STATUS_REASONS.get(exc.code, "BadRequest"), exc.message,
-                       headers=headers)
+def _answer(event: AuditEvent, answer: models.Tolerant) -> Response:
     event.outcome, event.reason = "success", Reason.OK
     return _json(answer.to_wire())
 
 
-#: The Status `reason` for each code an elevation refusal carries.
+#: The Status `reason` for each code a `Refused` carries.
 _STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                    429: "TooManyRequests"}
 
@@ -415,6 +403,12 @@ async def _audited(audit: AuditLog, metrics: ConciergeMetrics, request: Request,
             event.extra["detail"] = exc.message
             response = _status(exc.code, exc.reason, exc.message, exc.field_path,
                                headers=exc.headers)
+        except Refused as exc:
+            event.outcome, event.reason = "failure", exc.reason
+            event.extra["detail"] = exc.message
+            response = _status(exc.code, _STATUS_REASONS.get(exc.code, "BadRequest"),
+                               exc.message, headers=None if exc.retry_after is None
+                               else {"Retry-After": str(exc.retry_after)})
         except Unavailable as exc:
             event.outcome, event.reason = "error", exc.reason
             response = _status(exc.http_status, "TooManyRequests" if exc.http_status == 429

@@ -97,7 +97,7 @@ from pinniped_concierge.elevation_store import (
     StoredRequest,
     read_request,
 )
-from pinniped_concierge.errors import Reason, ServerError, Unavailable
+from pinniped_concierge.errors import Reason, Refused, ServerError, Unavailable
 from pinniped_concierge.kubeapi import (
     ELEVATION_REQUESTS,
     Conflict,
@@ -131,16 +131,6 @@ MAX_CREATES_PER_USER = 4
 _ID = re.compile(ELEVATION_ID_PATTERN)
 #: `naming.user_key`'s form: what follows the prefix in a ServiceAccount name of ours.
 _USER_KEY = re.compile("[0-9a-f]{32}")
-
-
-class ElevationRefused(Exception):
-    """The caller may not do this; `message` tells them what to do instead (a Status answer)."""
-
-    def __init__(self, code: int, reason: Reason, message: str, *,
-                 retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -194,18 +184,18 @@ def _datetime(value: str | None) -> dt.datetime | None:
     return rfc3339.parse_time(value)
 
 
-def _not_found(request_id: str) -> ElevationRefused:
-    return ElevationRefused(404, Reason.ELEVATION_NOT_FOUND,
-                            f"no elevation request {request_id} that you may see: only its "
-                            "requester and the approvers of its group can see or decide it; "
-                            "check the id with 'pinniped elevate list'")
+def _not_found(request_id: str) -> Refused:
+    return Refused(404, Reason.ELEVATION_NOT_FOUND,
+                   f"no elevation request {request_id} that you may see: only its "
+                   "requester and the approvers of its group can see or decide it; "
+                   "check the id with 'pinniped elevate list'")
 
 
-def _malformed_id() -> ElevationRefused:
-    return ElevationRefused(404, Reason.ELEVATION_NOT_FOUND,
-                            "no elevation request has the id you gave: ids are "
-                            f"{ELEVATION_ID_PREFIX} and 16 hexadecimal digits; check the id "
-                            "with 'pinniped elevate list'")
+def _malformed_id() -> Refused:
+    return Refused(404, Reason.ELEVATION_NOT_FOUND,
+                   "no elevation request has the id you gave: ids are "
+                   f"{ELEVATION_ID_PREFIX} and 16 hexadecimal digits; check the id "
+                   "with 'pinniped elevate list'")
 
 
 def _about(seconds: int) -> str:
@@ -272,25 +262,25 @@ class ElevationService:
         governed = await self._store.governed()
         policy = await self._store.policy(group)
         if group not in governed or policy is None:
-            raise ElevationRefused(400, Reason.NO_ELEVATION_POLICY,
-                                   f"no ElevationPolicy governs group {group}; ask your cluster "
-                                   "administrator")
+            raise Refused(400, Reason.NO_ELEVATION_POLICY,
+                          f"no ElevationPolicy governs group {group}; ask your cluster "
+                          "administrator")
         if policy.spec is None:
-            raise ElevationRefused(400, Reason.NO_ELEVATION_POLICY,
-                                   f"the ElevationPolicy {policy.name} for group {group} is not "
-                                   "valid, so nobody can be granted it; ask your cluster "
-                                   "administrator to fix it")
+            raise Refused(400, Reason.NO_ELEVATION_POLICY,
+                          f"the ElevationPolicy {policy.name} for group {group} is not "
+                          "valid, so nobody can be granted it; ask your cluster "
+                          "administrator to fix it")
         if not policy.spec.requesters.include(caller.username, caller.groups):
-            raise ElevationRefused(403, Reason.NOT_A_REQUESTER,
-                                   f"you may not ask for group {group}: ElevationPolicy "
-                                   f"{policy.name} does not list you among its requesters; ask "
-                                   "your cluster administrator")
+            raise Refused(403, Reason.NOT_A_REQUESTER,
+                          f"you may not ask for group {group}: ElevationPolicy "
+                          f"{policy.name} does not list you among its requesters; ask "
+                          "your cluster administrator")
         maximum = policy.spec.max_duration_seconds
         duration = body.duration_seconds if body.duration_seconds is not None else maximum
         if duration > maximum:
-            raise ElevationRefused(400, Reason.DURATION_TOO_LONG,
-                                   f"durationSeconds {duration} is over the maximum of "
-                                   f"{maximum} s for group {group}; ask for {maximum} s or less")
+            raise Refused(400, Reason.DURATION_TOO_LONG,
+                          f"durationSeconds {duration} is over the maximum of "
+                          f"{maximum} s for group {group}; ask for {maximum} s or less")
         async with self._create_locks.hold(caller.username):
             await self._within_limits(caller, group)
             created = await self._create_object(caller, group, body.reason, duration)
@@ -310,29 +300,29 @@ class ElevationService:
                 and self.phase(r, now) in ("Pending", "Approved")]
         same = [r.name for r in mine if r.spec.group == group]
         if same:
-            raise ElevationRefused(409, Reason.ELEVATION_ALREADY_OPEN,
-                                   f"you already have request {same[0]} open for group {group}; "
-                                   f"wait for it, or revoke it with 'pinniped elevate revoke "
-                                   f"{same[0]}'")
+            raise Refused(409, Reason.ELEVATION_ALREADY_OPEN,
+                          f"you already have request {same[0]} open for group {group}; "
+                          f"wait for it, or revoke it with 'pinniped elevate revoke "
+                          f"{same[0]}'")
         if len(mine) >= self._config.max_open_per_user:
-            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
-                                   f"you have {len(mine)} requests open, the most allowed; "
-                                   "revoke one you no longer need, or wait for one to end",
-                                   retry_after=LIMIT_RETRY_AFTER_SECONDS)
+            raise Refused(429, Reason.ELEVATION_LIMIT_REACHED,
+                          f"you have {len(mine)} requests open, the most allowed; "
+                          "revoke one you no longer need, or wait for one to end",
+                          retry_after=LIMIT_RETRY_AFTER_SECONDS)
         if len(kept) >= self._config.max_per_user:
             wait = self._until_one_is_deleted(kept, now)
-            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
-                                   f"you have {len(kept)} elevation requests, the most one "
-                                   "person may have (elevation.maxPerUser), ended ones "
-                                   "included until they are cleaned up; wait for ended ones "
-                                   f"to be cleaned up (the next in about {_about(wait)}), or "
-                                   "ask your cluster administrator", retry_after=wait)
+            raise Refused(429, Reason.ELEVATION_LIMIT_REACHED,
+                          f"you have {len(kept)} elevation requests, the most one "
+                          "person may have (elevation.maxPerUser), ended ones "
+                          "included until they are cleaned up; wait for ended ones "
+                          f"to be cleaned up (the next in about {_about(wait)}), or "
+                          "ask your cluster administrator", retry_after=wait)
         if len(await self._store.requests()) >= self._config.max_requests:
-            raise ElevationRefused(429, Reason.ELEVATION_LIMIT_REACHED,
-                                   "the concierge holds as many elevation requests as it may "
-                                   f"({self._config.max_requests}); try again later, or ask "
-                                   "your cluster administrator",
-                                   retry_after=LIMIT_RETRY_AFTER_SECONDS)
+            raise Refused(429, Reason.ELEVATION_LIMIT_REACHED,
+                          "the concierge holds as many elevation requests as it may "
+                          f"({self._config.max_requests}); try again later, or ask "
+                          "your cluster administrator",
+                          retry_after=LIMIT_RETRY_AFTER_SECONDS)
 
     def _until_one_is_deleted(self, kept: builtins.list[StoredRequest], now: float) -> int:
         """Seconds until the controller deletes the next of these that has ended (the
@@ -376,10 +366,10 @@ class ElevationService:
                 group=group, reason=reason, duration_seconds=duration,
                 requester=Requester(username=caller.username, groups=caller.groups))
         except ValidationError as exc:  # the identity's names outgrow an object's bounds
-            raise ElevationRefused(400, Reason.MALFORMED_REQUEST,
-                                   "your identity cannot be recorded in an elevation request "
-                                   f"({exc.error_count()} problem(s)); ask your cluster "
-                                   "administrator") from None
+            raise Refused(400, Reason.MALFORMED_REQUEST,
+                          "your identity cannot be recorded in an elevation request "
+                          f"({exc.error_count()} problem(s)); ask your cluster "
+                          "administrator") from None
         status = ElevationRequestStatus()
         for _ in range(2):  # a name clash of 64 random bits: one more try is plenty
             name = ELEVATION_ID_PREFIX + secrets.token_hex(8)
@@ -504,8 +494,8 @@ class ElevationService:
             "revoke": lambda r, p, now: self._revoke(r, caller, reason, now),
         }
         if action not in deciders:
-            raise ElevationRefused(404, Reason.MALFORMED_REQUEST,
-                                   f"no action {action!r}; use approve, deny or revoke")
+            raise Refused(404, Reason.MALFORMED_REQUEST,
+                          f"no action {action!r}; use approve, deny or revoke")
         decider = deciders[action]
         policy_of: dict[str, Policy | None] = {}
 
@@ -538,19 +528,19 @@ class ElevationService:
                  now: float) -> ElevationRequestStatus:
         rid = request.name
         if self._requester(request, caller):
-            raise ElevationRefused(403, Reason.SELF_APPROVAL,
-                                   "you cannot approve your own request; ask one of the "
-                                   "approvers")
+            raise Refused(403, Reason.SELF_APPROVAL,
+                          "you cannot approve your own request; ask one of the "
+                          "approvers")
         if not self._approver(policy, caller) or policy is None or policy.spec is None:
-            raise ElevationRefused(403, Reason.NOT_AN_APPROVER,
-                                   f"you are not an approver of group {request.spec.group}; ask "
-                                   "one of the approvers its ElevationPolicy names")
+            raise Refused(403, Reason.NOT_AN_APPROVER,
+                          f"you are not an approver of group {request.spec.group}; ask "
+                          "one of the approvers its ElevationPolicy names")
         status = request.status
         if any(a.user == caller.username for a in status.approvals):
-            raise ElevationRefused(409, Reason.ALREADY_APPROVED,
-                                   f"you have already approved {rid}; it needs "
-                                   f"{policy.spec.approvals_required} distinct approvers, so "
-                                   "ask another approver")
+            raise Refused(409, Reason.ALREADY_APPROVED,
+                          f"you have already approved {rid}; it needs "
+                          f"{policy.spec.approvals_required} distinct approvers, so "
+                          "ask another approver")
         self._must_be_pending(request, now, "approve")
         approvals = (*status.approvals, Approval(user=caller.username, at=_time(now)))
         if len({a.user for a in approvals}) < policy.spec.approvals_required:
@@ -562,13 +552,13 @@ class ElevationService:
     def _deny(self, request: StoredRequest, policy: Policy | None, caller: wire.Identity,
               reason: str | None, now: float) -> ElevationRequestStatus:
         if self._requester(request, caller):
-            raise ElevationRefused(403, Reason.SELF_APPROVAL,
-                                   "you cannot deny your own request; to withdraw it, run "
-                                   f"'pinniped elevate revoke {request.name}'")
+            raise Refused(403, Reason.SELF_APPROVAL,
+                          "you cannot deny your own request; to withdraw it, run "
+                          f"'pinniped elevate revoke {request.name}'")
         if not self._approver(policy, caller):
-            raise ElevationRefused(403, Reason.NOT_AN_APPROVER,
-                                   f"you are not an approver of group {request.spec.group}; "
-                                   "only its approvers may deny requests for it")
+            raise Refused(403, Reason.NOT_AN_APPROVER,
+                          f"you are not an approver of group {request.spec.group}; "
+                          "only its approvers may deny requests for it")
         self._must_be_pending(request, now, "deny")
         return self._ended(request, "Denied", caller.username,
                            reason or f"denied by {caller.username}", now)
@@ -577,18 +567,18 @@ class ElevationService:
                 now: float) -> ElevationRequestStatus:
         phase = self.phase(request, now)
         if phase not in ("Pending", "Approved"):
-            raise ElevationRefused(409, Reason.ELEVATION_ENDED,
-                                   f"request {request.name} has already ended ({phase}); "
-                                   "nothing to revoke")
+            raise Refused(409, Reason.ELEVATION_ENDED,
+                          f"request {request.name} has already ended ({phase}); "
+                          "nothing to revoke")
         return self._ended(request, "Revoked", caller.username,
                            reason or f"revoked by {caller.username}", now)
 
     def _must_be_pending(self, request: StoredRequest, now: float, action: str) -> None:
         phase = self.phase(request, now)
         if phase != "Pending":
-            raise ElevationRefused(409, Reason.ELEVATION_ENDED,
-                                   f"request {request.name} is {phase}, not Pending; there is "
-                                   f"nothing to {action} (see 'pinniped elevate list')")
+            raise Refused(409, Reason.ELEVATION_ENDED,
+                          f"request {request.name} is {phase}, not Pending; there is "
+                          f"nothing to {action} (see 'pinniped elevate list')")
 
     @staticmethod
     def _ended(request: StoredRequest, phase: Phase, by: str | None, reason: str,
@@ -610,7 +600,7 @@ class ElevationService:
 
         try:
             return await self._transition(request_id, decide, only_if_changed=True)
-        except ElevationRefused:  # deleted meanwhile
+        except Refused:  # deleted meanwhile
             return None
 
     async def delete_ended(self, request: StoredRequest) -> bool:
@@ -631,7 +621,7 @@ class ElevationService:
             status = await decide(request, now)
             if status is None or status == request.status:
                 if only_if_changed:
-                    raise ElevationRefused(409, Reason.ELEVATION_ENDED, "nothing to do")
+                    raise Refused(409, Reason.ELEVATION_ENDED, "nothing to do")
                 return request
             try:
                 written = await self._kube.replace_namespaced_custom(
@@ -699,7 +689,7 @@ class ElevationService:
 
         try:
             await self._transition(request_id, decide, only_if_changed=True)
-        except ElevationRefused:  # gone, or marked by someone else meanwhile
+        except Refused:  # gone, or marked by someone else meanwhile
             return False
         return True
 

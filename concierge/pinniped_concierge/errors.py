@@ -92,6 +92,17 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class Refused(Exception):
+    """The caller proved who they are but may not do this (a 4xx Status); `message` tells
+    them what to do instead."""
+
+    def __init__(self, code: int, reason: Reason, message: str, *,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.retry_after = retry_after
+
+
 class Unavailable(Exception):
     """Not now: something we depend on is down (HTTP 503), or the caller is asking too much
     at once (429); either way the caller should retry after `retry_after_seconds`."""

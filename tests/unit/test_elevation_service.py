@@ -30,9 +30,8 @@ from pinniped_concierge.elevation_service import (
     MAX_LIST_BYTES,
     MAX_LISTED,
     UNAPPROVED_RETENTION_SECONDS,
-    ElevationRefused,
 )
-from pinniped_concierge.errors import Reason, Unavailable
+from pinniped_concierge.errors import Reason, Refused, Unavailable
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, Conflict, Obj
 
 
@@ -43,8 +42,8 @@ def env() -> ElevationEnv:
     return made
 
 
-def refused(call: Any) -> ElevationRefused:
-    with pytest.raises(ElevationRefused) as caught:
+def refused(call: Any) -> Refused:
+    with pytest.raises(Refused) as caught:
         ElevationEnv.run(call)
     return caught.value
 
