@@ -268,8 +268,8 @@ class Sessions:
         mirror, which may not show a session minted a moment ago."""
         key = naming.user_key(username, self._namespace)
         ending: list[tuple[str, str | None]] = []
-        selector = naming.user_key_session_selector(key)
-        # A user has at most maxSessionsPerUser sessions: a page or two.
+        selector = f"{naming.user_key_session_selector(key)},{naming.ELEVATED_LABEL}=true"
+        # A user has at most maxSessionsPerUser sessions: a page at most, usually empty.
         async for items in pages(lambda token: self._kube.list(
                 Kind.SECRET, self._namespace, selector, SWEEP_PAGE_SIZE, token)):
             for item in items:
