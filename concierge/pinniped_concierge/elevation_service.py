@@ -69,10 +69,8 @@ from pydantic import ValidationError
 
 from pinniped_apis import rfc3339, wire
 from pinniped_apis.constants import (
-    ELEVATION_API_VERSION,
     ELEVATION_ID_PATTERN,
     ELEVATION_ID_PREFIX,
-    ELEVATION_REQUEST_KIND,
 )
 from pinniped_apis.elevation import (
     ActiveElevation,
@@ -96,6 +94,7 @@ from pinniped_concierge.elevation_store import (
     Policy,
     StoredRequest,
     read_request,
+    request_object,
 )
 from pinniped_concierge.errors import Reason, Refused, ServerError, Unavailable
 from pinniped_concierge.kubeapi import (
@@ -370,18 +369,12 @@ class ElevationService:
                           "your identity cannot be recorded in an elevation request "
                           f"({exc.error_count()} problem(s)); ask your cluster "
                           "administrator") from None
-        status = ElevationRequestStatus()
         for _ in range(2):  # a name clash of 64 random bits: one more try is plenty
             name = ELEVATION_ID_PREFIX + secrets.token_hex(8)
-            body: Obj = {
-                "apiVersion": ELEVATION_API_VERSION, "kind": ELEVATION_REQUEST_KIND,
-                "metadata": {"name": name, "namespace": self._namespace,
-                             "labels": naming.user_labels(caller.username, self._namespace)},
-                "spec": _dump(spec), "status": _dump(status),
-            }
             try:
                 created = await self._kube.create_namespaced_custom(
-                    ELEVATION_REQUESTS, self._namespace, body)
+                    ELEVATION_REQUESTS, self._namespace,
+                    request_object(name, self._namespace, spec, ElevationRequestStatus()))
             except Conflict:
                 continue
             parsed = self._parse(created)
@@ -639,12 +632,7 @@ class ElevationService:
         raise _conflict_gave_up(request_id)
 
     async def _read(self, request_id: str) -> StoredRequest:
-        try:
-            obj = await self._kube.read_namespaced_custom(ELEVATION_REQUESTS, self._namespace,
-                                                          request_id)
-        except NotFound:
-            raise _not_found(request_id) from None
-        parsed = self._parse(obj)
+        parsed = await self._store.read_fresh(request_id)
         if parsed is None:
             raise _not_found(request_id)
         return parsed
@@ -692,7 +680,3 @@ class ElevationService:
         except Refused:  # gone, or marked by someone else meanwhile
             return False
         return True
-
-
-def _dump(model: ElevationRequestSpec | ElevationRequestStatus) -> Obj:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

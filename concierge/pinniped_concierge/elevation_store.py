@@ -137,14 +137,22 @@ class StoredRequest:
     def to_object(self, spec: ElevationRequestSpec, status: ElevationRequestStatus) -> Obj:
         """The whole object for a PUT: its uid and resourceVersion make the write fail
         (Conflict) if anyone wrote since this was read."""
-        return {
-            "apiVersion": ELEVATION_REQUESTS.api_version, "kind": ELEVATION_REQUESTS.kind,
-            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid,
-                         "resourceVersion": self.resource_version,
-                         "labels": naming.user_labels(spec.requester.username, self.namespace)},
-            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
-        }
+        body = request_object(self.name, self.namespace, spec, status)
+        body["metadata"] |= {"uid": self.uid, "resourceVersion": self.resource_version}
+        return body
+
+
+def request_object(name: str, namespace: str, spec: ElevationRequestSpec,
+                   status: ElevationRequestStatus) -> Obj:
+    """An ElevationRequest as we write it, labelled with its requester (`read_request` refuses
+    one whose labels disagree)."""
+    return {
+        "apiVersion": ELEVATION_REQUESTS.api_version, "kind": ELEVATION_REQUESTS.kind,
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": naming.user_labels(spec.requester.username, namespace)},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
 
 
 @dataclass(frozen=True)
