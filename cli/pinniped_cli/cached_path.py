@@ -66,9 +66,7 @@ def serve(args: list[str], env: Mapping[str, str], out: TextIO,
     found = credential_entry.fields(entry)
     if found is None:
         return False
-    token, expiration, _, _ = found
-    assert isinstance(entry, dict)  # `fields` found one
-    elevated = credential_entry.elevated_groups(entry)
+    token, expiration, _, _, elevated = found
     if not credential_entry.is_canonical(expiration) or not credential_entry.lasts_until(
             expiration, clock() + credential_entry.min_remaining_seconds(elevated)):
         return False

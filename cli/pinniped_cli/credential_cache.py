@@ -176,11 +176,9 @@ def _parse_entry(entry: object) -> Credential | None:
     found = credential_entry.fields(entry)
     if found is None:
         return None
-    token, timestamp, username, groups = found
+    token, timestamp, username, groups, elevated = found
     expiration = parse_time(timestamp)
     if expiration is None:
         return None
-    assert isinstance(entry, dict)  # `fields` found one
-    elevated = credential_entry.elevated_groups(entry)
     return Credential(token, expiration, username, groups, elevated_groups=elevated or (),
                       check_elevation=elevated is not None)

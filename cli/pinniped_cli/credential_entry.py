@@ -46,9 +46,11 @@ def entry(token: str, expiration_timestamp: str, username: str, groups: tuple[st
     return value
 
 
-def fields(value: object) -> tuple[str, str, str, tuple[str, ...]] | None:
-    """Token, expiration timestamp (as written), username and groups of an entry, or None
-    for anything malformed (never an exception: a bad entry is a cache miss)."""
+def fields(value: object
+           ) -> tuple[str, str, str, tuple[str, ...], tuple[str, ...] | None] | None:
+    """Token, expiration timestamp (as written), username, groups and elevation hint's groups
+    (None without a hint) of an entry, or None for anything malformed (never an exception: a
+    bad entry is a cache miss)."""
     if not isinstance(value, dict):
         return None
     token, expiration, identity = (value.get("token"), value.get("expirationTimestamp"),
@@ -60,14 +62,14 @@ def fields(value: object) -> tuple[str, str, str, tuple[str, ...]] | None:
     if not isinstance(username, str) or not username or not isinstance(groups, list) \
             or not all(isinstance(g, str) for g in groups):
         return None
-    if ELEVATION in value and elevated_groups(value) is None:
+    elevated = _elevated_groups(value)
+    if ELEVATION in value and elevated is None:
         return None
-    return token, expiration, username, tuple(groups)
+    return token, expiration, username, tuple(groups), elevated
 
 
-def elevated_groups(value: dict[str, object]) -> tuple[str, ...] | None:
-    """The elevation hint's groups of an entry, or None when it has none (or a malformed
-    one, which `fields` makes the whole entry a miss for)."""
+def _elevated_groups(value: dict[str, object]) -> tuple[str, ...] | None:
+    """The elevation hint's groups of an entry, or None when it has none or a malformed one."""
     hint = value.get(ELEVATION)
     groups = hint.get("groups", []) if isinstance(hint, dict) else None
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
