@@ -1,6 +1,6 @@
 """Elevations over `FakeKube`, for unit tests: the real service and controller, a manual clock.
 
-`ElevationEnv` wires the real `ElevationStore` (no watch: it lists on each
+`ElevationServiceEnv` wires the real `ElevationStore` (no watch: it lists on each
 call, as with a swapped kube), `UserObjects`, `ElevationService` and
 `ElevationController` to one `FakeKube` and one `ManualClock`, so a test can
 apply a policy, act as alice, bob or carol, move time on and look at exactly
@@ -52,7 +52,10 @@ def event(kind: str = "elevation.test") -> AuditEvent:
     return AuditEvent(request=kind, client="")
 
 
-class ElevationEnv:
+class ElevationServiceEnv:
+    """The elevation service and controller over a `FakeKube`, with no app or login around
+    them (`localenv.elevation_app_env.ElevationEnv` is the app with logins)."""
+
     def __init__(self, **config: Any) -> None:
         self.clock = ManualClock()
         self.kube = FakeKube(self.clock)

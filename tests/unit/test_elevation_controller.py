@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from localenv.elevation_fakes import ALICE, BOB, CAROL, GROUP, ElevationEnv, policy_spec
+from localenv.elevation_fakes import ALICE, BOB, CAROL, GROUP, ElevationServiceEnv, policy_spec
 from pinniped_apis import wire
 from pinniped_concierge import elevation_controller
 from pinniped_concierge.elevation_controller import MAX_CHANGES_PER_PASS, RECHECK_SECONDS
@@ -17,24 +17,24 @@ from pinniped_concierge.kubeapi import ELEVATION_REQUESTS
 
 
 @pytest.fixture
-def env() -> ElevationEnv:
-    made = ElevationEnv(pendingTimeoutSeconds=120, retentionSeconds=3600)
+def env() -> ElevationServiceEnv:
+    made = ElevationServiceEnv(pendingTimeoutSeconds=120, retentionSeconds=3600)
     made.policy()
     return made
 
 
-def sync(env: ElevationEnv) -> int:
+def sync(env: ElevationServiceEnv) -> int:
     return env.run(env.controller.sync())
 
 
-def test_a_pass_with_nothing_to_do_changes_and_records_nothing(env: ElevationEnv) -> None:
+def test_a_pass_with_nothing_to_do_changes_and_records_nothing(env: ElevationServiceEnv) -> None:
     env.ask(ALICE)
     env.approved(BOB)
     assert sync(env) == 0
     assert env.audit() == []
 
 
-def test_a_request_not_approved_in_time_expires(env: ElevationEnv) -> None:
+def test_a_request_not_approved_in_time_expires(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     env.clock.now += 119
     assert sync(env) == 0
@@ -53,7 +53,7 @@ def test_a_request_not_approved_in_time_expires(env: ElevationEnv) -> None:
     assert len(env.audit()) == 1
 
 
-def test_an_elevation_ends_and_its_access_is_taken_back(env: ElevationEnv) -> None:
+def test_an_elevation_ends_and_its_access_is_taken_back(env: ElevationServiceEnv) -> None:
     request_id = env.approved(duration=600)
     env.logged_in_with(ALICE, GROUP)
     env.session(ALICE, "s-elevated", request_id)
@@ -75,7 +75,7 @@ def test_an_elevation_ends_and_its_access_is_taken_back(env: ElevationEnv) -> No
         "elevation.access_removed", "corp:alice", request_id, GROUP, "1", "true")
 
 
-def test_a_login_racing_the_end_is_caught_by_the_recheck(env: ElevationEnv) -> None:
+def test_a_login_racing_the_end_is_caught_by_the_recheck(env: ElevationServiceEnv) -> None:
     """Another replica's login read the grant just before the revoke: it writes the group back
     and mints a session a moment later. The re-check in the next 30 s takes both away."""
     request_id = env.approved()
@@ -99,7 +99,7 @@ def test_a_login_racing_the_end_is_caught_by_the_recheck(env: ElevationEnv) -> N
     assert "list Secret" not in env.kube.calls
 
 
-def test_another_active_elevation_for_the_group_keeps_it(env: ElevationEnv) -> None:
+def test_another_active_elevation_for_the_group_keeps_it(env: ElevationServiceEnv) -> None:
     first = env.approved(duration=60)
     env.logged_in_with(ALICE, GROUP)
     env.clock.now += 60
@@ -115,7 +115,7 @@ def test_another_active_elevation_for_the_group_keeps_it(env: ElevationEnv) -> N
 
 
 def test_an_access_removal_that_failed_on_revoke_is_done_by_the_controller(
-        env: ElevationEnv) -> None:
+        env: ElevationServiceEnv) -> None:
     request_id = env.approved()
     env.logged_in_with(ALICE, GROUP)
     withdraw = env.user_objects.withdraw
@@ -136,7 +136,7 @@ def test_an_access_removal_that_failed_on_revoke_is_done_by_the_controller(
     assert "accessRemovedAt" in env.obj(request_id)["status"]
 
 
-def test_ended_requests_are_deleted_after_the_retention(env: ElevationEnv) -> None:
+def test_ended_requests_are_deleted_after_the_retention(env: ElevationServiceEnv) -> None:
     denied = env.ask(ALICE)
     env.decide(CAROL, denied, "deny")
     revoked = env.approved(BOB)
@@ -156,7 +156,7 @@ def test_requests_never_approved_are_deleted_within_the_hour() -> None:
     """They granted nothing, and the audit log keeps their story: an hour after they ended
     they go, so a requester who asks and withdraws in a loop gets their room back (an
     approved one stays for the whole retention)."""
-    env = ElevationEnv(pendingTimeoutSeconds=60, retentionSeconds=86400)
+    env = ElevationServiceEnv(pendingTimeoutSeconds=60, retentionSeconds=86400)
     env.policy("other", policy_spec("corp:other"))
     env.policy()
     denied = env.ask(ALICE)
@@ -184,7 +184,7 @@ def test_requests_never_approved_are_deleted_within_the_hour() -> None:
 
 
 def test_a_retention_shorter_than_an_hour_applies_to_all() -> None:
-    env = ElevationEnv(retentionSeconds=600)
+    env = ElevationServiceEnv(retentionSeconds=600)
     env.policy()
     denied = env.ask(ALICE)
     env.decide(CAROL, denied, "deny")
@@ -195,7 +195,7 @@ def test_a_retention_shorter_than_an_hour_applies_to_all() -> None:
     assert env.kube.namespaced_custom == {}
 
 
-def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationEnv) -> None:
+def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationServiceEnv) -> None:
     request_id = env.approved()
     env.decide(CAROL, request_id, "revoke")
     obj = env.obj(request_id)
@@ -214,7 +214,7 @@ def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationE
 
 
 def test_one_pass_makes_a_bounded_number_of_changes() -> None:
-    env = ElevationEnv(pendingTimeoutSeconds=60, maxOpenPerUser=100, maxPerUser=100,
+    env = ElevationServiceEnv(pendingTimeoutSeconds=60, maxOpenPerUser=100, maxPerUser=100,
                        maxRequests=2000)
     count = MAX_CHANGES_PER_PASS + 10
     for n in range(count):
@@ -234,7 +234,7 @@ def test_rechecks_never_delay_a_new_removal() -> None:
     their re-check. Re-checks that find nothing cost no write from the budget, and removals
     not done yet come first, so the second batch loses its group within one pass of its
     end, as the first did."""
-    env = ElevationEnv()
+    env = ElevationServiceEnv()
     env.policy()
     users = [wire.Identity(f"corp:u{n}", ("corp:sre",)) for n in range(100)]
     for n, user in enumerate(users):
@@ -255,7 +255,7 @@ def test_rechecks_never_delay_a_new_removal() -> None:
 
 
 def test_a_pass_attempts_a_bounded_number_of_rechecks(
-        env: ElevationEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: ElevationServiceEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-checks that write nothing are not charged to the writes; their reads are bounded
     on their own."""
     for user in (ALICE, BOB, wire.Identity("corp:erin", ("corp:sre",))):
@@ -274,7 +274,8 @@ def test_a_pass_attempts_a_bounded_number_of_rechecks(
     assert len(attempts) == 2
 
 
-def test_run_keeps_going_when_a_pass_fails(env: ElevationEnv, monkeypatch: pytest.MonkeyPatch,
+def test_run_keeps_going_when_a_pass_fails(env: ElevationServiceEnv,
+                                           monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     """An outage is logged and retried at the next interval; run() itself never fails."""
     request_id = env.ask(ALICE)

@@ -18,7 +18,7 @@ from localenv.elevation_fakes import (
     GROUP,
     MALLORY,
     NS,
-    ElevationEnv,
+    ElevationServiceEnv,
     event,
     policy_spec,
 )
@@ -36,15 +36,15 @@ from pinniped_concierge.kubeapi import ELEVATION_POLICIES, Conflict, Obj
 
 
 @pytest.fixture
-def env() -> ElevationEnv:
-    made = ElevationEnv()
+def env() -> ElevationServiceEnv:
+    made = ElevationServiceEnv()
     made.policy()
     return made
 
 
 def refused(call: Any) -> Refused:
     with pytest.raises(Refused) as caught:
-        ElevationEnv.run(call)
+        ElevationServiceEnv.run(call)
     return caught.value
 
 
@@ -53,7 +53,7 @@ def account(who: wire.Identity) -> str:
     return naming.user_object_name(who.username, NS)
 
 
-def create(env: ElevationEnv, caller: wire.Identity, **body: Any) -> Any:
+def create(env: ElevationServiceEnv, caller: wire.Identity, **body: Any) -> Any:
     return env.service.create(caller, ElevationCreate.model_validate(
         {"group": GROUP, "reason": "incident 42"} | body), event())
 
@@ -61,7 +61,7 @@ def create(env: ElevationEnv, caller: wire.Identity, **body: Any) -> Any:
 # --- create -------------------------------------------------------------------------
 
 
-def test_a_request_records_the_reviewed_caller_as_requester(env: ElevationEnv) -> None:
+def test_a_request_records_the_reviewed_caller_as_requester(env: ElevationServiceEnv) -> None:
     audit = event()
     view = env.run(env.service.create(ALICE, ElevationCreate.model_validate(
         {"group": GROUP, "reason": "incident 42"}), audit))
@@ -86,7 +86,7 @@ def test_a_request_records_the_reviewed_caller_as_requester(env: ElevationEnv) -
 ])
 def test_a_group_without_a_usable_policy_is_refused(group: str, spec: Any, code: int,
                                                      reason: Reason, says: str) -> None:
-    env = ElevationEnv()
+    env = ElevationServiceEnv()
     env.policy(spec=spec if spec is not None else policy_spec())
     error = refused(create(env, ALICE, group=group))
     assert (error.code, error.reason) == (code, reason)
@@ -94,16 +94,16 @@ def test_a_group_without_a_usable_policy_is_refused(group: str, spec: Any, code:
     assert env.kube.namespaced_custom == {}
 
 
-def test_only_requesters_may_ask(env: ElevationEnv) -> None:
+def test_only_requesters_may_ask(env: ElevationServiceEnv) -> None:
     error = refused(create(env, MALLORY))
     assert (error.code, error.reason) == (403, Reason.NOT_A_REQUESTER)
     assert "does not list you among its requesters" in error.message
-    named = ElevationEnv()
+    named = ElevationServiceEnv()
     named.policy(spec={**policy_spec(), "requesters": {"users": ["corp:mallory"]}})
     assert named.ask(MALLORY)  # by name, not only by group
 
 
-def test_a_duration_over_the_policys_maximum_is_refused(env: ElevationEnv) -> None:
+def test_a_duration_over_the_policys_maximum_is_refused(env: ElevationServiceEnv) -> None:
     error = refused(create(env, ALICE, durationSeconds=3601))
     assert (error.code, error.reason) == (400, Reason.DURATION_TOO_LONG)
     assert "maximum of 3600 s" in error.message
@@ -111,7 +111,7 @@ def test_a_duration_over_the_policys_maximum_is_refused(env: ElevationEnv) -> No
     assert env.run(create(env, ALICE, durationSeconds=3600)).duration_seconds == 3600
 
 
-def test_one_open_request_per_group_and_user(env: ElevationEnv) -> None:
+def test_one_open_request_per_group_and_user(env: ElevationServiceEnv) -> None:
     first = env.ask(ALICE)
     error = refused(create(env, ALICE))
     assert (error.code, error.reason) == (409, Reason.ELEVATION_ALREADY_OPEN)
@@ -121,7 +121,7 @@ def test_one_open_request_per_group_and_user(env: ElevationEnv) -> None:
     assert env.ask(ALICE) != first  # once it ended, a new one
 
 
-def test_an_ended_elevation_no_longer_counts_as_open(env: ElevationEnv) -> None:
+def test_an_ended_elevation_no_longer_counts_as_open(env: ElevationServiceEnv) -> None:
     first = env.approved(duration=60)
     env.clock.now += 61  # over, even before the controller writes Expired
     assert env.ask(ALICE) != first
@@ -133,7 +133,7 @@ def test_an_ended_elevation_no_longer_counts_as_open(env: ElevationEnv) -> None:
     ({"maxPerUser": 2}, "you have 2 elevation requests, the most one person may have"),
 ])
 def test_open_requests_per_user_are_limited(limit: dict[str, int], says: str) -> None:
-    env = ElevationEnv(**limit)
+    env = ElevationServiceEnv(**limit)
     for n in range(3):
         env.policy(f"p{n}", policy_spec(f"corp:g{n}"))
     env.ask(ALICE, "corp:g0")
@@ -148,7 +148,7 @@ def test_open_requests_per_user_are_limited(limit: dict[str, int], says: str) ->
 def test_one_user_cannot_fill_the_requests_by_asking_and_withdrawing() -> None:
     """Ended requests count towards maxPerUser until they are deleted, so a loop of create
     and revoke stops at the user's own cap, long before it fills maxRequests for everyone."""
-    env = ElevationEnv(maxPerUser=3, maxRequests=10)
+    env = ElevationServiceEnv(maxPerUser=3, maxRequests=10)
     env.policy()
     for _ in range(3):
         env.decide(ALICE, env.ask(ALICE), "revoke")
@@ -167,7 +167,7 @@ def test_one_user_cannot_fill_the_requests_by_asking_and_withdrawing() -> None:
 
 
 def test_requests_in_all_are_limited() -> None:
-    env = ElevationEnv(maxRequests=2)
+    env = ElevationServiceEnv(maxRequests=2)
     env.policy()
     env.ask(ALICE)
     env.ask(BOB)
@@ -177,7 +177,7 @@ def test_requests_in_all_are_limited() -> None:
     assert len(env.kube.namespaced_custom) == 2
 
 
-def test_policies_not_known_refuse_with_503(env: ElevationEnv) -> None:
+def test_policies_not_known_refuse_with_503(env: ElevationServiceEnv) -> None:
     env.kube.unavailable = True  # no watch up, and listing them fails
     with pytest.raises(Unavailable) as caught:
         env.run(create(env, ALICE))
@@ -187,7 +187,7 @@ def test_policies_not_known_refuse_with_503(env: ElevationEnv) -> None:
 # --- approve ------------------------------------------------------------------------
 
 
-def test_the_requester_cannot_approve_their_own_request(env: ElevationEnv) -> None:
+def test_the_requester_cannot_approve_their_own_request(env: ElevationServiceEnv) -> None:
     env.policy(spec={**policy_spec(), "approvers": {"users": ["corp:alice"]}})
     request_id = env.ask(ALICE)  # alice is an approver too, and still may not
     error = refused(env.service.decide(ALICE, request_id, "approve", None, event()))
@@ -196,7 +196,7 @@ def test_the_requester_cannot_approve_their_own_request(env: ElevationEnv) -> No
     assert env.obj(request_id)["status"]["phase"] == "Pending"
 
 
-def test_someone_who_is_not_an_approver_is_told_nothing_exists(env: ElevationEnv) -> None:
+def test_someone_who_is_not_an_approver_is_told_nothing_exists(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     for caller in (BOB, MALLORY):
         for action in ("approve", "deny", "revoke"):
@@ -212,7 +212,7 @@ def test_someone_who_is_not_an_approver_is_told_nothing_exists(env: ElevationEnv
     assert env.obj(request_id)["status"]["phase"] == "Pending"
 
 
-def test_an_approver_approves_and_the_clock_starts(env: ElevationEnv) -> None:
+def test_an_approver_approves_and_the_clock_starts(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE, duration=600)
     audit = event()
     view = env.run(env.service.decide(CAROL, request_id, "approve", None, audit))
@@ -231,7 +231,7 @@ def test_an_approver_approves_and_the_clock_starts(env: ElevationEnv) -> None:
 
 
 def test_two_approvals_required_means_two_distinct_approvers() -> None:
-    env = ElevationEnv()
+    env = ElevationServiceEnv()
     env.policy(spec=policy_spec(approvals_required=2))
     request_id = env.ask(ALICE)
     assert env.decide(CAROL, request_id, "approve") == "Pending"
@@ -244,7 +244,7 @@ def test_two_approvals_required_means_two_distinct_approvers() -> None:
         "corp:carol", "corp:dave"]
 
 
-def test_approval_is_judged_under_the_current_policy(env: ElevationEnv) -> None:
+def test_approval_is_judged_under_the_current_policy(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     env.policy(spec={**policy_spec(), "approvers": {"users": ["corp:dave"]}})
     assert refused(env.service.decide(CAROL, request_id, "approve", None,
@@ -253,7 +253,7 @@ def test_approval_is_judged_under_the_current_policy(env: ElevationEnv) -> None:
 
 
 def test_a_request_past_the_pending_timeout_cannot_be_approved() -> None:
-    env = ElevationEnv(pendingTimeoutSeconds=60)
+    env = ElevationServiceEnv(pendingTimeoutSeconds=60)
     env.policy()
     request_id = env.ask(ALICE)
     env.clock.now += 60
@@ -265,7 +265,7 @@ def test_a_request_past_the_pending_timeout_cannot_be_approved() -> None:
 # --- deny and revoke ------------------------------------------------------------------
 
 
-def test_an_approver_denies_with_a_reason(env: ElevationEnv) -> None:
+def test_an_approver_denies_with_a_reason(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     own = refused(env.service.decide(ALICE, request_id, "deny", None, event()))
     assert (own.code, own.reason) == (403, Reason.SELF_APPROVAL)
@@ -281,7 +281,7 @@ def test_an_approver_denies_with_a_reason(env: ElevationEnv) -> None:
                                       event())).reason == Reason.ELEVATION_ENDED
 
 
-def test_the_requester_revokes_a_pending_request(env: ElevationEnv) -> None:
+def test_the_requester_revokes_a_pending_request(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     view = env.run(env.service.decide(ALICE, request_id, "revoke", None, event()))
     assert (view.phase, view.ended_by, view.end_reason) == (
@@ -290,7 +290,7 @@ def test_the_requester_revokes_a_pending_request(env: ElevationEnv) -> None:
 
 
 def test_an_approver_revokes_an_active_elevation_and_access_goes_at_once(
-        env: ElevationEnv) -> None:
+        env: ElevationServiceEnv) -> None:
     request_id = env.approved()
     env.logged_in_with(ALICE, GROUP)
     env.session(ALICE, "s-elevated", request_id)
@@ -312,7 +312,7 @@ def test_an_approver_revokes_an_active_elevation_and_access_goes_at_once(
 
 
 def test_a_mirror_lagging_behind_the_revoke_does_not_keep_the_group(
-        env: ElevationEnv) -> None:
+        env: ElevationServiceEnv) -> None:
     """The store still shows the request Approved (its watch has not delivered the revoke):
     that stale grant is the request being ended, and must not count as another one."""
     request_id = env.approved()
@@ -323,14 +323,14 @@ def test_a_mirror_lagging_behind_the_revoke_does_not_keep_the_group(
     assert GROUP not in env.role_groups(ALICE)
 
 
-def test_the_requester_revokes_their_active_elevation(env: ElevationEnv) -> None:
+def test_the_requester_revokes_their_active_elevation(env: ElevationServiceEnv) -> None:
     request_id = env.approved()
     env.logged_in_with(ALICE, GROUP)
     assert env.decide(ALICE, request_id, "revoke") == "Revoked"
     assert GROUP not in env.role_groups(ALICE)
 
 
-def test_a_lost_race_is_decided_again_from_a_fresh_read(env: ElevationEnv) -> None:
+def test_a_lost_race_is_decided_again_from_a_fresh_read(env: ElevationServiceEnv) -> None:
     """Carol and dave approve at once (two required): both approvals count, neither is lost."""
     env.policy(spec=policy_spec(approvals_required=2))
     request_id = env.ask(ALICE)
@@ -350,7 +350,7 @@ def test_a_lost_race_is_decided_again_from_a_fresh_read(env: ElevationEnv) -> No
     assert env.kube.calls.count("read ElevationRequest") == 3  # carol's twice, dave's once
 
 
-def test_a_request_that_keeps_changing_gives_up_with_503(env: ElevationEnv) -> None:
+def test_a_request_that_keeps_changing_gives_up_with_503(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
 
     async def always_stale(resource: Any, namespace: str, name: str, body: Obj) -> Obj:
@@ -366,7 +366,7 @@ def test_a_request_that_keeps_changing_gives_up_with_503(env: ElevationEnv) -> N
 @pytest.mark.parametrize("request_id", ["elev-XYZ", "../secrets", "elev-" + "a" * 17, "",
                                         "x" * 16_000])
 def test_an_id_that_cannot_be_ours_is_not_found_without_an_api_call(
-        env: ElevationEnv, request_id: str) -> None:
+        env: ElevationServiceEnv, request_id: str) -> None:
     """Whatever the path held is not echoed, in the answer or in the audit line (a short hash
     of it is, to correlate)."""
     env.kube.calls.clear()
@@ -380,7 +380,7 @@ def test_an_id_that_cannot_be_ours_is_not_found_without_an_api_call(
     assert env.kube.calls == []
 
 
-def test_a_request_not_made_by_this_concierge_is_never_acted_on(env: ElevationEnv) -> None:
+def test_a_request_not_made_by_this_concierge_is_never_acted_on(env: ElevationServiceEnv) -> None:
     request_id = env.ask(ALICE)
     env.obj(request_id)["metadata"]["labels"][naming.NAMESPACE_LABEL] = "elsewhere"
     assert refused(env.service.decide(CAROL, request_id, "approve", None,
@@ -396,7 +396,7 @@ def test_a_request_not_made_by_this_concierge_is_never_acted_on(env: ElevationEn
 # --- list and state ------------------------------------------------------------------
 
 
-def test_lists_show_own_requests_and_those_to_decide(env: ElevationEnv) -> None:
+def test_lists_show_own_requests_and_those_to_decide(env: ElevationServiceEnv) -> None:
     alices = env.ask(ALICE)
     env.clock.now += 5
     bobs = env.ask(BOB)
@@ -411,7 +411,8 @@ def test_lists_show_own_requests_and_those_to_decide(env: ElevationEnv) -> None:
     assert [a.user for a in view.approvals] == ["corp:carol"]
 
 
-def test_state_names_pending_and_active_requests_of_the_caller_only(env: ElevationEnv) -> None:
+def test_state_names_pending_and_active_requests_of_the_caller_only(
+        env: ElevationServiceEnv) -> None:
     env.policy("other", policy_spec("corp:other"))
     pending = env.ask(ALICE, "corp:other")
     active = env.approved(duration=600)
@@ -430,7 +431,7 @@ def test_state_names_pending_and_active_requests_of_the_caller_only(env: Elevati
 
 
 def test_state_agrees_with_logins_when_a_policy_goes_or_changes_its_group(
-        env: ElevationEnv) -> None:
+        env: ElevationServiceEnv) -> None:
     """A login grants only still-governed groups (`ElevationStore.active_for`); the state
     must say the same, or the plugin sees a difference on every kubectl call and logs in
     again each time."""
@@ -452,7 +453,7 @@ def test_state_agrees_with_logins_when_a_policy_goes_or_changes_its_group(
     assert state_and_login() == ([], [])
 
 
-def test_state_is_found_by_the_service_account_alone(env: ElevationEnv) -> None:
+def test_state_is_found_by_the_service_account_alone(env: ElevationServiceEnv) -> None:
     """The app hands over only the ServiceAccount the TokenReview named: the user's requests
     are those whose requester it was made for; anything else names nobody's."""
     pending = env.ask(ALICE)
@@ -470,7 +471,7 @@ def test_state_is_found_by_the_service_account_alone(env: ElevationEnv) -> None:
         assert nobody.username is None
 
 
-def _many_requests(env: ElevationEnv, count: int, reason: str) -> list[str]:
+def _many_requests(env: ElevationServiceEnv, count: int, reason: str) -> list[str]:
     """`count` of alice's requests, ended by carol with `reason`, a second apart (the limits
     on creating them are not what is tested here)."""
     ids = []
@@ -486,7 +487,7 @@ def _many_requests(env: ElevationEnv, count: int, reason: str) -> list[str]:
 def test_a_list_answer_stays_well_under_the_clis_read_limit() -> None:
     """400 requests with the longest reasons of characters sent escaped (six bytes each): the
     answer holds the newest that fit in MAX_LIST_BYTES, and says how many it left out."""
-    env = ElevationEnv(maxRequests=1000)
+    env = ElevationServiceEnv(maxRequests=1000)
     env.policy()
     ids = _many_requests(env, 400, "\u20ac" * 512)
     audit = event()
@@ -501,7 +502,7 @@ def test_a_list_answer_stays_well_under_the_clis_read_limit() -> None:
 
 
 def test_a_list_answer_holds_at_most_max_listed_items() -> None:
-    env = ElevationEnv(maxRequests=1000)
+    env = ElevationServiceEnv(maxRequests=1000)
     env.policy()
     ids = _many_requests(env, MAX_LISTED + 10, "x")
     audit = event()
