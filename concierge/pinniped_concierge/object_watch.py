@@ -33,6 +33,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
@@ -51,6 +52,8 @@ WATCH_SECONDS = 60
 READ_TIMEOUT_SECONDS = WATCH_SECONDS + 15
 LIST_PAGE_SIZE = 500
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Names whose deletion the watch reported, remembered per kind (`ObjectVersions.was_deleted`).
+MAX_REMEMBERED_DELETIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class ObjectVersions:
         self._objects: dict[Kind, dict[str, Seen]] = {}
         self._by_user: dict[Kind, dict[str, set[str]]] = {}
         self._synced: set[Kind] = set()
+        #: The names of the latest deletions the watch reported, oldest first.
+        self._deleted: dict[Kind, OrderedDict[str, None]] = {}
 
     # --- fed by the watch ----------------------------------------------------------
 
@@ -105,7 +110,13 @@ class ObjectVersions:
             if kind not in self._synced:
                 return
             if event_type == "DELETED":
-                self._drop(kind, naming.metadata_field(obj, "name"))
+                name = naming.metadata_field(obj, "name")
+                self._drop(kind, name)
+                if name is not None:
+                    deleted = self._deleted.setdefault(kind, OrderedDict())
+                    deleted[name] = None
+                    if len(deleted) > MAX_REMEMBERED_DELETIONS:
+                        deleted.popitem(last=False)
             else:
                 self._put(kind, obj)
 
@@ -115,12 +126,15 @@ class ObjectVersions:
             self._synced.discard(kind)
             self._objects.pop(kind, None)
             self._by_user.pop(kind, None)
+            self._deleted.pop(kind, None)
 
     def _put(self, kind: Kind, obj: Obj) -> None:
         name, seen = naming.metadata_field(obj, "name"), Seen.of(obj)
         if name is None or seen is None:
             return
         self._drop(kind, name)
+        if kind in self._deleted:
+            self._deleted[kind].pop(name, None)  # back again
         self._objects[kind][name] = seen
         if seen.user is not None:
             self._by_user[kind].setdefault(seen.user, set()).add(name)
@@ -161,6 +175,13 @@ class ObjectVersions:
                 return None
             return [(seen.username, held) for seen in self._objects[Kind.CLUSTER_ROLE].values()
                     if seen.username is not None and (held := seen.groups & groups)]
+
+    def was_deleted(self, kind: Kind, name: str) -> bool:
+        """Whether the watch reported `name` deleted (among the latest
+        `MAX_REMEMBERED_DELETIONS`), and nothing of that name since: the session cap's
+        ledger learns so that a Secret it created has come and gone (`session_ledger`)."""
+        with self._lock:
+            return kind in self._synced and name in self._deleted.get(kind, {})
 
     def of_user(self, kind: Kind, user: str) -> dict[str, Seen] | None:
         """The objects of `kind` labelled for `user`; None while `kind` is not watched."""

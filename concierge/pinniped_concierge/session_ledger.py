@@ -11,9 +11,12 @@ the same. Together with the per-user lock around counting and creating,
 the count is exact on one replica. Other replicas' writes are known only
 through the mirror; the sweeper trims what that lets through.
 
-A created Secret's note goes once the mirror shows it. A deleted one's note
-stays for `PENDING_SECONDS`, because the mirror may not even have shown the
-Secret yet when it was deleted (its ADDED event still to come). Notes older
+A created Secret's note goes once the mirror shows it, or once the watch
+reports it deleted (another replica may end it before we look again: counted
+until the note expired, it cost the user an ordinary session at the cap). A
+deleted one's note stays for `PENDING_SECONDS`, because the mirror may not
+even have shown the Secret yet when it was deleted (its ADDED event still to
+come). Notes older
 than that are dropped in any case: far longer than a healthy watch lags,
 and the memory they take is bounded by the logins of that window.
 """
@@ -69,8 +72,11 @@ class SessionLedger:
         """The user's sessions were just listed from the API: that list is the truth."""
         self._users.pop(user, None)
 
-    def live(self, user: str, mirrored: Mapping[str, Seen]) -> list[LiveSession]:
-        """The user's live sessions, oldest first: the mirror's, corrected by our notes."""
+    def live(self, user: str, mirrored: Mapping[str, Seen],
+             deleted: Callable[[str], bool] = lambda _: False) -> list[LiveSession]:
+        """The user's live sessions, oldest first: the mirror's, corrected by our notes.
+        `deleted` says whether the watch has reported a name deleted (by anyone, e.g.
+        another replica): a Secret we created that has come and gone is not live."""
         sessions = {name: (seen.created, name, seen.uid) for name, seen in mirrored.items()}
         notes = self._users.get(user)
         if notes is None:
@@ -79,7 +85,7 @@ class SessionLedger:
         for name in notes.deleted:
             sessions.pop(name, None)
         for name, (session, _) in list(notes.created.items()):
-            if name in mirrored:
+            if name in mirrored or deleted(name):
                 del notes.created[name]  # the watch has caught up with this one
             elif name not in notes.deleted:
                 sessions[name] = session

@@ -57,8 +57,8 @@ what ends the token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
+import functools
 import logging
 import secrets
 import time
@@ -203,8 +203,9 @@ class Sessions:
         """User `key`'s sessions, oldest first: the mirror corrected by our own recent writes,
         or (while the watch is down) a list from the API."""
         mirrored = self._versions.of_user(Kind.SECRET, key) if self._versions else None
-        if mirrored is not None:
-            return self._ledger.live(key, mirrored)
+        if mirrored is not None and self._versions is not None:
+            return self._ledger.live(key, mirrored, functools.partial(
+                self._versions.was_deleted, Kind.SECRET))
         live = await self._list_user_sessions(key)
         self._ledger.listed(key)
         return sorted(live)
@@ -256,11 +257,20 @@ class Sessions:
         uid = naming.metadata_field(secret, "uid")
         if not naming.is_managed(secret) or (secret_uid is not None and uid != secret_uid):
             return False
-        try:
-            await self._kube.delete(Kind.SECRET, secret_name, self._namespace, uid=uid)
-        except (NotFound, Conflict):
-            return False
-        return True
+        return await self._end_one(naming.label(secret, naming.USER_LABEL), secret_name, uid)
+
+    async def _end_one(self, key: str | None, name: str, uid: str | None) -> bool:
+        """Delete a session Secret of user `key` under their lock and note it in the ledger,
+        so that their cap stops counting it at once; `key` None (a Secret relabelled by hand:
+        no cap counts it) only deletes it. False if it was gone."""
+        if key is None:
+            try:
+                await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
+            except (NotFound, Conflict):
+                return False
+            return True
+        async with self._locks.hold(key):
+            return await self._delete(key, name, uid)
 
     async def end_elevated(self, username: str, request_id: str) -> int:
         """End the user's sessions minted during elevation `request_id` (the ids in
@@ -278,9 +288,8 @@ class Sessions:
                 if name is not None and naming.is_managed(item) and request_id in ids:
                     ending.append((name, naming.metadata_field(item, "uid")))
         ended = 0
-        async with self._locks.hold(key):
-            for name, uid in ending:
-                ended += await self._delete(key, name, uid)
+        for name, uid in ending:
+            ended += await self._end_one(key, name, uid)
         return ended
 
     async def sweep(self) -> int:
@@ -304,13 +313,7 @@ class Sessions:
                     live_per_user[key] = live_per_user.get(key, 0) + 1
         deleted = 0
         for key, name, uid in expired:
-            if key is None:
-                with contextlib.suppress(NotFound, Conflict):
-                    await self._kube.delete(Kind.SECRET, name, self._namespace, uid=uid)
-                    deleted += 1
-                continue
-            async with self._locks.hold(key):
-                deleted += await self._delete(key, name, uid)
+            deleted += await self._end_one(key, name, uid)
         trimmed = 0
         for key, count in live_per_user.items():
             if count > self._max_per_user:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pinniped_concierge import naming
+from pinniped_concierge import naming, object_watch
 from pinniped_concierge.kubeapi import Kind
 from pinniped_concierge.object_watch import (
     ObjectVersions,
@@ -157,3 +157,21 @@ def test_a_sessions_start_to_the_microsecond_orders_it() -> None:
     alice = versions.of_user(Kind.SECRET, "alice") or {}
     assert sorted(alice, key=lambda name: alice[name].created) == ["odd", "zz", "aa"]
     assert alice["zz"].created == "2024-01-01T00:00:01.100000Z"
+
+
+def test_deletions_are_remembered_boundedly_until_the_name_is_back_or_the_watch_lost(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(object_watch, "MAX_REMEMBERED_DELETIONS", 2)
+    versions = ObjectVersions()
+    versions.apply(Kind.SECRET, "DELETED", obj("early", "1"))  # before the list: not known
+    assert not versions.was_deleted(Kind.SECRET, "early")
+    versions.reset(Kind.SECRET, [obj(name, "1") for name in ("a", "b", "c")])
+    for name in ("a", "b", "c"):
+        versions.apply(Kind.SECRET, "DELETED", obj(name, "2"))
+    assert [versions.was_deleted(Kind.SECRET, n) for n in ("a", "b", "c")] == [
+        False, True, True]  # the oldest forgotten
+    assert not versions.was_deleted(Kind.CLUSTER_ROLE, "c")
+    versions.apply(Kind.SECRET, "ADDED", obj("c", "3"))
+    assert not versions.was_deleted(Kind.SECRET, "c")
+    versions.lost(Kind.SECRET)
+    assert not versions.was_deleted(Kind.SECRET, "b")

@@ -435,3 +435,40 @@ def test_ending_an_elevation_ends_only_its_sessions_and_the_cap_knows(
     assert "delete Secret" not in fake_kube.calls
     assert sorted(session_names(fake_kube)) == sorted(
         naming.session_secret_name(s.id) for s in (ordinary, other, newest))
+
+
+@pytest.mark.parametrize("watch", ["lagging", "caught up"])
+def test_a_logged_out_session_is_not_counted_at_the_cap(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef, watch: str) -> None:
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2,
+                        versions=fake_kube.watch(ObjectVersions(), NS))
+    fake_kube.hold_watch = True
+    kept = asyncio.run(sessions.start(user))  # say, the user's CI job
+    clock.now += 1
+    laptop = asyncio.run(sessions.start(user))
+    assert asyncio.run(sessions.end(naming.session_secret_name(laptop.id), None))
+    if watch == "caught up":
+        fake_kube.deliver_watch_events()  # ADDED, ADDED, DELETED
+    clock.now += 1
+    newest = asyncio.run(sessions.start(user))  # the second of 2: nothing need go
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in (kept, newest))
+
+
+def test_a_session_another_replica_ended_is_not_counted_at_the_cap(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef) -> None:
+    """The replica that minted it learns of the end only from its watch."""
+    fake_kube._clock = clock
+    minting, leader = (Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2,
+                                versions=fake_kube.watch(ObjectVersions(), NS))
+                       for _ in range(2))
+    kept = asyncio.run(minting.start(user))
+    clock.now += 1
+    asyncio.run(minting.start(dataclasses.replace(
+        user, grants=(Grant("elev-1", "corp:prod", 2e9),))))
+    assert asyncio.run(leader.end_elevated(user.username, "elev-1")) == 1
+    clock.now += 1
+    newest = asyncio.run(minting.start(user))  # the second of 2: nothing need go
+    assert sorted(session_names(fake_kube)) == sorted(
+        naming.session_secret_name(s.id) for s in (kept, newest))
