@@ -52,7 +52,7 @@ WATCH_SECONDS = 60
 READ_TIMEOUT_SECONDS = WATCH_SECONDS + 15
 LIST_PAGE_SIZE = 500
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-#: Names whose deletion the watch reported, remembered per kind (`ObjectVersions.was_deleted`).
+#: Secret deletions the watch reported, remembered (`ObjectVersions.secret_deleted`).
 MAX_REMEMBERED_DELETIONS = 10_000
 
 
@@ -92,8 +92,8 @@ class ObjectVersions:
         self._objects: dict[Kind, dict[str, Seen]] = {}
         self._by_user: dict[Kind, dict[str, set[str]]] = {}
         self._synced: set[Kind] = set()
-        #: The names of the latest deletions the watch reported, oldest first.
-        self._deleted: dict[Kind, OrderedDict[str, None]] = {}
+        #: The latest Secret deletions the watch reported, name -> uid, oldest first.
+        self._deleted_secrets: OrderedDict[str, str | None] = OrderedDict()
 
     # --- fed by the watch ----------------------------------------------------------
 
@@ -112,11 +112,11 @@ class ObjectVersions:
             if event_type == "DELETED":
                 name = naming.metadata_field(obj, "name")
                 self._drop(kind, name)
-                if name is not None:
-                    deleted = self._deleted.setdefault(kind, OrderedDict())
-                    deleted[name] = None
-                    if len(deleted) > MAX_REMEMBERED_DELETIONS:
-                        deleted.popitem(last=False)
+                if name is not None and kind == Kind.SECRET:
+                    self._deleted_secrets.pop(name, None)  # to the end: the latest
+                    self._deleted_secrets[name] = naming.metadata_field(obj, "uid")
+                    if len(self._deleted_secrets) > MAX_REMEMBERED_DELETIONS:
+                        self._deleted_secrets.popitem(last=False)
             else:
                 self._put(kind, obj)
 
@@ -126,15 +126,14 @@ class ObjectVersions:
             self._synced.discard(kind)
             self._objects.pop(kind, None)
             self._by_user.pop(kind, None)
-            self._deleted.pop(kind, None)
+            if kind == Kind.SECRET:
+                self._deleted_secrets.clear()
 
     def _put(self, kind: Kind, obj: Obj) -> None:
         name, seen = naming.metadata_field(obj, "name"), Seen.of(obj)
         if name is None or seen is None:
             return
         self._drop(kind, name)
-        if kind in self._deleted:
-            self._deleted[kind].pop(name, None)  # back again
         self._objects[kind][name] = seen
         if seen.user is not None:
             self._by_user[kind].setdefault(seen.user, set()).add(name)
@@ -176,12 +175,14 @@ class ObjectVersions:
             return [(seen.username, held) for seen in self._objects[Kind.CLUSTER_ROLE].values()
                     if seen.username is not None and (held := seen.groups & groups)]
 
-    def was_deleted(self, kind: Kind, name: str) -> bool:
-        """Whether the watch reported `name` deleted (among the latest
-        `MAX_REMEMBERED_DELETIONS`), and nothing of that name since: the session cap's
-        ledger learns so that a Secret it created has come and gone (`session_ledger`)."""
+    def secret_deleted(self, name: str, uid: str | None) -> bool:
+        """Whether the watch reported the Secret `name` with `uid` deleted (among the latest
+        `MAX_REMEMBERED_DELETIONS`): the session cap's ledger learns so that a Secret it
+        created has come and gone (`session_ledger`). By uid, since a name may be taken
+        again; an unknown uid (None) is never reported deleted."""
         with self._lock:
-            return kind in self._synced and name in self._deleted.get(kind, {})
+            return (uid is not None and Kind.SECRET in self._synced
+                    and self._deleted_secrets.get(name) == uid)
 
     def of_user(self, kind: Kind, user: str) -> dict[str, Seen] | None:
         """The objects of `kind` labelled for `user`; None while `kind` is not watched."""

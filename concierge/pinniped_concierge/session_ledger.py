@@ -16,9 +16,9 @@ reports it deleted (another replica may end it before we look again: counted
 until the note expired, it cost the user an ordinary session at the cap). A
 deleted one's note stays for `PENDING_SECONDS`, because the mirror may not
 even have shown the Secret yet when it was deleted (its ADDED event still to
-come). Notes older
-than that are dropped in any case: far longer than a healthy watch lags,
-and the memory they take is bounded by the logins of that window.
+come). Notes older than that are dropped in any case: far longer than a
+healthy watch lags, and the memory they take is bounded by the logins of
+that window.
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ class SessionLedger:
         self._users.pop(user, None)
 
     def live(self, user: str, mirrored: Mapping[str, Seen],
-             deleted: Callable[[str], bool] = lambda _: False) -> list[LiveSession]:
+             deleted: Callable[[str, str | None], bool] = lambda _name, _uid: False
+             ) -> list[LiveSession]:
         """The user's live sessions, oldest first: the mirror's, corrected by our notes.
-        `deleted` says whether the watch has reported a name deleted (by anyone, e.g.
-        another replica): a Secret we created that has come and gone is not live."""
+        `deleted(name, uid)` says whether the watch has reported that Secret deleted (by
+        anyone, e.g. another replica): one we created that has come and gone is not live."""
         sessions = {name: (seen.created, name, seen.uid) for name, seen in mirrored.items()}
         notes = self._users.get(user)
         if notes is None:
@@ -85,7 +86,7 @@ class SessionLedger:
         for name in notes.deleted:
             sessions.pop(name, None)
         for name, (session, _) in list(notes.created.items()):
-            if name in mirrored or deleted(name):
+            if name in mirrored or deleted(name, session[2]):
                 del notes.created[name]  # the watch has caught up with this one
             elif name not in notes.deleted:
                 sessions[name] = session

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import secrets
 import time
@@ -202,10 +201,9 @@ class Sessions:
     async def _live(self, key: str) -> list[LiveSession]:
         """User `key`'s sessions, oldest first: the mirror corrected by our own recent writes,
         or (while the watch is down) a list from the API."""
-        mirrored = self._versions.of_user(Kind.SECRET, key) if self._versions else None
-        if mirrored is not None and self._versions is not None:
-            return self._ledger.live(key, mirrored, functools.partial(
-                self._versions.was_deleted, Kind.SECRET))
+        versions = self._versions
+        if versions is not None and (mirrored := versions.of_user(Kind.SECRET, key)) is not None:
+            return self._ledger.live(key, mirrored, versions.secret_deleted)
         live = await self._list_user_sessions(key)
         self._ledger.listed(key)
         return sorted(live)

@@ -159,19 +159,20 @@ def test_a_sessions_start_to_the_microsecond_orders_it() -> None:
     assert alice["zz"].created == "2024-01-01T00:00:01.100000Z"
 
 
-def test_deletions_are_remembered_boundedly_until_the_name_is_back_or_the_watch_lost(
+def test_secret_deletions_are_remembered_by_uid_boundedly_until_the_watch_is_lost(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(object_watch, "MAX_REMEMBERED_DELETIONS", 2)
     versions = ObjectVersions()
     versions.apply(Kind.SECRET, "DELETED", obj("early", "1"))  # before the list: not known
-    assert not versions.was_deleted(Kind.SECRET, "early")
+    assert not versions.secret_deleted("early", "uid-early")
     versions.reset(Kind.SECRET, [obj(name, "1") for name in ("a", "b", "c")])
+    versions.reset(Kind.CLUSTER_ROLE, [obj("r", "1")])
     for name in ("a", "b", "c"):
         versions.apply(Kind.SECRET, "DELETED", obj(name, "2"))
-    assert [versions.was_deleted(Kind.SECRET, n) for n in ("a", "b", "c")] == [
-        False, True, True]  # the oldest forgotten
-    assert not versions.was_deleted(Kind.CLUSTER_ROLE, "c")
-    versions.apply(Kind.SECRET, "ADDED", obj("c", "3"))
-    assert not versions.was_deleted(Kind.SECRET, "c")
+    versions.apply(Kind.CLUSTER_ROLE, "DELETED", obj("r", "2"))  # not a Secret: not kept
+    assert [versions.secret_deleted(n, f"uid-{n}") for n in ("a", "b", "c", "r")] == [
+        False, True, True, False]  # the oldest forgotten
+    assert not versions.secret_deleted("c", "uid-of-another-c")  # the name taken again
+    assert not versions.secret_deleted("c", None)
     versions.lost(Kind.SECRET)
-    assert not versions.was_deleted(Kind.SECRET, "b")
+    assert not versions.secret_deleted("b", "uid-b")

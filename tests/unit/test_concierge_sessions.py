@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from collections.abc import Awaitable
 
@@ -472,3 +473,36 @@ def test_a_session_another_replica_ended_is_not_counted_at_the_cap(
     newest = asyncio.run(minting.start(user))  # the second of 2: nothing need go
     assert sorted(session_names(fake_kube)) == sorted(
         naming.session_secret_name(s.id) for s in (kept, newest))
+
+
+def test_a_session_name_deleted_and_taken_again_is_still_counted(
+        fake_kube: FakeKube, clock: ManualClock, user: UserRef) -> None:
+    """By uid: a resent POST (`kube_http`) may re-create a name deleted a moment before; while
+    the watch has shown that deletion but not the second create, the second still counts."""
+    fake_kube._clock = clock
+    sessions = Sessions(fake_kube, NS, 900, 30, clock=clock, max_per_user=2,
+                        versions=fake_kube.watch(ObjectVersions(), NS))
+    asyncio.run(sessions.start(user))
+    fake_kube.hold_watch = True
+    create = fake_kube.create
+
+    async def created_deleted_created(kind: Kind, body: Obj, namespace: str | None = None
+                                      ) -> Obj:
+        if kind is not Kind.SECRET:
+            return await create(kind, body, namespace)
+        first = await create(kind, copy.deepcopy(body), namespace)  # its answer lost
+        await fake_kube.delete(kind, first["metadata"]["name"], namespace)
+        return await create(kind, body, namespace)  # the resent POST
+
+    fake_kube.create = created_deleted_created  # type: ignore[method-assign]
+    clock.now += 1
+    asyncio.run(sessions.start(user))
+    fake_kube.create = create  # type: ignore[method-assign]
+    held, fake_kube._held_events = fake_kube._held_events, []
+    assert [event for _, kind, event, _ in held if kind is Kind.SECRET] == [
+        "ADDED", "DELETED", "ADDED"]
+    for versions, kind, event, body in held[:2]:  # the second ADDED still to come
+        versions.apply(kind, event, body)
+    clock.now += 1
+    asyncio.run(sessions.start(user))  # two live already: the oldest must go
+    assert len(session_names(fake_kube)) == 2
