@@ -148,7 +148,11 @@ def test_without_auth_time_the_token_is_judged_by_iat(
     assert try_login(concierge, before, "minted") == (False, "user_revoked")
     assert attempt(omit=("iat",)) == (False, "user_revoked")  # neither auth_time nor iat
 
-    time.sleep(2.5)  # past the revocation and the 1 s clock skew
+    # The marker's time is its creationTimestamp (whole seconds); `now - 1` below must be past
+    # it by more than the 1 s clock skew. A fixed sleep fell short when the calls above were
+    # quick and the marker was made early in its second.
+    revoked_at = wire.parse_time(marker["metadata"]["creationTimestamp"], "marker").timestamp()
+    time.sleep(max(0.0, revoked_at + 3.2 - time.time()))
     now = int(time.time())
     assert attempt({"auth_time": now - 3600, "iat": now}) == (False, "user_revoked")
     assert attempt({"iat": now}) == (True, "ok")  # no auth_time: iat is after it
