@@ -50,6 +50,8 @@ from pinniped_apis.constants import (
 from pinniped_apis.models import Name, Strict, Timestamp, Tolerant
 
 Phase = Literal["Pending", "Approved", "Denied", "Expired", "Revoked"]
+#: Phases of a request that may still be decided, or revoked.
+OPEN_PHASES: tuple[Phase, ...] = ("Pending", "Approved")
 #: Phases after which nothing changes any more (besides `accessRemovedAt`).
 FINAL_PHASES: tuple[Phase, ...] = ("Denied", "Expired", "Revoked")
 
@@ -228,6 +230,7 @@ class ElevationState(Tolerant):
 
 __all__ = [
     "FINAL_PHASES",
+    "OPEN_PHASES",
     "ActiveElevation",
     "Approval",
     "ApprovalView",

@@ -29,7 +29,13 @@ from typing import TextIO
 
 def token_digest(token: str) -> str:
     """A correlation handle for a token: 12 hex digits of its SHA-256."""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return "sha256:" + short_digest(token)
+
+
+def short_digest(value: str) -> str:
+    """12 hex digits of the SHA-256 of `value`: to correlate what must not be logged as it is
+    (a token, or text from a client that could forge log lines)."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 @dataclass

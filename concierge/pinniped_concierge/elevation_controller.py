@@ -7,7 +7,7 @@ Lease goes through the requests in the mirror and:
   Approved one whose `expiresAt` has passed;
 - for an approved request that has ended (expired, revoked), removes the
   group from the user's ClusterRole and ends the sessions minted during it
-  (`ElevationService.remove_access_report`), and does that again on every pass
+  (`ElevationService.remove_access`), and does that again on every pass
   for the first `RECHECK_SECONDS` after it ended, even once `accessRemovedAt`
   is set: a login on another replica that read the grant just before the end
   may have written the group back, or minted a session, a moment later;
@@ -165,7 +165,7 @@ class ElevationController:
     async def _remove(self, request: StoredRequest) -> AccessRemoval | None:
         """One request's access removal; a failure is logged and retried at the next pass."""
         try:
-            return await self._service.remove_access_report(request)
+            return await self._service.remove_access(request)
         except (Unavailable, ServerError) as exc:
             log.warning("elevation %s: access removal failed, will retry: %s", request.name,
                         exc)

@@ -54,7 +54,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -73,6 +72,8 @@ from pinniped_apis.constants import (
     ELEVATION_ID_PREFIX,
 )
 from pinniped_apis.elevation import (
+    FINAL_PHASES,
+    OPEN_PHASES,
     ActiveElevation,
     Approval,
     ApprovalView,
@@ -87,7 +88,7 @@ from pinniped_apis.elevation import (
     Requester,
 )
 from pinniped_concierge import naming
-from pinniped_concierge.audit import AuditEvent
+from pinniped_concierge.audit import AuditEvent, short_digest
 from pinniped_concierge.config import ElevationConfig
 from pinniped_concierge.elevation_store import (
     ElevationStore,
@@ -179,10 +180,6 @@ def _time(when: float) -> str:
     return rfc3339.format_time(dt.datetime.fromtimestamp(when, dt.UTC))
 
 
-def _datetime(value: str | None) -> dt.datetime | None:
-    return rfc3339.parse_time(value)
-
-
 def _not_found(request_id: str) -> Refused:
     return Refused(404, Reason.ELEVATION_NOT_FOUND,
                    f"no elevation request {request_id} that you may see: only its "
@@ -204,10 +201,6 @@ def _about(seconds: int) -> str:
     if seconds < 7200:
         return f"{round(seconds / 60)} min"
     return f"{round(seconds / 3600)} h"
-
-
-def _short_hash(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def _conflict_gave_up(request_id: str) -> Unavailable:
@@ -295,8 +288,7 @@ class ElevationService:
         creates take turns here)."""
         now = self._clock()
         kept = await self._list_user_requests(caller.username)
-        mine = [r for r in kept if r.open(now)
-                and self.phase(r, now) in ("Pending", "Approved")]
+        mine = [r for r in kept if self.phase(r, now) in OPEN_PHASES]
         same = [r.name for r in mine if r.spec.group == group]
         if same:
             raise Refused(409, Reason.ELEVATION_ALREADY_OPEN,
@@ -327,7 +319,7 @@ class ElevationService:
         """Seconds until the controller deletes the next of these that has ended (the
         Retry-After of a create refused by maxPerUser)."""
         due = [ended_or_created(r) + retention_of(r, self._config) for r in kept
-               if r.status.phase not in ("Pending", "Approved")]
+               if r.status.phase in FINAL_PHASES]
         if not due:
             return LIMIT_RETRY_AFTER_SECONDS
         return max(1, math.ceil(min(due) - now)) + self._config.sync_interval_seconds
@@ -377,11 +369,7 @@ class ElevationService:
                     request_object(name, self._namespace, spec, ElevationRequestStatus()))
             except Conflict:
                 continue
-            parsed = self._parse(created)
-            if parsed is None:
-                raise ServerError(Reason.KUBERNETES_ERROR,
-                                  f"ElevationRequest {name} came back unreadable")
-            return parsed
+            return self._written(created, name)
         raise ServerError(Reason.KUBERNETES_ERROR, "could not pick an unused ElevationRequest "
                           "name")
 
@@ -463,12 +451,12 @@ class ElevationService:
             phase=phase, durationSeconds=request.spec.duration_seconds,
             createdAt=dt.datetime.fromtimestamp(request.created_at, dt.UTC),
             approvals=[ApprovalView(user=a.user, at=at) for a in status.approvals
-                       if (at := _datetime(a.at)) is not None],
+                       if (at := rfc3339.parse_time(a.at)) is not None],
             approvalsRequired=required,
-            expiresAt=_datetime(status.expires_at), endedBy=status.ended_by,
+            expiresAt=rfc3339.parse_time(status.expires_at), endedBy=status.ended_by,
             endReason=status.end_reason,
             mayApprove=approver and phase == "Pending" and not approved_by_caller,
-            mayRevoke=phase in ("Pending", "Approved") and (
+            mayRevoke=phase in OPEN_PHASES and (
                 self._requester(request, caller) or self._approver(policy, caller)))
 
     # --- approve, deny, revoke ------------------------------------------------
@@ -476,7 +464,7 @@ class ElevationService:
     async def decide(self, caller: wire.Identity, request_id: str, action: str,
                      body: ElevationDecision | None, event: AuditEvent) -> ElevationView:
         if not is_request_id(request_id):
-            event.extra["id"] = "malformed:" + _short_hash(request_id)
+            event.extra["id"] = "malformed:" + short_digest(request_id)
             raise _malformed_id()
         event.extra["id"] = request_id
         reason = body.reason if body is not None else None
@@ -508,7 +496,7 @@ class ElevationService:
                  written.status.phase)
         if action == "revoke" and written.status.approved_at is not None:
             try:
-                removal = await self.remove_access_report(written)
+                removal = await self.remove_access(written)
             except (Unavailable, ServerError) as exc:  # the controller repeats it within 2 s
                 log.warning("elevation %s: access removal after revoke failed, the Lease "
                             "holder will retry: %s", written.name, exc)
@@ -559,7 +547,7 @@ class ElevationService:
     def _revoke(self, request: StoredRequest, caller: wire.Identity, reason: str | None,
                 now: float) -> ElevationRequestStatus:
         phase = self.phase(request, now)
-        if phase not in ("Pending", "Approved"):
+        if phase not in OPEN_PHASES:
             raise Refused(409, Reason.ELEVATION_ENDED,
                           f"request {request.name} has already ended ({phase}); "
                           "nothing to revoke")
@@ -619,16 +607,12 @@ class ElevationService:
             try:
                 written = await self._kube.replace_namespaced_custom(
                     ELEVATION_REQUESTS, self._namespace, request.name,
-                    request.to_object(request.spec, status))
+                    request.to_object(status))
             except Conflict:
                 continue
             except NotFound:
                 raise _not_found(request_id) from None
-            parsed = self._parse(written)
-            if parsed is None:
-                raise ServerError(Reason.KUBERNETES_ERROR,
-                                  f"ElevationRequest {request_id} came back unreadable")
-            return parsed
+            return self._written(written, request_id)
         raise _conflict_gave_up(request_id)
 
     async def _read(self, request_id: str) -> StoredRequest:
@@ -641,14 +625,18 @@ class ElevationService:
         """A request object of ours, or None (not ours, or not readable: never acted on)."""
         return read_request(obj, self._namespace)
 
+    def _written(self, obj: Obj, name: str) -> StoredRequest:
+        """The request as the API answered our write of it."""
+        parsed = self._parse(obj)
+        if parsed is None:
+            raise ServerError(Reason.KUBERNETES_ERROR,
+                              f"ElevationRequest {name} came back unreadable")
+        return parsed
+
     # --- access removal (semantics 6) -----------------------------------------
 
-    async def remove_access(self, request: StoredRequest) -> int:
-        """Take the group back and end the sessions minted during the elevation; returns how
-        many sessions were ended."""
-        return (await self.remove_access_report(request)).sessions_ended
-
-    async def remove_access_report(self, request: StoredRequest) -> AccessRemoval:
+    async def remove_access(self, request: StoredRequest) -> AccessRemoval:
+        """Take the group back and end the sessions minted during the elevation."""
         username, group = request.spec.requester.username, request.spec.group
         # Under the user's lock: a login of theirs on this replica finishes (its role write and
         # its session) before we look, so we end what it made; another replica's racing login

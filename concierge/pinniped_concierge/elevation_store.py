@@ -50,6 +50,7 @@ from pydantic import ValidationError
 
 from pinniped_apis import rfc3339
 from pinniped_apis.elevation import (
+    FINAL_PHASES,
     ElevationPolicySpec,
     ElevationRequestSpec,
     ElevationRequestStatus,
@@ -110,7 +111,7 @@ class StoredRequest:
     def ended_at(self) -> float | None:
         """When it ended: `status.endedAt`; for an ended request without one, its expiry."""
         ended = _timestamp(self.status.ended_at)
-        if ended is None and self.status.phase not in ("Pending", "Approved"):
+        if ended is None and self.status.phase in FINAL_PHASES:
             return self.expires_at()
         return ended
 
@@ -134,10 +135,10 @@ class StoredRequest:
             return f"not approved within {pending_timeout_seconds} s"
         return None
 
-    def to_object(self, spec: ElevationRequestSpec, status: ElevationRequestStatus) -> Obj:
-        """The whole object for a PUT: its uid and resourceVersion make the write fail
-        (Conflict) if anyone wrote since this was read."""
-        body = request_object(self.name, self.namespace, spec, status)
+    def to_object(self, status: ElevationRequestStatus) -> Obj:
+        """The whole object for a PUT of a new `status`: its uid and resourceVersion make the
+        write fail (Conflict) if anyone wrote since this was read."""
+        body = request_object(self.name, self.namespace, self.spec, status)
         body["metadata"] |= {"uid": self.uid, "resourceVersion": self.resource_version}
         return body
 

@@ -103,13 +103,12 @@ class GovernedGroupSweep:
         """Which of `groups` an active request of the user grants. A request the mirror
         still shows Pending is read from the API first (one GET, only in this case): it may
         have been approved a moment ago, and another replica's login granted it already."""
-        now = self._clock()
         granted: set[str] = set()
         for mirrored in await self._store.requests_of(username):
             if mirrored.spec.group not in groups or mirrored.spec.group in granted:
                 continue
             request = mirrored
-            if mirrored.status.phase == "Pending" and mirrored.open(now):
+            if mirrored.status.phase == "Pending":
                 request = await self._store.read_fresh(mirrored.name) or mirrored
             if request.active(self._clock()):
                 granted.add(request.spec.group)

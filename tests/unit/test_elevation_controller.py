@@ -207,7 +207,7 @@ def test_a_request_whose_access_was_never_removed_is_not_deleted(env: ElevationS
 
         raise ServerError(Reason.KUBERNETES_ERROR, "forbidden")
 
-    env.service.remove_access_report = failing  # type: ignore[method-assign]
+    env.service.remove_access = failing  # type: ignore[method-assign]
     assert sync(env) == 0
     assert (ELEVATION_REQUESTS.plural, obj["metadata"]["namespace"],
             request_id) in env.kube.namespaced_custom
@@ -263,13 +263,13 @@ def test_a_pass_attempts_a_bounded_number_of_rechecks(
         env.decide(user, request_id, "revoke")
     monkeypatch.setattr(elevation_controller, "MAX_ATTEMPTS_PER_PASS", 2)
     attempts: list[str] = []
-    remove = env.service.remove_access_report
+    remove = env.service.remove_access
 
     async def counted(request: Any) -> Any:
         attempts.append(request.name)
         return await remove(request)
 
-    env.service.remove_access_report = counted  # type: ignore[method-assign]
+    env.service.remove_access = counted  # type: ignore[method-assign]
     assert sync(env) == 0
     assert len(attempts) == 2
 

@@ -285,7 +285,7 @@ def test_to_object_is_a_conditional_write_of_spec_and_status() -> None:
     assert stored.created_at == kube._clock() // 1
     approved = ElevationRequestStatus.model_validate(
         {"phase": "Approved", "approvedAt": when(NOW), "expiresAt": when(NOW + 600)})
-    body = stored.to_object(stored.spec, approved)
+    body = stored.to_object(approved)
     asyncio.run(kube.replace_namespaced_custom(ELEVATION_REQUESTS, NS, stored.name, body))
     (now_stored,) = asyncio.run(store.requests())
     assert now_stored.active(NOW)
