@@ -51,6 +51,11 @@ def session_names(fake_kube: FakeKube) -> list[str]:
     return [n for n in fake_kube.names(Kind.SECRET) if n.startswith(naming.SESSION_PREFIX)]
 
 
+def secret_names(*sessions: Session) -> list[str]:
+    """The session Secrets' names of `sessions`, sorted (to compare with `session_names`)."""
+    return sorted(naming.session_secret_name(s.id) for s in sessions)
+
+
 def test_a_session_is_an_opaque_secret_owned_by_the_account(fake_kube: FakeKube,
                                                             sessions: Sessions,
                                                             user: UserRef) -> None:
@@ -199,8 +204,7 @@ def test_sessions_per_user_are_bounded_without_extra_calls(
         started.append(asyncio.run(sessions.start(user)))
         assert fake_kube.calls == ["delete Secret", "create Secret", "create TokenRequest"]
     # alice's two oldest are gone, her three newest and bob's one remain
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in [bobs, *started[2:]])
+    assert sorted(session_names(fake_kube)) == secret_names(bobs, *started[2:])
 
 
 def test_while_the_watch_is_down_the_bound_is_kept_by_listing(fake_kube: FakeKube,
@@ -217,8 +221,7 @@ def test_while_the_watch_is_down_the_bound_is_kept_by_listing(fake_kube: FakeKub
     third = asyncio.run(sessions.start(user))
     assert fake_kube.calls == ["list Secret", "delete Secret", "create Secret",
                                "create TokenRequest"]
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in (second, third))
+    assert sorted(session_names(fake_kube)) == secret_names(second, third)
     assert first.id not in {second.id, third.id}
 
 
@@ -428,14 +431,12 @@ def test_ending_an_elevation_ends_only_its_sessions_and_the_cap_knows(
         user, grants=(Grant("elev-2", "corp:prod", 2e9),))))
     assert asyncio.run(sessions.end_elevated(user.username, "elev-1")) == 1
     assert asyncio.run(sessions.end_elevated(user.username, "elev-1")) == 0
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in (ordinary, other))
+    assert sorted(session_names(fake_kube)) == secret_names(ordinary, other)
     clock.now += 1
     fake_kube.calls.clear()
     newest = asyncio.run(sessions.start(user))  # the third of 3: nothing need go
     assert "delete Secret" not in fake_kube.calls
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in (ordinary, other, newest))
+    assert sorted(session_names(fake_kube)) == secret_names(ordinary, other, newest)
 
 
 @pytest.mark.parametrize("watch", ["lagging", "caught up"])
@@ -453,8 +454,7 @@ def test_a_logged_out_session_is_not_counted_at_the_cap(
         fake_kube.deliver_watch_events()  # ADDED, ADDED, DELETED
     clock.now += 1
     newest = asyncio.run(sessions.start(user))  # the second of 2: nothing need go
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in (kept, newest))
+    assert sorted(session_names(fake_kube)) == secret_names(kept, newest)
 
 
 def test_a_session_another_replica_ended_is_not_counted_at_the_cap(
@@ -471,8 +471,7 @@ def test_a_session_another_replica_ended_is_not_counted_at_the_cap(
     assert asyncio.run(leader.end_elevated(user.username, "elev-1")) == 1
     clock.now += 1
     newest = asyncio.run(minting.start(user))  # the second of 2: nothing need go
-    assert sorted(session_names(fake_kube)) == sorted(
-        naming.session_secret_name(s.id) for s in (kept, newest))
+    assert sorted(session_names(fake_kube)) == secret_names(kept, newest)
 
 
 def test_a_session_name_deleted_and_taken_again_is_still_counted(
