@@ -39,7 +39,7 @@ The plugin's state check (`state`) costs the TokenReview and nothing more:
 the app hands over only the ServiceAccount the token belongs to, which is
 named from a hash of the username (`naming.user_object_name`), and the
 user's requests are found by that name in the mirror (their user label is the
-same hash). Its `active` list is `ElevationStore.active_for`, the very rule
+same hash). Its `active` list is `elevation_store.active_grants`, the very rule
 logins use (a group no longer governed is no longer granted), so the plugin
 and the login never disagree about what the credential should hold.
 
@@ -94,6 +94,7 @@ from pinniped_concierge.elevation_store import (
     ElevationStore,
     Policy,
     StoredRequest,
+    active_grants,
     read_request,
     request_object,
 )
@@ -410,7 +411,7 @@ class ElevationService:
         """The pending ids and active elevations of the user whose ServiceAccount is
         `account`: what the plugin compares with the credential it holds. From the mirror,
         so no API call while the watches are up (otherwise the user's requests and the
-        policies are listed); `active` by the rule logins use (`ElevationStore.active_for`). The
+        policies are listed); `active` by the rule logins use (`elevation_store.active_grants`). The
         audit line names the ServiceAccount, and the user when they have a request (nothing
         else here says who it is: reading that costs two calls, and this answer needs none)."""
         now = self._clock()
@@ -422,7 +423,8 @@ class ElevationService:
         username = mine[0].spec.requester.username
         event.username = username
         pending = sorted(r.name for r in mine if self.phase(r, now) == "Pending")
-        active = await self._store.active_for(username, now)
+        active = active_grants((r for r in mine if r.spec.requester.username == username),
+                               await self._store.governed(), now)
         event.extra["pending"] = str(len(pending))
         event.extra["active"] = str(len(active))
         return ElevationState(pending=pending, active=[

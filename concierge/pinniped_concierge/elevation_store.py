@@ -165,6 +165,25 @@ class Grant:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class ElevationInput:
+    """What a login must know about elevations: the governed groups, the user's active
+    elevations (of governed groups only), and whether they have any request open."""
+
+    governed: frozenset[str]
+    grants: tuple[Grant, ...] = ()
+    check: bool = False
+
+
+def active_grants(requests: Iterable[StoredRequest], governed: frozenset[str], now: float
+                  ) -> tuple[Grant, ...]:
+    """The elevations among `requests` active at `now`, of groups still `governed` (sorted
+    by group, then id): the one rule of what grants a group."""
+    grants = [Grant(r.name, r.spec.group, r.expires_at() or now) for r in requests
+              if r.active(now) and r.spec.group in governed]
+    return tuple(sorted(grants, key=lambda g: (g.group, g.id)))
+
+
 def read_policy(obj: Obj) -> Policy | None:
     """The policy in `obj`; None only if it names no group at all (then it governs nothing
     we could name)."""
@@ -313,15 +332,17 @@ class ElevationStore:
     async def active_for(self, username: str, now: float) -> tuple[Grant, ...]:
         """`username`'s active elevations for groups that are still governed (sorted by
         group, then id)."""
-        governed = await self.governed()
-        grants = [Grant(r.name, r.spec.group, r.expires_at() or now)
-                  for r in await self.requests_of(username)
-                  if r.active(now) and r.spec.group in governed]
-        return tuple(sorted(grants, key=lambda g: (g.group, g.id)))
+        governed = await self.governed()  # first: unknown policies refuse before a list
+        return active_grants(await self.requests_of(username), governed, now)
 
-    async def open_for(self, username: str, now: float) -> bool:
-        """Whether `username` has a request pending or an elevation active."""
-        return any(r.open(now) for r in await self.requests_of(username))
+    async def for_login(self, username: str, now: float) -> ElevationInput:
+        """A login's question, from one read of each mirror: the governed groups, the
+        user's active elevations of them, and whether anything of theirs is open (raises
+        `Unavailable` while the policies are unknown)."""
+        governed = await self.governed()  # first, as in `active_for`
+        mine = await self.requests_of(username)
+        return ElevationInput(governed, active_grants(mine, governed, now),
+                              any(r.open(now) for r in mine))
 
     async def read_fresh(self, request_id: str) -> StoredRequest | None:
         """One request read from the API now, not from the mirror (one GET); None if it is

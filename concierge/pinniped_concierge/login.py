@@ -21,7 +21,7 @@ and the login refused instead.
 
 With temporary elevated access (`elevations`, an `elevation_store` read from
 memory), the groups ElevationPolicies govern are withheld from the token's,
-and the user's active elevations add theirs (`userobjects.ElevationInput`).
+and the user's active elevations add theirs (`elevation_store.ElevationInput`).
 They are read under the user's lock, just before the role is decided, so the
 role reflects the elevations as they stand then. Until the policies are
 known, every login is refused (503): a login cannot tell which of its
@@ -49,14 +49,14 @@ from pinniped_apis import wire
 from pinniped_concierge import naming
 from pinniped_concierge.audit import AuditEvent
 from pinniped_concierge.authenticator_set import Authenticator, AuthenticatorSet, TokenVerifier
-from pinniped_concierge.elevation_store import ElevationStore, Grant
+from pinniped_concierge.elevation_store import ElevationInput, ElevationStore, Grant
 from pinniped_concierge.errors import Reason, Rejected, ServerError, Unavailable
 from pinniped_concierge.kubeapi import Conflict
 from pinniped_concierge.naming import session_secret_name
 from pinniped_concierge.ratelimit import RateLimiter
 from pinniped_concierge.revocations import RevocationCheck
 from pinniped_concierge.sessions import ServiceAccountGone, Session, Sessions
-from pinniped_concierge.userobjects import ElevationInput, UserObjects
+from pinniped_concierge.userobjects import UserObjects
 
 __all__ = ["Authenticator", "LoginService", "TokenVerifier"]
 
@@ -265,10 +265,7 @@ class LoginService:
         policies are unknown)."""
         if self._elevations is None:
             return None
-        now = self._clock()
-        return ElevationInput(await self._elevations.governed(),
-                              await self._elevations.active_for(username, now),
-                              await self._elevations.open_for(username, now))
+        return await self._elevations.for_login(username, self._clock())
 
 
 def _issued_at(claims: Mapping[str, object]) -> float | None:

@@ -55,6 +55,7 @@ from typing import Any
 
 from pinniped_apis import wire
 from pinniped_concierge import group_history, naming
+from pinniped_concierge.elevation_store import ElevationInput
 from pinniped_concierge.elevation_store import Grant as ElevationGrant
 from pinniped_concierge.errors import Reason, ServerError, Unavailable
 from pinniped_concierge.group_history import Grant, RoleRecord
@@ -74,16 +75,6 @@ GROUPS_NARROWED_BY_AGE = "groupsNarrowedByAge"
 ELEVATED_GROUPS = "elevatedGroups"
 #: The audit field naming the token's groups withheld because an ElevationPolicy governs them.
 GROUPS_GOVERNED_BY_POLICY = "groupsGovernedByPolicy"
-
-
-@dataclass(frozen=True)
-class ElevationInput:
-    """What a login must know about elevations: the governed groups, the user's active
-    elevations (of governed groups only), and whether they have any request open."""
-
-    governed: frozenset[str]
-    grants: tuple[ElevationGrant, ...] = ()
-    check: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pinniped_apis import rfc3339
 from pinniped_apis.elevation import ElevationRequestStatus
 from pinniped_concierge import naming
 from pinniped_concierge.config import ElevationConfig
-from pinniped_concierge.elevation_store import ElevationStore, Grant, read_request
+from pinniped_concierge.elevation_store import ElevationInput, ElevationStore, Grant, read_request
 from pinniped_concierge.errors import Reason, Unavailable
 from pinniped_concierge.kubeapi import ELEVATION_POLICIES, ELEVATION_REQUESTS, Conflict, NotFound
 
@@ -196,8 +196,10 @@ def test_only_approved_unexpired_requests_of_governed_groups_grant() -> None:
     assert [g.id for g in asyncio.run(store.active_for(BOB, NOW))] == ["elev-0000000000000007"]
     assert asyncio.run(store.active_for(ALICE, NOW + 60)) == (
         Grant("elev-0000000000000001", "corp:prod", NOW + 600),)  # expiresAt is exclusive
-    assert asyncio.run(store.open_for(ALICE, NOW + 10_000))  # still pending
-    assert not asyncio.run(store.open_for("corp:carol", NOW))
+    assert asyncio.run(store.for_login(ALICE, NOW)) == ElevationInput(
+        asyncio.run(store.governed()), asyncio.run(store.active_for(ALICE, NOW)), True)
+    assert asyncio.run(store.for_login(ALICE, NOW + 10_000)).check  # still pending
+    assert not asyncio.run(store.for_login("corp:carol", NOW)).check
     assert len(asyncio.run(store.requests())) == 7
     assert {r.name for r in asyncio.run(store.requests_of(BOB))} == {"elev-0000000000000007"}
 
@@ -239,6 +241,10 @@ def test_while_the_requests_watch_is_down_they_are_listed_so_an_end_is_never_mis
     kube.calls.clear()
     assert asyncio.run(store.active_for(ALICE, NOW)) == ()
     assert kube.calls == ["list ElevationRequest"]  # one call, for this user only
+    kube.calls.clear()
+    assert asyncio.run(store.for_login(ALICE, NOW)) == ElevationInput(
+        frozenset({"corp:prod"}), (), False)
+    assert kube.calls == ["list ElevationRequest"]  # a login's question: one call too
     assert [r.name for r in asyncio.run(store.requests())] == ["elev-0000000000000001",
                                                                 "elev-0000000000000002"]
     kube.watch_custom(ELEVATION_REQUESTS, store.requests_target, NS, naming.owned_selector(NS))
