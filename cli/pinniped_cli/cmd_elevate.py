@@ -152,8 +152,7 @@ def _send(client: ElevationClient, token: str, args: argparse.Namespace,
 
 def _show_view(view: ElevationView, args: argparse.Namespace, rt: Runtime) -> None:
     if args.output == "json":
-        rt.stdout.write(json.dumps(view.model_dump(mode="json", by_alias=True,
-                                                   exclude_none=True), indent=2) + "\n")
+        rt.stdout.write(json.dumps(view.to_wire(), indent=2) + "\n")
     elif args.action == "request":
         rt.stdout.write(f"{view.id}\n")
     else:
@@ -165,22 +164,23 @@ def _show_view(view: ElevationView, args: argparse.Namespace, rt: Runtime) -> No
 
 
 def _describe(view: ElevationView) -> str:
+    from pinniped_apis.rfc3339 import format_time
     from pinniped_cli.redact import printable
 
     text = f"{printable(view.group, 80)} for {printable(view.requester, 80)} is now {view.phase}"
     if view.phase == "Pending":
         text += f" ({_approvals(view)} approvals)"
     elif view.phase == "Approved" and view.expires_at is not None:
-        text += f" until {view.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+        text += f" until {format_time(view.expires_at)}"
     return text
 
 
 def _show_list(listing: ElevationList, output: str, rt: Runtime) -> None:
+    from pinniped_apis.rfc3339 import format_time
     from pinniped_cli.redact import printable
 
     if output == "json":
-        rt.stdout.write(json.dumps(listing.model_dump(mode="json", by_alias=True,
-                                                      exclude_none=True), indent=2) + "\n")
+        rt.stdout.write(json.dumps(listing.to_wire(), indent=2) + "\n")
         return
     if not listing.items:
         rt.say("no elevation requests of yours, and none you may decide.")
@@ -188,7 +188,7 @@ def _show_list(listing: ElevationList, output: str, rt: Runtime) -> None:
     rows = [_TABLE] + [(
         printable(v.id, 40), printable(v.group, 80), printable(v.requester, 80), v.phase,
         _approvals(v),
-        f"{v.expires_at:%Y-%m-%dT%H:%M:%SZ}" if v.expires_at is not None else "-",
+        format_time(v.expires_at) if v.expires_at is not None else "-",
         printable(v.reason, _REASON_COLUMN)) for v in listing.items]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE) - 1)]
     for row in rows:

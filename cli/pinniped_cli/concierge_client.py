@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pinniped_apis import wire
 from pinniped_cli.errors import ConciergeError
 from pinniped_cli.httpclient import exchange
-from pinniped_cli.redact import printable
+from pinniped_cli.redact import printable, status_message
 
 if TYPE_CHECKING:
     import httpx
@@ -70,12 +70,13 @@ class ConciergeClient:
                           headers=headers)
         body = answer.body
         status = answer.status
+        message = status_message(body)
         if status in (429, 503):  # overloaded, or rate limiting this address
             retry = printable(answer.headers.get("Retry-After", "a few"), 20)
-            raise ConciergeError(f"the concierge is temporarily unavailable ({_message(body)}); "
+            raise ConciergeError(f"the concierge is temporarily unavailable ({message}); "
                                  f"retry in {retry} seconds.")
         if status == 401:
-            raise _Unauthorized(f"the concierge refused the {what} ({_message(body)}): your "
+            raise _Unauthorized(f"the concierge refused the {what} ({message}): your "
                                 "cluster credential is no longer valid. Run `pinniped logout`, "
                                 "then run kubectl again to log in.")
         if status == 404:
@@ -83,19 +84,13 @@ class ConciergeClient:
                                  "404); check --concierge-endpoint.")
         if status >= 400 or not body:
             raise ConciergeError(f"the concierge answered the {what} with HTTP {status} "
-                                 f"({_message(body)}); check the pinniped flags, or ask the "
+                                 f"({message}); check the pinniped flags, or ask the "
                                  "cluster administrator.")
         return body
 
 
 class _Unauthorized(ConciergeError):
     """The concierge did not accept the bearer credential (HTTP 401)."""
-
-
-def _message(body: dict[str, Any]) -> str:
-    """The `message` of a Kubernetes Status (what the concierge sends on errors)."""
-    message = body.get("message")
-    return printable(message, 300) if isinstance(message, str) and message else "no details"
 
 
 def _unsendable(exc: wire.WireError) -> str:

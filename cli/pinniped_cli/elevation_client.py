@@ -24,7 +24,7 @@ from pinniped_apis.elevation import (
 from pinniped_cli import elevation_check
 from pinniped_cli.errors import ConciergeError
 from pinniped_cli.httpclient import exchange
-from pinniped_cli.redact import printable
+from pinniped_cli.redact import printable, status_message
 
 if TYPE_CHECKING:
     import httpx
@@ -126,8 +126,5 @@ def _next_step(status: int, headers: Any) -> str:
 
 
 def _message(body: dict[str, Any]) -> str:
-    """The `message` of a Kubernetes Status, made safe to print."""
-    message = body.get("message")
-    if not isinstance(message, str) or not message:
-        return "no details"
-    return printable(message, 500).rstrip(".")
+    """The Status message, without its full stop (our next step follows it)."""
+    return status_message(body, 500).rstrip(".")

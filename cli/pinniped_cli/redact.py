@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 
 def fingerprint(secret: str) -> str:
@@ -18,3 +19,10 @@ def printable(text: str, limit: int = 200) -> str:
     """
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+
+
+def status_message(body: Mapping[str, object], limit: int = 300) -> str:
+    """The `message` of a Kubernetes Status (what the concierge sends on errors), made safe
+    to print; "no details" without one."""
+    message = body.get("message")
+    return printable(message, limit) if isinstance(message, str) and message else "no details"
