@@ -82,6 +82,16 @@ def lock_path(options: LoginOptions) -> Path:
 
 
 @contextlib.contextmanager
+def credential_locked(options: LoginOptions, rt: Runtime) -> Iterator[None]:
+    """Hold the credential cache's lock for as long as a login may take."""
+    from pinniped_cli import lock
+
+    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
+                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+        yield
+
+
+@contextlib.contextmanager
 def session_locked(options: LoginOptions, rt: Runtime, timeout: float) -> Iterator[None]:
     """Hold the lock of this login's OIDC session, in pinniped's own directory.
 
@@ -127,10 +137,7 @@ def get_credential(options: LoginOptions, cluster: ClusterInfo | None, interacti
             stale = hit
             rt.say("your elevated access changed (an elevation was approved or ended): "
                    "logging in again to pick that up")
-    from pinniped_cli import lock
-
-    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
-                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+    with credential_locked(options, rt):
         # Whoever held the lock may just have logged in for us.
         if cache is not None and (hit := cache.get(key, rt.now())) is not None and (
                 not hit.check_elevation or hit.token not in checked):
@@ -172,11 +179,8 @@ def mark_checking(options: LoginOptions, cluster: ClusterInfo | None, rt: Runtim
     cache = credential_cache(options, rt)
     if cache is None:
         return None
-    from pinniped_cli import lock
-
     key = credential_key(options, cluster)
-    with lock.held(lock_path(options), timeout=options.login_timeout + LOCK_GRACE_SECONDS,
-                   on_wait=lambda: rt.say("waiting for another pinniped login to finish...")):
+    with credential_locked(options, rt):
         hit = cache.get(key, rt.now())
         if hit is None or hit.check_elevation == check or token not in (None, hit.token):
             return hit

@@ -77,6 +77,11 @@ class Credential:
                    elevated_groups=tuple(credential.elevated_groups),
                    check_elevation=credential.check_elevation)
 
+    def elevation_hint(self) -> tuple[str, ...] | None:
+        """The elevated groups when this is checked before use, else None (the cache
+        entry's `elevation` field: `credential_entry`)."""
+        return self.elevated_groups if self.check_elevation else None
+
     def checking(self, check: bool) -> Credential:
         """This credential, with the elevation check turned on or off."""
         return Credential(self.token, self.expiration, self.username, self.groups,
@@ -130,7 +135,7 @@ class CredentialCache:
             return None
         if min_remaining is None:
             min_remaining = dt.timedelta(seconds=credential_entry.min_remaining_seconds(
-                credential.elevated_groups if credential.check_elevation else None))
+                credential.elevation_hint()))
         if credential.expiration - now < min_remaining:
             return None
         return credential
@@ -167,7 +172,7 @@ class CredentialCache:
 def _encode(credential: Credential) -> bytes:
     return json.dumps(credential_entry.entry(
         credential.token, format_time(credential.expiration), credential.username,
-        credential.groups, credential.elevated_groups if credential.check_elevation else None),
+        credential.groups, credential.elevation_hint()),
         separators=(",", ":")).encode()
 
 
