@@ -245,7 +245,12 @@ class Sessions:
         }
 
     async def end(self, secret_name: str, secret_uid: str | None) -> bool:
-        """Delete a session's Secret if it is ours; False if it was already gone."""
+        """Delete a session's Secret if it is ours; False if it was already gone.
+
+        `secret_uid` is the uid a reviewed token is bound to (logout): the apiserver has
+        tied that token to exactly this Secret, so it is deleted even if its labels were
+        edited by hand; leaving it would leave the token working after the logout said it
+        ended. Without a uid (a login undoing itself), only a Secret labelled ours is."""
         if not secret_name.startswith(naming.SESSION_PREFIX):
             return False
         try:
@@ -253,7 +258,10 @@ class Sessions:
         except NotFound:
             return False
         uid = naming.metadata_field(secret, "uid")
-        if not naming.is_managed(secret) or (secret_uid is not None and uid != secret_uid):
+        if secret_uid is not None:
+            if uid != secret_uid:
+                return False
+        elif not naming.is_managed(secret):
             return False
         return await self._end_one(naming.label(secret, naming.USER_LABEL), secret_name, uid)
 

@@ -121,6 +121,19 @@ def test_end_checks_the_uid(fake_kube: FakeKube, sessions: Sessions, user: UserR
     assert fake_kube.get(Kind.SECRET, name, NS) is not None
 
 
+def test_logout_ends_the_bound_secret_even_with_its_labels_edited(
+        fake_kube: FakeKube, sessions: Sessions, user: UserRef) -> None:
+    """The token is bound to this Secret's uid: only deleting it ends the token."""
+    session = asyncio.run(sessions.start(user))
+    name = naming.session_secret_name(session.id)
+    secret = fake_kube.get(Kind.SECRET, name, NS)
+    assert secret is not None
+    secret["metadata"]["labels"] = {}
+    assert asyncio.run(sessions.end(name, None)) is False  # no uid: labelled ones only
+    assert asyncio.run(sessions.end(name, secret["metadata"]["uid"])) is True
+    assert fake_kube.get(Kind.SECRET, name, NS) is None
+
+
 def test_sweep_deletes_expired_sessions_only(fake_kube: FakeKube, sessions: Sessions,
                                              user: UserRef, clock: ManualClock) -> None:
     old = asyncio.run(sessions.start(user))
